@@ -1,0 +1,44 @@
+"""Conveyor server: a gRPC task service running handlers on a thread pool.
+
+Write handlers as plain functions and register them by type:
+
+    from conveyor_server import task
+
+    @task("resize_image")
+    def resize_image(ctx, payload):
+        ctx.report_progress(50, "resizing")
+        return {"width": payload["width"] // 2}
+
+then run `conveyor-server --tasks mypackage.tasks`.
+"""
+
+from conveyor_server._config import ServerConfig
+from conveyor_server._context import TaskCancelled, TaskContext
+from conveyor_server._handlers import (
+    HandlerRegistry,
+    InvalidPayload,
+    NonRetryableError,
+    TaskHandler,
+    default_registry,
+    task,
+)
+from conveyor_server._memory_store import MemoryStore
+from conveyor_server._server import ConveyorServer, grpc_server_options
+from conveyor_server._store import TaskStore, TaskSubscription
+
+__all__ = [
+    "ConveyorServer",
+    "HandlerRegistry",
+    "InvalidPayload",
+    "MemoryStore",
+    "NonRetryableError",
+    "ServerConfig",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskHandler",
+    "TaskStore",
+    "TaskSubscription",
+    "default_registry",
+    "grpc_server_options",
+    "task",
+]

@@ -1,0 +1,3 @@
+from conveyor_server._main import main
+
+main()

@@ -1,0 +1,153 @@
+"""Server configuration: one dataclass, built from flags or environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Every setting of a Conveyor server, with its default.
+
+    Each field has a `conveyor-server` flag (`--field-name`) and an
+    environment variable (`CONVEYOR_FIELD_NAME`); a flag wins over the
+    environment.
+    """
+
+    host: str = "[::]"
+    """Address to listen on."""
+    port: int = 50051
+    """Port to listen on; 0 picks a free one."""
+    workers: int = 16
+    """Handler threads: how many tasks run at once."""
+    store: str = "memory://"
+    """Where tasks live, as a URL."""
+    tasks: tuple[str, ...] = ()
+    """Modules to import for their `@task` handlers."""
+    max_queue: int = 100_000
+    """Unfinished (pending and running) tasks accepted before submits get
+    RESOURCE_EXHAUSTED."""
+    max_payload_bytes: int = 256 * KIB
+    """Largest payload accepted, serialized."""
+    max_message_bytes: int = 16 * MIB
+    """Largest gRPC message received or sent (a batch is one message)."""
+    max_watchers: int = 50_000
+    """Open WatchTask streams before new ones get RESOURCE_EXHAUSTED."""
+    retention_seconds: float = 24 * 3600.0
+    """How long finished tasks are kept."""
+    retention_count: int = 100_000
+    """How many finished tasks are kept at most; the oldest go first."""
+    default_max_attempts: int = 1
+    """Attempts for tasks that do not ask for a number."""
+    default_timeout_seconds: float = 0.0
+    """Execution timeout for tasks that do not set one; 0 means none."""
+    retry_backoff_seconds: float = 1.0
+    """First retry delay; it doubles each attempt, with jitter."""
+    retry_backoff_max_seconds: float = 300.0
+    """Longest retry delay."""
+    stop_grace_seconds: float = 5.0
+    """After asking a handler to stop (cancel, timeout), how long to wait
+    before the task is finished without it."""
+    shutdown_grace_seconds: float = 30.0
+    """On SIGTERM, how long running tasks may take to finish before they go
+    back to the queue."""
+    keepalive_time_seconds: float = 60.0
+    """Server pings an idle connection this often, to find dead peers."""
+    keepalive_timeout_seconds: float = 20.0
+    """A ping unanswered this long closes the connection."""
+    max_connection_idle_seconds: float = 0.0
+    """Close connections idle this long; 0 keeps them."""
+    uvloop: bool = True
+    """Run the event loop on uvloop when it is installed."""
+    log_level: str = "INFO"
+    """Logging level of the command-line server."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be 0-65535, got {self.port}")
+        for name in ("workers", "max_queue", "max_payload_bytes", "max_message_bytes",
+                     "max_watchers", "retention_count", "default_max_attempts"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("retention_seconds", "default_timeout_seconds", "retry_backoff_seconds",
+                     "retry_backoff_max_seconds", "stop_grace_seconds",
+                     "shutdown_grace_seconds", "keepalive_time_seconds",
+                     "keepalive_timeout_seconds", "max_connection_idle_seconds"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.default_max_attempts > 100:
+            problems.append("default_max_attempts must be at most 100")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServerConfig:
+        """Settings from CONVEYOR_* variables, then `overrides` on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = parse_value(f.name, raw, default_of(f.name))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    return "CONVEYOR_" + field_name.upper()
+
+
+def default_of(field_name: str) -> Any:
+    return getattr(ServerConfig(), field_name)
+
+
+def parse_value(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw.replace("_", ""))
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{env_name(name)}={raw!r} is not a valid {type(default).__name__}") from None
+    return raw
+
+
+def field_docs() -> dict[str, str]:
+    """Field name to its docstring, for --help (read from the source)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(ServerConfig))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, following in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+

@@ -1,0 +1,134 @@
+"""Conversions between records, protobuf messages and plain Python values."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from conveyor.v1 import task_pb2
+from conveyor_server._model import TaskRecord
+
+_NULL = struct_pb2.NULL_VALUE
+
+
+def _set_timestamp(target: Any, seconds: float) -> None:
+    whole = math.floor(seconds)
+    target.seconds = whole
+    target.nanos = int((seconds - whole) * 1e9)
+
+
+def record_to_proto(record: TaskRecord) -> task_pb2.Task:
+    """The wire form of a task snapshot."""
+    task = task_pb2.Task(
+        id=record.id,
+        type=record.type,
+        state=record.state.value,  # type: ignore[arg-type]
+        attempt=record.attempt,
+        max_attempts=record.max_attempts,
+        priority=record.priority,
+        version=record.version,
+        cancel_requested=record.cancel_requested,
+    )
+    if record.payload:
+        task.payload.MergeFromString(record.payload)
+    else:
+        task.payload.SetInParent()
+    if record.labels:
+        task.labels.update(record.labels)
+    if record.idempotency_key is not None:
+        task.idempotency_key = record.idempotency_key
+    if record.result is not None:
+        task.result.MergeFromString(record.result)
+    error = record.error
+    if error is not None:
+        task.error.code = error.code
+        task.error.message = error.message
+        task.error.exception_type = error.exception_type
+    progress = record.progress
+    if progress is not None:
+        task.progress.percent = progress.percent
+        task.progress.message = progress.message
+        task.progress.current = progress.current
+        task.progress.total = progress.total
+    _set_timestamp(task.create_time, record.create_time)
+    _set_timestamp(task.update_time, record.update_time)
+    _set_timestamp(task.scheduled_time, record.scheduled_time)
+    if record.start_time is not None:
+        _set_timestamp(task.start_time, record.start_time)
+    if record.end_time is not None:
+        _set_timestamp(task.end_time, record.end_time)
+    if record.timeout is not None:
+        task.timeout.FromNanoseconds(int(record.timeout * 1e9))
+    return task
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        # JSON has one number type; give handlers ints where the value is one.
+        if number.is_integer() and abs(number) < 2**53:
+            return int(number)
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_python(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
+    return None
+
+
+def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+def payload_to_python(payload: bytes) -> dict[str, Any]:
+    struct = struct_pb2.Struct()
+    struct.MergeFromString(payload)
+    return struct_to_python(struct)
+
+
+class ResultNotJSON(TypeError):
+    pass
+
+
+def python_to_value(obj: Any, target: struct_pb2.Value, depth: int = 0) -> None:
+    if depth > 64:
+        raise ResultNotJSON("result nests deeper than 64 levels")
+    if obj is None:
+        target.null_value = _NULL
+    elif obj is True or obj is False:
+        target.bool_value = obj
+    elif isinstance(obj, int | float):
+        number = float(obj)
+        if not math.isfinite(number):
+            raise ResultNotJSON(f"result holds a non-finite number {obj!r}")
+        target.number_value = number
+    elif isinstance(obj, str):
+        target.string_value = obj
+    elif isinstance(obj, dict):
+        fields = target.struct_value.fields
+        target.struct_value.SetInParent()
+        for key, item in obj.items():
+            if not isinstance(key, str):
+                raise ResultNotJSON(f"result has a non-string key {key!r}")
+            python_to_value(item, fields[key], depth + 1)
+    elif isinstance(obj, list | tuple):
+        values = target.list_value.values
+        target.list_value.SetInParent()
+        for item in obj:
+            python_to_value(item, values.add(), depth + 1)
+    else:
+        raise ResultNotJSON(f"result holds a {type(obj).__name__}, which is not JSON")
+
+
+def result_to_bytes(obj: Any) -> bytes:
+    """Serialize a handler's return value as a google.protobuf.Value."""
+    value = struct_pb2.Value()
+    python_to_value(obj, value)
+    return value.SerializeToString()

@@ -1,0 +1,130 @@
+"""Task handlers: plain functions registered under a task type."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from conveyor_server._context import TaskContext
+
+JSONValue = Any
+"""What a handler may return: None, bool, int, float, str, lists and dicts
+of those with string keys."""
+
+TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+
+
+class TaskHandler(Protocol):
+    """`handler(ctx, payload) -> JSON-compatible result`, run on a worker thread."""
+
+    def __call__(self, ctx: TaskContext, payload: dict[str, Any], /) -> JSONValue: ...
+
+
+class PayloadValidator(Protocol):
+    """Checks a payload at submit time; raises InvalidPayload to refuse it."""
+
+    def __call__(self, payload: Mapping[str, Any], /) -> None: ...
+
+
+class NonRetryableError(Exception):
+    """Raise from a handler to fail the task at once, without further attempts."""
+
+
+class InvalidPayload(NonRetryableError):
+    """The payload cannot be processed; the message says what to fix.
+
+    Raised by a payload validator it refuses the submit with
+    INVALID_ARGUMENT; raised by a handler it fails the task for good.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    type: str
+    handler: TaskHandler
+    validate: PayloadValidator | None = None
+
+
+H = TypeVar("H", bound=TaskHandler)
+
+
+class HandlerRegistry:
+    """Maps task types to handlers.
+
+    >>> registry = HandlerRegistry()
+    >>> @registry.task("greet")
+    ... def greet(ctx, payload):
+    ...     return f"hello {payload['name']}"
+    """
+
+    def __init__(self) -> None:
+        self._registrations: dict[str, Registration] = {}
+
+    def register(
+        self, type: str, handler: TaskHandler, *, validate: PayloadValidator | None = None
+    ) -> None:
+        if not TYPE_NAME.fullmatch(type):
+            raise ValueError(
+                f"task type {type!r} must start with a letter or underscore and use only "
+                "letters, digits and . _ : - (at most 128 characters)"
+            )
+        if type in self._registrations:
+            raise ValueError(f"task type {type!r} is already registered")
+        self._registrations[type] = Registration(type, handler, validate)
+
+    def task(
+        self, type: str, *, validate: PayloadValidator | None = None
+    ) -> Callable[[H], H]:
+        """Decorator form of `register`."""
+
+        def decorate(handler: H) -> H:
+            self.register(type, handler, validate=validate)
+            return handler
+
+        return decorate
+
+    def update(self, other: HandlerRegistry) -> None:
+        for registration in other:
+            self.register(registration.type, registration.handler, validate=registration.validate)
+
+    def get(self, type: str) -> Registration | None:
+        return self._registrations.get(type)
+
+    def __contains__(self, type: object) -> bool:
+        return type in self._registrations
+
+    def __iter__(self) -> Iterator[Registration]:
+        return iter(list(self._registrations.values()))
+
+    def types(self) -> list[str]:
+        return sorted(self._registrations)
+
+
+default_registry = HandlerRegistry()
+"""Where `@task` registers; `conveyor-server --tasks module` imports the
+module so its decorators run."""
+
+
+def task(type: str, *, validate: PayloadValidator | None = None) -> Callable[[H], H]:
+    """Register a handler on the default registry.
+
+    >>> from conveyor_server import task
+    >>> @task("resize_image")
+    ... def resize_image(ctx, payload):
+    ...     ctx.report_progress(50, "resizing")
+    ...     return {"ok": True}
+    """
+    return default_registry.task(type, validate=validate)
+
+
+def import_task_modules(modules: list[str]) -> None:
+    """Import user modules whose `@task` decorators fill the default registry."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise SystemExit(f"cannot import task module {name!r}: {exc}") from exc

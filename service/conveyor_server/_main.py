@@ -1,0 +1,108 @@
+"""`conveyor-server`: run the service from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import fields
+from typing import Any
+
+from conveyor_server._config import ServerConfig, default_of, env_name, field_docs, parse_value
+from conveyor_server._server import ConveyorServer
+
+logger = logging.getLogger("conveyor_server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conveyor-server",
+        description="Run the Conveyor task service. Every flag also reads an environment "
+        "variable (shown in brackets); a flag wins.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    docs = field_docs()
+    for f in fields(ServerConfig):
+        default = default_of(f.name)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{docs.get(f.name, '')} [{env_name(f.name)}]"
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                help=help_text + f" (default: {default})",
+            )
+        elif isinstance(default, tuple):
+            parser.add_argument(
+                flag, dest=f.name, action="append", default=None, metavar="MODULE",
+                help=help_text + " (repeatable)",
+            )
+        else:
+            parser.add_argument(
+                flag, dest=f.name, default=None, metavar=type(default).__name__.upper(),
+                help=help_text + f" (default: {default})",
+            )
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> ServerConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for f in fields(ServerConfig):
+        value = getattr(args, f.name)
+        if value is None:
+            continue
+        default = default_of(f.name)
+        if isinstance(default, tuple):
+            overrides[f.name] = tuple(
+                part.strip() for item in value for part in item.split(",") if part.strip()
+            )
+        elif isinstance(default, bool):
+            overrides[f.name] = value
+        else:
+            try:
+                overrides[f.name] = parse_value(f.name, value, default)
+            except ValueError:
+                parser.error(f"--{f.name.replace('_', '-')}: {value!r} is not a valid "
+                             f"{type(default).__name__}")
+    try:
+        return ServerConfig.from_env(**overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable: error() exits
+
+
+async def serve(config: ServerConfig) -> None:
+    server = ConveyorServer(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    logger.info("signal received")
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = config_from_args(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    if config.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            logger.info("uvloop is not installed; using the default event loop")
+        else:
+            uvloop.run(serve(config))
+            return
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""`memory://`: the default store. Fast, bounded, and lost on restart."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Iterator, Sequence
+
+from conveyor_server._ids import new_task_id
+from conveyor_server._model import (
+    ListQuery,
+    NewTask,
+    Outcome,
+    Progress,
+    State,
+    TaskRecord,
+)
+from conveyor_server._store import IdempotencyConflict, InvalidTransition, QueueFull
+
+# Heap entries: (sort key..., seq, version at enqueue, record). A popped entry
+# whose version no longer matches is stale (the task was cancelled or
+# re-queued since) and is skipped.
+_ReadyEntry = tuple[int, int, int, TaskRecord]
+_DelayedEntry = tuple[float, int, int, TaskRecord]
+
+
+_DONE = Progress(100.0)
+
+
+def _done_progress(progress: Progress | None) -> Progress:
+    if progress is None or progress.percent == 100.0:
+        return progress or _DONE
+    return Progress(100.0, progress.message, progress.current, progress.total)
+
+
+class MemorySubscription:
+    """Latest-only mailbox for one watcher of one task."""
+
+    __slots__ = ("_closed", "_event", "_latest", "_store", "task_id")
+
+    def __init__(self, store: MemoryStore, task_id: str) -> None:
+        self._store = store
+        self.task_id = task_id
+        self._latest: TaskRecord | None = None
+        self._event = asyncio.Event()
+        self._closed = False
+
+    def deliver(self, record: TaskRecord) -> None:
+        self._latest = record
+        self._event.set()
+
+    async def next(self) -> TaskRecord:
+        while self._latest is None:
+            self._event.clear()
+            await self._event.wait()
+        record, self._latest = self._latest, None
+        return record
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store._unsubscribe(self)
+
+
+class MemoryStore:
+    """In-process store: dicts and heaps, no I/O.
+
+    All mutation happens on the event loop thread, so every method is atomic
+    without locks.
+    """
+
+    def __init__(self, *, max_queue: int, retention_count: int) -> None:
+        self._max_queue = max_queue
+        self._retention_count = retention_count
+        self._tasks: dict[str, TaskRecord] = {}
+        # Creation order, for newest-first listing by cursor; purged records
+        # linger here until the next compaction.
+        self._order_seqs: list[int] = []
+        self._order_records: list[TaskRecord] = []
+        self._order_dead = 0
+        self._ready: list[_ReadyEntry] = []
+        self._delayed: list[_DelayedEntry] = []
+        self._running: dict[str, TaskRecord] = {}
+        self._finished: deque[TaskRecord] = deque()
+        self._finished_count = 0
+        self._unfinished = 0
+        self._keys: dict[tuple[str, str], TaskRecord] = {}
+        self._subscriptions: dict[str, set[MemorySubscription]] = {}
+        self._seq = 0
+
+    # -- writes ---------------------------------------------------------
+
+    async def create(self, tasks: Sequence[NewTask], now: float) -> list[TaskRecord]:
+        results: list[TaskRecord | None] = []
+        fresh = 0
+        for new in tasks:
+            existing = None
+            if new.idempotency_key is not None:
+                existing = self._keys.get((new.tenant, new.idempotency_key))
+                if existing is not None and existing.fingerprint != new.fingerprint:
+                    raise IdempotencyConflict(new.idempotency_key, existing.id)
+            results.append(existing)
+            if existing is None:
+                fresh += 1
+        if fresh and self._unfinished + fresh > self._max_queue:
+            raise QueueFull(self._unfinished, self._max_queue)
+
+        records: list[TaskRecord] = []
+        for new, existing in zip(tasks, results, strict=True):
+            if existing is not None:
+                records.append(existing)
+                continue
+            # A batch may repeat a key: the second use sees the first.
+            if new.idempotency_key is not None:
+                earlier = self._keys.get((new.tenant, new.idempotency_key))
+                if earlier is not None:
+                    if earlier.fingerprint != new.fingerprint:
+                        raise IdempotencyConflict(new.idempotency_key, earlier.id)
+                    records.append(earlier)
+                    continue
+            self._seq += 1
+            record = TaskRecord(
+                id=new_task_id(),
+                type=new.type,
+                payload=new.payload,
+                labels=new.labels,
+                max_attempts=new.max_attempts,
+                priority=new.priority,
+                timeout=new.timeout,
+                idempotency_key=new.idempotency_key,
+                fingerprint=new.fingerprint,
+                create_time=now,
+                scheduled_time=now + new.delay if new.delay > 0 else now,
+                seq=self._seq,
+                tenant=new.tenant,
+            )
+            self._tasks[record.id] = record
+            self._order_seqs.append(record.seq)
+            self._order_records.append(record)
+            if new.idempotency_key is not None:
+                self._keys[(new.tenant, new.idempotency_key)] = record
+            self._unfinished += 1
+            self._enqueue(record, now)
+            records.append(record)
+        return records
+
+    async def claim(self, limit: int, now: float) -> list[TaskRecord]:
+        self._promote_due(now)
+        claimed: list[TaskRecord] = []
+        ready = self._ready
+        while ready and len(claimed) < limit:
+            _, _, version, record = heapq.heappop(ready)
+            if record.state is not State.PENDING or record.version != version:
+                continue
+            record.state = State.RUNNING
+            record.attempt += 1
+            record.start_time = now
+            record.update_time = now
+            record.progress = None
+            record.version += 1
+            self._running[record.id] = record
+            claimed.append(record)
+            self._publish(record)
+        return claimed
+
+    async def next_due_time(self) -> float | None:
+        delayed = self._delayed
+        while delayed:
+            _, _, version, record = delayed[0]
+            if record.state is State.PENDING and record.version == version:
+                return record.scheduled_time
+            heapq.heappop(delayed)
+        return None
+
+    async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
+        for task_id, attempt, progress in updates:
+            record = self._running.get(task_id)
+            if record is None or record.attempt != attempt:
+                continue
+            record.progress = progress
+            record.update_time = now
+            record.version += 1
+            self._publish(record)
+
+    async def complete(self, outcomes: Sequence[Outcome], now: float) -> list[TaskRecord]:
+        changed: list[TaskRecord] = []
+        for outcome in outcomes:
+            record = self._running.get(outcome.task_id)
+            if record is None or record.attempt != outcome.attempt:
+                continue  # fenced: a newer attempt, or already finished
+            del self._running[record.id]
+            if outcome.progress is not None:
+                record.progress = outcome.progress
+            if outcome.cancelled or record.cancel_requested:
+                self._finish(record, State.CANCELLED, now)
+            elif outcome.failure is None:
+                record.result = outcome.result
+                record.error = None
+                record.progress = _done_progress(record.progress)
+                self._finish(record, State.SUCCEEDED, now)
+            else:
+                record.error = outcome.failure
+                if outcome.retry_at is not None:
+                    record.state = State.PENDING
+                    record.scheduled_time = outcome.retry_at
+                    record.update_time = now
+                    record.version += 1
+                    self._enqueue(record, now)
+                    self._publish(record)
+                else:
+                    self._finish(record, State.FAILED, now)
+            changed.append(record)
+        return changed
+
+    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
+        record = self._running.get(task_id)
+        if record is None or record.attempt != attempt:
+            return None
+        del self._running[task_id]
+        record.state = State.PENDING
+        record.attempt -= 1
+        record.start_time = None
+        record.progress = None
+        record.update_time = now
+        record.scheduled_time = now
+        record.version += 1
+        self._enqueue(record, now)
+        self._publish(record)
+        return record
+
+    async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+        record = self._visible(task_id, tenant)
+        if record is None:
+            return None
+        if record.state is State.PENDING:
+            self._finish(record, State.CANCELLED, now)
+        elif record.state is State.RUNNING:
+            if not record.cancel_requested:
+                record.cancel_requested = True
+                record.update_time = now
+                record.version += 1
+                self._publish(record)
+        elif record.state is not State.CANCELLED:
+            raise InvalidTransition(
+                record,
+                f"task {task_id} already finished as {record.state.name}; "
+                "only PENDING or RUNNING tasks can be cancelled",
+            )
+        return record
+
+    async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+        record = self._visible(task_id, tenant)
+        if record is None:
+            return None
+        if record.state not in (State.FAILED, State.CANCELLED):
+            raise InvalidTransition(
+                record,
+                f"task {task_id} is {record.state.name}; only FAILED or CANCELLED tasks "
+                "can be retried",
+            )
+        if self._unfinished + 1 > self._max_queue:
+            raise QueueFull(self._unfinished, self._max_queue)
+        self._finished_count -= 1
+        self._unfinished += 1
+        record.state = State.PENDING
+        record.attempt = 0
+        record.result = None
+        record.error = None
+        record.progress = None
+        record.cancel_requested = False
+        record.start_time = None
+        record.end_time = None
+        record.scheduled_time = now
+        record.update_time = now
+        record.version += 1
+        self._enqueue(record, now)
+        self._publish(record)
+        return record
+
+    async def purge(self, finished_before: float) -> int:
+        purged = 0
+        finished = self._finished
+        while finished:
+            record = finished[0]
+            if record.state.is_terminal and record.id in self._tasks:
+                end = record.end_time
+                if end is not None and end >= finished_before:
+                    break
+                self._drop(record)
+                purged += 1
+            finished.popleft()
+        return purged
+
+    # -- reads ----------------------------------------------------------
+
+    async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None:
+        return self._visible(task_id, tenant)
+
+    async def list(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
+        page: list[TaskRecord] = []
+        candidates = self._candidates(query)
+        for record in candidates:
+            if query.states and record.state not in query.states:
+                continue
+            if query.type and record.type != query.type:
+                continue
+            if query.tenant != record.tenant:
+                continue
+            if query.labels:
+                labels = record.labels or {}
+                if any(labels.get(k) != v for k, v in query.labels):
+                    continue
+            if len(page) == query.page_size:
+                return page, page[-1].seq
+            page.append(record)
+        return page, None
+
+    async def depth(self) -> int:
+        return self._unfinished
+
+    def subscribe(self, task_id: str) -> MemorySubscription:
+        subscription = MemorySubscription(self, task_id)
+        self._subscriptions.setdefault(task_id, set()).add(subscription)
+        return subscription
+
+    async def close(self) -> None:
+        self._subscriptions.clear()
+
+    @property
+    def size(self) -> int:
+        """Tasks held, finished ones included."""
+        return len(self._tasks)
+
+    # -- internals ------------------------------------------------------
+
+    def _visible(self, task_id: str, tenant: str) -> TaskRecord | None:
+        record = self._tasks.get(task_id)
+        if record is None or record.tenant != tenant:
+            return None
+        return record
+
+    def _candidates(self, query: ListQuery) -> Iterator[TaskRecord]:
+        """Records newest first, before the cursor; a narrow pool for queries
+        that only ask for unfinished tasks."""
+        before = query.before_seq
+        if query.states and not any(state.is_terminal for state in query.states):
+            pool: list[TaskRecord] = []
+            if State.RUNNING in query.states:
+                pool.extend(self._running.values())
+            if State.PENDING in query.states:
+                pool.extend(e[3] for e in self._ready if e[3].state is State.PENDING)
+                pool.extend(e[3] for e in self._delayed if e[3].state is State.PENDING)
+            unique = {r.seq: r for r in pool if before is None or r.seq < before}
+            yield from (unique[seq] for seq in sorted(unique, reverse=True))
+            return
+        end = len(self._order_seqs) if before is None else bisect_left(self._order_seqs, before)
+        records = self._order_records
+        tasks = self._tasks
+        for i in range(end - 1, -1, -1):
+            record = records[i]
+            if tasks.get(record.id) is record:
+                yield record
+
+    def _enqueue(self, record: TaskRecord, now: float) -> None:
+        if record.scheduled_time > now:
+            heapq.heappush(
+                self._delayed, (record.scheduled_time, record.seq, record.version, record)
+            )
+        else:
+            heapq.heappush(self._ready, (-record.priority, record.seq, record.version, record))
+
+    def _promote_due(self, now: float) -> None:
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, version, record = heapq.heappop(delayed)
+            if record.state is State.PENDING and record.version == version:
+                heapq.heappush(self._ready, (-record.priority, record.seq, version, record))
+
+    def _finish(self, record: TaskRecord, state: State, now: float) -> None:
+        record.state = state
+        record.end_time = now
+        record.update_time = now
+        record.version += 1
+        self._running.pop(record.id, None)
+        self._unfinished -= 1
+        self._finished_count += 1
+        self._finished.append(record)
+        self._publish(record)
+        while self._finished_count > self._retention_count and self._finished:
+            oldest = self._finished.popleft()
+            if oldest.state.is_terminal and self._tasks.get(oldest.id) is oldest:
+                self._drop(oldest)
+
+    def _drop(self, record: TaskRecord) -> None:
+        del self._tasks[record.id]
+        self._finished_count -= 1
+        if record.idempotency_key is not None:
+            key = (record.tenant, record.idempotency_key)
+            if self._keys.get(key) is record:
+                del self._keys[key]
+        self._order_dead += 1
+        if self._order_dead > 1024 and self._order_dead * 2 > len(self._order_seqs):
+            self._compact_order()
+
+    def _compact_order(self) -> None:
+        tasks = self._tasks
+        kept = [r for r in self._order_records if tasks.get(r.id) is r]
+        self._order_records = kept
+        self._order_seqs = [r.seq for r in kept]
+        self._order_dead = 0
+
+    def _publish(self, record: TaskRecord) -> None:
+        subscriptions = self._subscriptions.get(record.id)
+        if subscriptions:
+            for subscription in subscriptions:
+                subscription.deliver(record)
+
+    def _unsubscribe(self, subscription: MemorySubscription) -> None:
+        subscriptions = self._subscriptions.get(subscription.task_id)
+        if subscriptions is not None:
+            subscriptions.discard(subscription)
+            if not subscriptions:
+                del self._subscriptions[subscription.task_id]

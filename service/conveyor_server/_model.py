@@ -1,0 +1,197 @@
+"""The server's own model of a task, independent of the wire format.
+
+Records are plain slotted objects rather than protobuf messages: a retained
+finished task costs a few hundred bytes this way, and the hot path (submit,
+claim, complete) only touches Python attributes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class State(enum.IntEnum):
+    """Task states; the values are those of `conveyor.v1.TaskState`."""
+
+    PENDING = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    CANCELLED = 5
+
+    @property
+    def is_terminal(self) -> bool:
+        return self >= State.SUCCEEDED
+
+
+TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+
+
+class ErrorCode:
+    """Stable values of `TaskError.code`."""
+
+    HANDLER_ERROR = "HANDLER_ERROR"
+    NON_RETRYABLE = "NON_RETRYABLE"
+    TIMEOUT = "TIMEOUT"
+    INVALID_PAYLOAD = "INVALID_PAYLOAD"
+    INVALID_RESULT = "INVALID_RESULT"
+    UNKNOWN_TASK_TYPE = "UNKNOWN_TASK_TYPE"
+    INTERRUPTED = "INTERRUPTED"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """Why an attempt failed: becomes `Task.error`."""
+
+    code: str
+    message: str
+    exception_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    percent: float = 0.0
+    message: str = ""
+    current: int = 0
+    total: int = 0
+
+
+class TaskRecord:
+    """One task as a store holds it.
+
+    A store owns its records: callers outside the store treat them as
+    read-only snapshots. Times are seconds since the epoch (UTC), None when
+    unset.
+    """
+
+    __slots__ = (
+        "attempt",
+        "cancel_requested",
+        "create_time",
+        "end_time",
+        "error",
+        "fingerprint",
+        "id",
+        "idempotency_key",
+        "labels",
+        "max_attempts",
+        "payload",
+        "priority",
+        "progress",
+        "result",
+        "scheduled_time",
+        "seq",
+        "start_time",
+        "state",
+        "tenant",
+        "timeout",
+        "type",
+        "update_time",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        type: str,
+        payload: bytes,
+        labels: dict[str, str] | None,
+        max_attempts: int,
+        priority: int,
+        timeout: float | None,
+        idempotency_key: str | None,
+        fingerprint: bytes | None,
+        create_time: float,
+        scheduled_time: float,
+        seq: int = 0,
+        tenant: str = "",
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.state = State.PENDING
+        # Serialized google.protobuf.Struct: compact, and turned back into a
+        # message without a Python-level walk.
+        self.payload = payload
+        # Serialized google.protobuf.Value, set when SUCCEEDED.
+        self.result: bytes | None = None
+        self.error: TaskFailure | None = None
+        self.progress: Progress | None = None
+        self.attempt = 0
+        self.max_attempts = max_attempts
+        self.priority = priority
+        self.labels = labels
+        self.create_time = create_time
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.update_time = create_time
+        self.scheduled_time = scheduled_time
+        self.timeout = timeout
+        self.idempotency_key = idempotency_key
+        # Digest of the submit request, to tell a repeat from a conflict.
+        self.fingerprint = fingerprint
+        self.cancel_requested = False
+        self.version = 1
+        # Creation order inside one store; the list cursor.
+        self.seq = seq
+        self.tenant = tenant
+
+    def copy(self) -> TaskRecord:
+        clone = TaskRecord.__new__(TaskRecord)
+        for name in TaskRecord.__slots__:
+            setattr(clone, name, getattr(self, name))
+        return clone
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskRecord(id={self.id!r}, type={self.type!r}, state={self.state.name}, "
+            f"attempt={self.attempt}, version={self.version})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated submit request, ready for `TaskStore.create`."""
+
+    type: str
+    payload: bytes
+    labels: dict[str, str] | None
+    max_attempts: int
+    priority: int
+    timeout: float | None
+    delay: float
+    idempotency_key: str | None
+    fingerprint: bytes | None
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as the runner reports it to the store.
+
+    Exactly one of `result` (success) or `failure` is set, unless
+    `cancelled` is true. `retry_at` is set on a failure that may be retried.
+    """
+
+    task_id: str
+    attempt: int
+    result: bytes | None = None
+    failure: TaskFailure | None = None
+    retry_at: float | None = None
+    cancelled: bool = False
+    # The handler's last progress report, not yet applied.
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """Filters and position of one ListTasks page."""
+
+    page_size: int
+    states: frozenset[State] = field(default_factory=frozenset)
+    type: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    # List only tasks created before this sequence number (exclusive).
+    before_seq: int | None = None
+    tenant: str = ""

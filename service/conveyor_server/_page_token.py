@@ -1,0 +1,66 @@
+"""Opaque, signed page tokens for ListTasks (AIP-158).
+
+A token carries the cursor and a digest of the filters it was minted for,
+signed with the server's key, so a forged, edited or foreign token (another
+query, another tenant, another server key) is refused instead of silently
+returning the wrong page.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+from conveyor_server._model import ListQuery
+
+
+class BadPageToken(ValueError):
+    pass
+
+
+def _filter_digest(query: ListQuery) -> str:
+    shape = [
+        sorted(int(s) for s in query.states),
+        query.type,
+        sorted(query.labels),
+        query.tenant,
+    ]
+    return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
+
+
+class PageTokens:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _sign(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:16]
+
+    def mint(self, query: ListQuery, cursor: int) -> str:
+        body = json.dumps({"c": cursor, "f": _filter_digest(query)}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(body + self._sign(body)).decode().rstrip("=")
+
+    def read(self, token: str, query: ListQuery) -> int:
+        """The cursor in `token`; raises BadPageToken with the reason."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (ValueError, TypeError):
+            raise BadPageToken("page_token is not a token this server issued") from None
+        body, signature = raw[:-16], raw[-16:]
+        if len(raw) <= 16 or not hmac.compare_digest(signature, self._sign(body)):
+            raise BadPageToken("page_token is not a token this server issued")
+        try:
+            decoded = json.loads(body)
+            cursor = decoded["c"]
+            digest = decoded["f"]
+        except (ValueError, KeyError, TypeError):
+            raise BadPageToken("page_token is not a token this server issued") from None
+        if digest != _filter_digest(query):
+            raise BadPageToken(
+                "page_token was issued for other filters; repeat the request with the same "
+                "states, type and labels, or drop the token to start over"
+            )
+        if not isinstance(cursor, int) or cursor < 0:
+            raise BadPageToken("page_token is not a token this server issued")
+        return cursor

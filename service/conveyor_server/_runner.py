@@ -1,0 +1,374 @@
+"""TaskRunner: claims due tasks and runs their handlers on a thread pool.
+
+One dispatcher coroutine owns every state change the runner makes. Handler
+threads never touch the store: they post events (progress, completion) to a
+deque and wake the dispatcher, which applies them in batches. That keeps the
+event loop free of handler work and the store free of threads, and it folds
+a burst of completions into one store call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor_server._context import TaskCancelled, TaskContext
+from conveyor_server._convert import ResultNotJSON, payload_to_python, result_to_bytes
+from conveyor_server._handlers import HandlerRegistry, InvalidPayload, NonRetryableError
+from conveyor_server._model import ErrorCode, Outcome, Progress, TaskFailure, TaskRecord
+from conveyor_server._store import StoreError, TaskStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    backoff: float
+    backoff_max: float
+
+    def retry_at(self, attempt: int, max_attempts: int, now: float) -> float | None:
+        """When to run the next attempt after `attempt` failed, or None."""
+        if attempt >= max_attempts:
+            return None
+        ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+        # Equal jitter: at least half the delay, so retries neither stampede
+        # nor collapse to zero.
+        return now + ceiling * random.uniform(0.5, 1.0)
+
+
+class _Running:
+    """One attempt in flight on this runner."""
+
+    __slots__ = (
+        "attempt",
+        "ctx",
+        "finished",
+        "max_attempts",
+        "progress",
+        "progress_posted",
+        "stop_timer",
+        "task_id",
+        "timeout_timer",
+    )
+
+    def __init__(self, record: TaskRecord, ctx: TaskContext) -> None:
+        self.task_id = record.id
+        self.attempt = record.attempt
+        self.max_attempts = record.max_attempts
+        self.ctx = ctx
+        # Set once the store has been told how the attempt ended, perhaps
+        # before the handler's thread returns (timeout, cancel, shutdown).
+        self.finished = False
+        self.progress: Progress | None = None
+        self.progress_posted = False
+        self.timeout_timer: asyncio.TimerHandle | None = None
+        self.stop_timer: asyncio.TimerHandle | None = None
+
+
+# What a handler thread reports: (running, result bytes, failure, stopped)
+_Done = tuple[_Running, bytes | None, TaskFailure | None, bool]
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        store: TaskStore,
+        registry: HandlerRegistry,
+        *,
+        workers: int,
+        retry_policy: RetryPolicy,
+        stop_grace: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._workers = workers
+        self._retry = retry_policy
+        self._stop_grace = stop_grace
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-task")
+        self._running: dict[str, _Running] = {}
+        # Threads occupied by a handler; can exceed len(_running) while a
+        # handler that was given up on (timeout, cancel) has not returned.
+        self._busy = 0
+        self._from_threads: deque[tuple[str, Any]] = deque()
+        self._signalled = False
+        self._local_outcomes: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._claiming = True
+        self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="conveyor-dispatcher")
+
+    def notify(self) -> None:
+        """New work may be due; called on the loop after submit and retry."""
+        self._wake.set()
+
+    def cancel_running(self, task_id: str) -> None:
+        """Ask the local handler of a task to stop; finish it as CANCELLED
+        when it returns, or after the stop grace at the latest."""
+        running = self._running.get(task_id)
+        if running is None or running.finished:
+            return
+        running.ctx.request_stop("cancelled")
+        self._arm_stop_timer(running, Outcome(running.task_id, running.attempt, cancelled=True))
+
+    async def drain(self, grace: float) -> int:
+        """Stop claiming, let running tasks finish for `grace` seconds, then
+        hand the rest back to the queue without spending an attempt.
+        Returns how many were handed back."""
+        self._claiming = False
+        deadline = time.monotonic() + grace
+        while self._running and time.monotonic() < deadline:
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        handed_back = 0
+        now = self._clock()
+        for running in list(self._running.values()):
+            running.ctx.request_stop("shutdown")
+            self._finish_locally(running)
+            try:
+                if await self._store.requeue(running.task_id, running.attempt, now) is not None:
+                    handed_back += 1
+            except StoreError:
+                logger.exception("could not hand task %s back to the queue", running.task_id)
+        return handed_back
+
+    async def close(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        if self._dispatcher is not None:
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        # Threads of handlers that ignore their stop request are not joined:
+        # the process must be able to exit.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the dispatcher -------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopped:
+            self._wake.clear()
+            try:
+                await self._apply_events()
+                if self._claiming:
+                    free = self._workers - self._busy
+                    if free > 0:
+                        now = self._clock()
+                        for record in await self._store.claim(free, now):
+                            self._start(record)
+                due = await self._store.next_due_time() if self._claiming else None
+            except StoreError:
+                logger.exception("store call failed; retrying in 1s")
+                due = self._clock() + 1.0
+            except Exception:
+                logger.exception("dispatcher step failed; retrying in 1s")
+                due = self._clock() + 1.0
+            if self._wake.is_set() or self._stopped:
+                continue
+            timer = None
+            if due is not None:
+                timer = loop.call_later(max(0.0, due - self._clock()), self._wake.set)
+            await self._wake.wait()
+            if timer is not None:
+                timer.cancel()
+
+    async def _apply_events(self) -> None:
+        events = self._from_threads
+        self._signalled = False
+        if not events and not self._local_outcomes:
+            return
+        outcomes, self._local_outcomes = self._local_outcomes, []
+        progress: dict[str, tuple[str, int, Progress]] = {}
+        now = self._clock()
+        while events:
+            kind, item = events.popleft()
+            if kind == "progress":
+                running: _Running = item
+                running.progress_posted = False
+                if running.progress is not None and not running.finished:
+                    progress[running.task_id] = (running.task_id, running.attempt, running.progress)
+            else:
+                outcome = self._on_thread_done(item, now)
+                if outcome is not None:
+                    progress.pop(outcome.task_id, None)
+                    outcomes.append(outcome)
+        if progress:
+            await self._store.set_progress(list(progress.values()), now)
+        if outcomes:
+            await self._store.complete(outcomes, now)
+        if not self._running:
+            self._idle.set()
+
+    def _start(self, record: TaskRecord) -> None:
+        ctx = TaskContext(
+            task_id=record.id,
+            type=record.type,
+            attempt=record.attempt,
+            max_attempts=record.max_attempts,
+            labels=record.labels or {},
+            on_progress=self._progress_from_thread,
+        )
+        running = _Running(record, ctx)
+        registration = self._registry.get(record.type)
+        if registration is None:
+            # Possible when a store outlives a deployment that knew the type.
+            running.finished = True
+            self._local_outcomes.append(
+                Outcome(
+                    record.id,
+                    record.attempt,
+                    failure=TaskFailure(
+                        ErrorCode.UNKNOWN_TASK_TYPE,
+                        f"no handler is registered for task type {record.type!r} on this server",
+                    ),
+                )
+            )
+            self._wake.set()
+            return
+        self._running[record.id] = running
+        self._busy += 1
+        self._executor.submit(self._run, running, registration.handler, record.payload)
+        if record.timeout is not None:
+            assert self._loop is not None
+            running.timeout_timer = self._loop.call_later(
+                record.timeout, self._on_timeout, running, record.timeout
+            )
+
+    def _on_thread_done(self, done: _Done, now: float) -> Outcome | None:
+        running, result, failure, _ = done
+        self._busy -= 1
+        for timer in (running.timeout_timer, running.stop_timer):
+            if timer is not None:
+                timer.cancel()
+        if running.finished:
+            return None
+        self._finish_locally(running)
+        reason = running.ctx.stop_reason
+        if reason == "cancelled":
+            return Outcome(running.task_id, running.attempt, cancelled=True)
+        if reason == "timeout":
+            return self._timeout_outcome(running, now)
+        if failure is None:
+            return Outcome(
+                running.task_id, running.attempt, result=result, progress=running.progress
+            )
+        retry_at = None
+        if failure.code == ErrorCode.HANDLER_ERROR:
+            retry_at = self._retry.retry_at(running.attempt, running.max_attempts, now)
+        logger.info(
+            "task %s attempt %d failed: %s%s",
+            running.task_id,
+            running.attempt,
+            failure.message,
+            "; will retry" if retry_at is not None else "",
+        )
+        return Outcome(
+            running.task_id,
+            running.attempt,
+            failure=failure,
+            retry_at=retry_at,
+            progress=running.progress,
+        )
+
+    def _finish_locally(self, running: _Running) -> None:
+        running.finished = True
+        if self._running.get(running.task_id) is running:
+            del self._running[running.task_id]
+
+    def _timeout_outcome(self, running: _Running, now: float) -> Outcome:
+        failure = TaskFailure(
+            ErrorCode.TIMEOUT,
+            f"attempt {running.attempt} exceeded its execution timeout",
+        )
+        retry_at = self._retry.retry_at(running.attempt, running.max_attempts, now)
+        return Outcome(running.task_id, running.attempt, failure=failure, retry_at=retry_at)
+
+    def _on_timeout(self, running: _Running, timeout: float) -> None:
+        if running.finished:
+            return
+        running.ctx.request_stop("timeout")
+        self._arm_stop_timer(running, self._timeout_outcome(running, self._clock()))
+
+    def _arm_stop_timer(self, running: _Running, outcome: Outcome) -> None:
+        if running.stop_timer is not None:
+            return
+        assert self._loop is not None
+        running.stop_timer = self._loop.call_later(
+            self._stop_grace, self._give_up, running, outcome
+        )
+
+    def _give_up(self, running: _Running, outcome: Outcome) -> None:
+        """The handler did not stop within the grace: finish without it."""
+        if running.finished:
+            return
+        logger.warning(
+            "task %s attempt %d did not stop within %gs; finishing it without its handler",
+            running.task_id,
+            running.attempt,
+            self._stop_grace,
+        )
+        self._finish_locally(running)
+        self._local_outcomes.append(outcome)
+        self._wake.set()
+
+    # -- handler threads ------------------------------------------------
+
+    def _post(self, kind: str, item: Any) -> None:
+        self._from_threads.append((kind, item))
+        if not self._signalled:
+            self._signalled = True
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:
+                pass  # the loop is closed: the server is gone
+
+    def _progress_from_thread(self, ctx: TaskContext, progress: Progress) -> None:
+        running = self._running.get(ctx.task_id)
+        if running is None or running.ctx is not ctx:
+            return
+        running.progress = progress
+        if not running.progress_posted:
+            running.progress_posted = True
+            self._post("progress", running)
+
+    def _run(self, running: _Running, handler: Any, payload: bytes) -> None:
+        result: bytes | None = None
+        failure: TaskFailure | None = None
+        try:
+            value = handler(running.ctx, payload_to_python(payload))
+            result = result_to_bytes(value)
+        except InvalidPayload as exc:
+            failure = TaskFailure(ErrorCode.INVALID_PAYLOAD, str(exc), type(exc).__name__)
+        except NonRetryableError as exc:
+            failure = TaskFailure(ErrorCode.NON_RETRYABLE, str(exc), type(exc).__name__)
+        except TaskCancelled as exc:
+            failure = TaskFailure(ErrorCode.INTERRUPTED, str(exc), type(exc).__name__)
+        except ResultNotJSON as exc:
+            failure = TaskFailure(ErrorCode.INVALID_RESULT, str(exc), type(exc).__name__)
+        except Exception as exc:
+            running.ctx.logger.info("handler raised %s", type(exc).__name__, exc_info=True)
+            message = str(exc) or type(exc).__name__
+            failure = TaskFailure(ErrorCode.HANDLER_ERROR, message[:4096], type(exc).__name__)
+        finally:
+            self._post("done", (running, result, failure, running.ctx.cancelled))

@@ -1,0 +1,239 @@
+"""TaskService: the gRPC face of the store and the runner."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_server._convert import record_to_proto
+from conveyor_server._errors import ServiceError, invalid_argument, not_found
+from conveyor_server._model import ListQuery, State
+from conveyor_server._page_token import BadPageToken, PageTokens
+from conveyor_server._runner import TaskRunner
+from conveyor_server._store import (
+    IdempotencyConflict,
+    InvalidTransition,
+    QueueFull,
+    StoreUnavailable,
+    TaskStore,
+)
+from conveyor_server._validation import RequestValidator, check_id, page_size
+
+logger = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+_STATE_NAMES = {state.value: state for state in State}
+
+
+class Gate:
+    """Whether the server takes new work; closed while shutting down."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+    def check(self) -> None:
+        if not self.open:
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE,
+                "the server is shutting down and takes no new work; retry on another replica",
+            )
+
+
+def _store_error(exc: Exception) -> ServiceError:
+    if isinstance(exc, QueueFull):
+        return ServiceError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{exc}; retry later, or raise --max-queue",
+        )
+    if isinstance(exc, IdempotencyConflict):
+        return ServiceError(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    if isinstance(exc, InvalidTransition):
+        return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return ServiceError(grpc.StatusCode.UNAVAILABLE, f"task store unavailable: {exc}")
+    raise exc
+
+
+async def _abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> None:
+    await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+
+
+def _handles_errors(
+    method: Callable[[Any, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
+) -> Callable[[Any, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """Turn ServiceError and store refusals into RPC errors, in one place."""
+
+    async def wrapper(self: Any, request: Req, context: aio.ServicerContext[Req, Resp]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        except (QueueFull, IdempotencyConflict, InvalidTransition, StoreUnavailable) as exc:
+            await _abort(context, _store_error(exc))
+        raise AssertionError("abort returns only by raising")
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class TaskServicer(pb_grpc.TaskServiceServicer):
+    def __init__(
+        self,
+        store: TaskStore,
+        runner: TaskRunner,
+        validator: RequestValidator,
+        page_tokens: PageTokens,
+        gate: Gate,
+        *,
+        max_watchers: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._validator = validator
+        self._page_tokens = page_tokens
+        self._gate = gate
+        self._max_watchers = max_watchers
+        self._clock = clock
+        self.watchers = 0
+
+    @_handles_errors
+    async def SubmitTask(
+        self, request: pb.SubmitTaskRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.SubmitTaskResponse:
+        self._gate.check()
+        new = self._validator.submit(request)
+        [record] = await self._store.create([new], self._clock())
+        self._runner.notify()
+        return pb.SubmitTaskResponse(task=record_to_proto(record))
+
+    @_handles_errors
+    async def BatchSubmitTasks(
+        self, request: pb.BatchSubmitTasksRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.BatchSubmitTasksResponse:
+        self._gate.check()
+        tasks = self._validator.batch(request)
+        records = await self._store.create(tasks, self._clock())
+        self._runner.notify()
+        return pb.BatchSubmitTasksResponse(tasks=[record_to_proto(r) for r in records])
+
+    @_handles_errors
+    async def GetTask(
+        self, request: pb.GetTaskRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.GetTaskResponse:
+        check_id(request.id)
+        record = await self._store.get(request.id)
+        if record is None:
+            raise not_found(request.id)
+        return pb.GetTaskResponse(task=record_to_proto(record))
+
+    async def WatchTask(
+        self, request: pb.WatchTaskRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchTaskResponse]:
+        try:
+            check_id(request.id)
+            if request.since_version < 0:
+                raise invalid_argument([("since_version", "must not be negative")])
+            if self.watchers >= self._max_watchers:
+                raise ServiceError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many open watch streams ({self._max_watchers}); "
+                    "close some, poll with GetTask, or raise --max-watchers",
+                )
+        except ServiceError as exc:
+            await _abort(context, exc)
+        self.watchers += 1
+        # Subscribe before reading the snapshot, so no change can slip
+        # between the two.
+        subscription = self._store.subscribe(request.id)
+        try:
+            record = await self._store.get(request.id)
+            if record is None:
+                await _abort(context, not_found(request.id))
+                return
+            last = request.since_version
+            while True:
+                if record.version > last:
+                    last = record.version
+                    terminal = record.state.is_terminal
+                    yield pb.WatchTaskResponse(task=record_to_proto(record))
+                    if terminal:
+                        return
+                elif record.state.is_terminal:
+                    return
+                record = await subscription.next()
+        finally:
+            subscription.close()
+            self.watchers -= 1
+
+    @_handles_errors
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListTasksResponse:
+        size = page_size(request.page_size)
+        states = []
+        for index, value in enumerate(request.states):
+            state = _STATE_NAMES.get(value)
+            if state is None:
+                raise invalid_argument(
+                    [(f"states[{index}]", f"{value} is not a task state; use TASK_STATE_PENDING, "
+                      "_RUNNING, _SUCCEEDED, _FAILED or _CANCELLED")]
+                )
+            states.append(state)
+        query = ListQuery(
+            page_size=size,
+            states=frozenset(states),
+            type=request.type,
+            labels=tuple(sorted(request.labels.items())),
+        )
+        if request.page_token:
+            try:
+                cursor = self._page_tokens.read(request.page_token, query)
+            except BadPageToken as exc:
+                raise invalid_argument([("page_token", str(exc))]) from None
+            query = ListQuery(
+                page_size=size,
+                states=query.states,
+                type=query.type,
+                labels=query.labels,
+                before_seq=cursor,
+            )
+        records, next_cursor = await self._store.list(query)
+        response = pb.ListTasksResponse(tasks=[record_to_proto(r) for r in records])
+        if next_cursor is not None:
+            response.next_page_token = self._page_tokens.mint(query, next_cursor)
+        return response
+
+    @_handles_errors
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.CancelTaskResponse:
+        check_id(request.id)
+        record = await self._store.cancel(request.id, self._clock())
+        if record is None:
+            raise not_found(request.id)
+        if record.state is State.RUNNING:
+            self._runner.cancel_running(record.id)
+        return pb.CancelTaskResponse(task=record_to_proto(record))
+
+    @_handles_errors
+    async def RetryTask(
+        self, request: pb.RetryTaskRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.RetryTaskResponse:
+        check_id(request.id)
+        self._gate.check()
+        record = await self._store.retry(request.id, self._clock())
+        if record is None:
+            raise not_found(request.id)
+        self._runner.notify()
+        return pb.RetryTaskResponse(task=record_to_proto(record))

@@ -1,0 +1,208 @@
+"""Request checks: every problem becomes a field violation that says what to fix."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from google.protobuf import duration_pb2
+
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor_server._convert import struct_to_python
+from conveyor_server._errors import invalid_argument
+from conveyor_server._handlers import HandlerRegistry, InvalidPayload
+from conveyor_server._ids import MAX_ID_LENGTH, SAFE_ID
+from conveyor_server._model import NewTask
+
+MAX_BATCH = 1000
+MAX_ATTEMPTS = 100
+MAX_TIMEOUT_SECONDS = 24 * 3600
+MAX_DELAY_SECONDS = 30 * 24 * 3600
+PRIORITY_RANGE = (-1000, 1000)
+MAX_LABELS = 64
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
+MAX_LABEL_VALUE = 256
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def check_id(task_id: str, field: str = "id") -> None:
+    if SAFE_ID.fullmatch(task_id) is None:
+        if not task_id:
+            problem = "is required"
+        elif len(task_id) > MAX_ID_LENGTH:
+            problem = f"is {len(task_id)} characters; task ids have at most {MAX_ID_LENGTH}"
+        else:
+            problem = "may only contain letters, digits and . _ : -"
+        raise invalid_argument([(field, f"task id {problem}")])
+
+
+def _seconds(duration: duration_pb2.Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9
+
+
+def _check_duration(
+    duration: duration_pb2.Duration, field: str, low: float, high: float, problems: list[tuple[str, str]]
+) -> float:
+    if not -999_999_999 <= duration.nanos <= 999_999_999 or (
+        duration.seconds * duration.nanos < 0
+    ):
+        problems.append((field, "is not a valid duration"))
+        return 0.0
+    value = _seconds(duration)
+    if not low <= value <= high:
+        problems.append((field, f"must be between {low:g}s and {high:g}s, got {value:g}s"))
+    return value
+
+
+class RequestValidator:
+    def __init__(
+        self,
+        registry: HandlerRegistry,
+        *,
+        max_payload_bytes: int,
+        default_max_attempts: int,
+        default_timeout: float | None,
+    ) -> None:
+        self._registry = registry
+        self._max_payload_bytes = max_payload_bytes
+        self._default_max_attempts = default_max_attempts
+        self._default_timeout = default_timeout
+
+    def submit(self, request: pb.SubmitTaskRequest, tenant: str = "") -> NewTask:
+        problems: list[tuple[str, str]] = []
+        new = self._submit(request, "", problems, tenant)
+        if problems or new is None:
+            raise invalid_argument(problems)
+        return new
+
+    def batch(self, request: pb.BatchSubmitTasksRequest, tenant: str = "") -> list[NewTask]:
+        count = len(request.requests)
+        if count == 0:
+            raise invalid_argument([("requests", "must hold at least one SubmitTaskRequest")])
+        if count > MAX_BATCH:
+            raise invalid_argument(
+                [("requests", f"holds {count} requests; a batch takes at most {MAX_BATCH}")]
+            )
+        problems: list[tuple[str, str]] = []
+        tasks: list[NewTask] = []
+        for index, item in enumerate(request.requests):
+            new = self._submit(item, f"requests[{index}].", problems, tenant)
+            if new is not None:
+                tasks.append(new)
+        if problems:
+            raise invalid_argument(problems)
+        return tasks
+
+    def _submit(
+        self,
+        request: pb.SubmitTaskRequest,
+        prefix: str,
+        problems: list[tuple[str, str]],
+        tenant: str,
+    ) -> NewTask | None:
+        start = len(problems)
+        registration = None
+        if not request.type:
+            problems.append((prefix + "type", "is required: name a registered task type"))
+        else:
+            registration = self._registry.get(request.type)
+            if registration is None:
+                known = ", ".join(self._registry.types()) or "none"
+                problems.append(
+                    (
+                        prefix + "type",
+                        f"unknown task type {request.type[:128]!r}; registered types: {known}",
+                    )
+                )
+        payload = request.payload.SerializeToString()
+        if len(payload) > self._max_payload_bytes:
+            problems.append(
+                (
+                    prefix + "payload",
+                    f"is {len(payload)} bytes; the limit is {self._max_payload_bytes} bytes",
+                )
+            )
+        elif registration is not None and registration.validate is not None:
+            try:
+                registration.validate(struct_to_python(request.payload))
+            except InvalidPayload as exc:
+                problems.append((prefix + "payload", str(exc)))
+
+        labels: dict[str, str] | None = None
+        if request.labels:
+            if len(request.labels) > MAX_LABELS:
+                problems.append((prefix + "labels", f"at most {MAX_LABELS} labels"))
+            for key, value in request.labels.items():
+                if LABEL_KEY.fullmatch(key) is None:
+                    problems.append(
+                        (
+                            f"{prefix}labels[{key[:64]!r}]",
+                            "label keys are 1-63 letters, digits and _ . / -, "
+                            "starting with a letter or digit",
+                        )
+                    )
+                elif len(value) > MAX_LABEL_VALUE:
+                    problems.append(
+                        (f"{prefix}labels[{key!r}]", f"values have at most {MAX_LABEL_VALUE} characters")
+                    )
+            labels = dict(request.labels)
+
+        key = request.idempotency_key or None
+        if key is not None and SAFE_ID.fullmatch(key) is None:
+            problems.append(
+                (
+                    prefix + "idempotency_key",
+                    f"must be 1-{MAX_ID_LENGTH} letters, digits and . _ : -",
+                )
+            )
+
+        max_attempts = request.max_attempts or self._default_max_attempts
+        if not 1 <= max_attempts <= MAX_ATTEMPTS:
+            problems.append(
+                (prefix + "max_attempts", f"must be between 1 and {MAX_ATTEMPTS}, got {max_attempts}")
+            )
+
+        timeout = self._default_timeout
+        if request.HasField("timeout"):
+            timeout = _check_duration(
+                request.timeout, prefix + "timeout", 0.001, MAX_TIMEOUT_SECONDS, problems
+            )
+        delay = 0.0
+        if request.HasField("delay"):
+            delay = _check_duration(request.delay, prefix + "delay", 0, MAX_DELAY_SECONDS, problems)
+
+        low, high = PRIORITY_RANGE
+        if not low <= request.priority <= high:
+            problems.append(
+                (prefix + "priority", f"must be between {low} and {high}, got {request.priority}")
+            )
+        if len(problems) > start:
+            return None
+        fingerprint = (
+            hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+            if key is not None
+            else None
+        )
+        return NewTask(
+            type=request.type,
+            payload=payload,
+            labels=labels,
+            max_attempts=max_attempts,
+            priority=request.priority,
+            timeout=timeout,
+            delay=delay,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            tenant=tenant,
+        )
+
+
+def page_size(value: int) -> int:
+    if value < 0:
+        raise invalid_argument([("page_size", f"must not be negative, got {value}")])
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(value, MAX_PAGE_SIZE)
+
+

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conveyor_testing import ServerThread
+from raw_api import Api
+
+
+@pytest.fixture
+def api(server: ServerThread) -> Iterator[Api]:
+    client = Api(server.address)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_api(make_server: Callable[..., ServerThread]) -> Iterator[Callable[..., tuple[ServerThread, Api]]]:
+    clients: list[Api] = []
+
+    def make(**overrides: Any) -> tuple[ServerThread, Api]:
+        thread = make_server(**overrides)
+        client = Api(thread.address)
+        clients.append(client)
+        return thread, client
+
+    yield make
+    for client in clients:
+        client.close()
