@@ -13,13 +13,13 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
+from conveyor.v1 import task_service_pb2
 from conveyor_server._builtin_tasks import register_builtin_tasks
 from conveyor_server._config import ServerConfig
 from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
 from conveyor_server._page_token import PageTokens
 from conveyor_server._runner import RetryPolicy, TaskRunner
-from conveyor_server._servicer import Gate, TaskServicer
+from conveyor_server._servicer import Gate, TaskServicer, service_handler
 from conveyor_server._store import TaskStore
 from conveyor_server._stores import open_store
 from conveyor_server._validation import RequestValidator
@@ -103,7 +103,7 @@ class ConveyorServer:
     async def start(self) -> int:
         """Bind, start serving and running tasks; returns the bound port."""
         server = aio.server(options=grpc_server_options(self.config))
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(self.servicer, server)
+        server.add_generic_rpc_handlers((service_handler(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from conveyor.v1 import task_service_pb2 as pb
@@ -237,3 +238,62 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             raise not_found(request.id)
         self._runner.notify()
         return pb.RetryTaskResponse(task=record_to_proto(record))
+
+
+def _parsing(
+    method: Callable[[Any, aio.ServicerContext[Any, Any]], Any],
+    request_type: type[Message],
+    streaming: bool,
+) -> Callable[[bytes, aio.ServicerContext[Any, Any]], Any]:
+    """Parse the request ourselves, so a malformed message is INVALID_ARGUMENT
+    with a reason rather than gRPC's UNKNOWN."""
+
+    def parse(raw: bytes) -> Message:
+        try:
+            return request_type.FromString(raw)
+        except DecodeError as exc:
+            raise invalid_argument(
+                [("request", f"is not a valid {request_type.DESCRIPTOR.full_name} message: {exc}")]
+            ) from None
+
+    if streaming:
+
+        async def stream(raw: bytes, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            try:
+                request = parse(raw)
+            except ServiceError as exc:
+                await _abort(context, exc)
+            async for response in method(request, context):
+                yield response
+
+        return stream
+
+    async def unary(raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            request = parse(raw)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        return await method(request, context)
+
+    return unary
+
+
+def service_handler(servicer: TaskServicer) -> grpc.GenericRpcHandler:
+    """The TaskService handlers, bound to `servicer`."""
+    service = pb.DESCRIPTOR.services_by_name["TaskService"]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        bound = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _parsing(bound, request_type, streaming=True),
+                response_serializer=response_type.SerializeToString,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _parsing(bound, request_type, streaming=False),
+                response_serializer=response_type.SerializeToString,
+            )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
