@@ -25,7 +25,7 @@ def validate_sleep(payload: Mapping[str, Any]) -> None:
         raise InvalidPayload(f'"seconds" must be between 0 and {MAX_SLEEP_SECONDS:g}')
     unknown = set(payload) - {"seconds"}
     if unknown:
-        raise InvalidPayload(f"sleep takes only \"seconds\"; unknown: {', '.join(sorted(unknown))}")
+        raise InvalidPayload(f'sleep takes only "seconds"; unknown: {", ".join(sorted(unknown))}')
 
 
 def sleep(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:

@@ -71,14 +71,28 @@ class ServerConfig:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0-65535, got {self.port}")
-        for name in ("workers", "max_queue", "max_payload_bytes", "max_message_bytes",
-                     "max_watchers", "retention_count", "default_max_attempts"):
+        for name in (
+            "workers",
+            "max_queue",
+            "max_payload_bytes",
+            "max_message_bytes",
+            "max_watchers",
+            "retention_count",
+            "default_max_attempts",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("retention_seconds", "default_timeout_seconds", "retry_backoff_seconds",
-                     "retry_backoff_max_seconds", "stop_grace_seconds",
-                     "shutdown_grace_seconds", "keepalive_time_seconds",
-                     "keepalive_timeout_seconds", "max_connection_idle_seconds"):
+        for name in (
+            "retention_seconds",
+            "default_timeout_seconds",
+            "retry_backoff_seconds",
+            "retry_backoff_max_seconds",
+            "stop_grace_seconds",
+            "shutdown_grace_seconds",
+            "keepalive_time_seconds",
+            "keepalive_timeout_seconds",
+            "max_connection_idle_seconds",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
         if self.default_max_attempts > 100:
@@ -128,7 +142,9 @@ def parse_value(name: str, raw: str, default: Any) -> Any:
         if isinstance(default, tuple):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"{env_name(name)}={raw!r} is not a valid {type(default).__name__}") from None
+        raise ValueError(
+            f"{env_name(name)}={raw!r} is not a valid {type(default).__name__}"
+        ) from None
     return raw
 
 
@@ -136,11 +152,12 @@ def field_docs() -> dict[str, str]:
     """Field name to its docstring, for --help (read from the source)."""
     import ast
     import inspect
+    import itertools
 
     tree = ast.parse(inspect.getsource(ServerConfig))
     docs: dict[str, str] = {}
     body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, following in zip(body, body[1:], strict=False):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
@@ -149,5 +166,3 @@ def field_docs() -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs
-
-

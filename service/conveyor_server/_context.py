@@ -68,7 +68,7 @@ class TaskContext:
 
     @property
     def stop_reason(self) -> str | None:
-        """"cancelled", "timeout" or "shutdown" once asked to stop."""
+        """ "cancelled", "timeout" or "shutdown" once asked to stop."""
         return self._stop_reason
 
     def wait(self, seconds: float) -> bool:
@@ -103,4 +103,3 @@ class TaskContext:
 
     def __repr__(self) -> str:
         return f"TaskContext(task_id={self.task_id!r}, type={self.type!r}, attempt={self.attempt})"
-

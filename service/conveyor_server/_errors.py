@@ -50,5 +50,3 @@ def invalid_argument(violations: list[tuple[str, str]]) -> ServiceError:
 
 def not_found(task_id: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, f"task {task_id} not found")
-
-

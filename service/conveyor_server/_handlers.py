@@ -76,9 +76,7 @@ class HandlerRegistry:
             raise ValueError(f"task type {type!r} is already registered")
         self._registrations[type] = Registration(type, handler, validate)
 
-    def task(
-        self, type: str, *, validate: PayloadValidator | None = None
-    ) -> Callable[[H], H]:
+    def task(self, type: str, *, validate: PayloadValidator | None = None) -> Callable[[H], H]:
         """Decorator form of `register`."""
 
         def decorate(handler: H) -> H:

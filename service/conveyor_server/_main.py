@@ -30,17 +30,27 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"{docs.get(f.name, '')} [{env_name(f.name)}]"
         if isinstance(default, bool):
             parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
                 help=help_text + f" (default: {default})",
             )
         elif isinstance(default, tuple):
             parser.add_argument(
-                flag, dest=f.name, action="append", default=None, metavar="MODULE",
+                flag,
+                dest=f.name,
+                action="append",
+                default=None,
+                metavar="MODULE",
                 help=help_text + " (repeatable)",
             )
         else:
             parser.add_argument(
-                flag, dest=f.name, default=None, metavar=type(default).__name__.upper(),
+                flag,
+                dest=f.name,
+                default=None,
+                metavar=type(default).__name__.upper(),
                 help=help_text + f" (default: {default})",
             )
     return parser
@@ -65,8 +75,10 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
             try:
                 overrides[f.name] = parse_value(f.name, value, default)
             except ValueError:
-                parser.error(f"--{f.name.replace('_', '-')}: {value!r} is not a valid "
-                             f"{type(default).__name__}")
+                parser.error(
+                    f"--{f.name.replace('_', '-')}: {value!r} is not a valid "
+                    f"{type(default).__name__}"
+                )
     try:
         return ServerConfig.from_env(**overrides)
     except ValueError as exc:

@@ -298,7 +298,7 @@ class MemoryStore:
     async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None:
         return self._visible(task_id, tenant)
 
-    async def list(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
+    async def list_page(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
         page: list[TaskRecord] = []
         candidates = self._candidates(query)
         for record in candidates:

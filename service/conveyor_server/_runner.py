@@ -10,6 +10,7 @@ a burst of completions into one store call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -37,7 +38,7 @@ class RetryPolicy:
         """When to run the next attempt after `attempt` failed, or None."""
         if attempt >= max_attempts:
             return None
-        ceiling = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
+        ceiling = min(self.backoff_max, self.backoff * 2.0 ** (attempt - 1))
         # Equal jitter: at least half the delay, so retries neither stampede
         # nor collapse to zero.
         return now + ceiling * random.uniform(0.5, 1.0)
@@ -338,10 +339,9 @@ class TaskRunner:
         if not self._signalled:
             self._signalled = True
             assert self._loop is not None
-            try:
+            # RuntimeError: the loop is closed, the server is gone.
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:
-                pass  # the loop is closed: the server is gone
 
     def _progress_from_thread(self, ctx: TaskContext, progress: Progress) -> None:
         running = self._running.get(ctx.task_id)

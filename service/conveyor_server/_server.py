@@ -77,7 +77,9 @@ class ConveyorServer:
             self.store,
             self.registry,
             workers=config.workers,
-            retry_policy=RetryPolicy(config.retry_backoff_seconds, config.retry_backoff_max_seconds),
+            retry_policy=RetryPolicy(
+                config.retry_backoff_seconds, config.retry_backoff_max_seconds
+            ),
             stop_grace=config.stop_grace_seconds,
         )
         self.gate = Gate()
@@ -106,8 +108,11 @@ class ConveyorServer:
         server.add_generic_rpc_handlers((service_handler(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         port = server.add_insecure_port(self.config.address)
@@ -121,7 +126,10 @@ class ConveyorServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "conveyor serving on %s:%d (store %s, %d workers, task types: %s)",
-            self.config.host, port, self.config.store, self.config.workers,
+            self.config.host,
+            port,
+            self.config.store,
+            self.config.workers,
             ", ".join(self.registry.types()),
         )
         return port
@@ -165,5 +173,3 @@ class ConveyorServer:
     async def wait_for_termination(self) -> None:
         assert self._server is not None
         await self._server.wait_for_termination()
-
-

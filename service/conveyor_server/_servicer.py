@@ -187,8 +187,13 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             state = _STATE_NAMES.get(value)
             if state is None:
                 raise invalid_argument(
-                    [(f"states[{index}]", f"{value} is not a task state; use TASK_STATE_PENDING, "
-                      "_RUNNING, _SUCCEEDED, _FAILED or _CANCELLED")]
+                    [
+                        (
+                            f"states[{index}]",
+                            f"{value} is not a task state; use TASK_STATE_PENDING, "
+                            "_RUNNING, _SUCCEEDED, _FAILED or _CANCELLED",
+                        )
+                    ]
                 )
             states.append(state)
         query = ListQuery(
@@ -209,7 +214,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 labels=query.labels,
                 before_seq=cursor,
             )
-        records, next_cursor = await self._store.list(query)
+        records, next_cursor = await self._store.list_page(query)
         response = pb.ListTasksResponse(tasks=[record_to_proto(r) for r in records])
         if next_cursor is not None:
             response.next_page_token = self._page_tokens.mint(query, next_cursor)
@@ -281,7 +286,7 @@ def _parsing(
 def service_handler(servicer: TaskServicer) -> grpc.GenericRpcHandler:
     """The TaskService handlers, bound to `servicer`."""
     service = pb.DESCRIPTOR.services_by_name["TaskService"]
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)

@@ -72,7 +72,7 @@ class TaskStore(Protocol):
 
     async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None: ...
 
-    async def list(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
+    async def list_page(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
         """A page of tasks, newest first, and the cursor of the next page."""
         ...
 

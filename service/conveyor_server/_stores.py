@@ -15,6 +15,4 @@ def open_store(config: ServerConfig) -> TaskStore:
     scheme = urlsplit(config.store).scheme
     if scheme == "memory":
         return MemoryStore(max_queue=config.max_queue, retention_count=config.retention_count)
-    raise ValueError(
-        f"unsupported store URL {config.store!r}; supported: {', '.join(SUPPORTED)}"
-    )
+    raise ValueError(f"unsupported store URL {config.store!r}; supported: {', '.join(SUPPORTED)}")

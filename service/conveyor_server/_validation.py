@@ -42,11 +42,13 @@ def _seconds(duration: duration_pb2.Duration) -> float:
 
 
 def _check_duration(
-    duration: duration_pb2.Duration, field: str, low: float, high: float, problems: list[tuple[str, str]]
+    duration: duration_pb2.Duration,
+    field: str,
+    low: float,
+    high: float,
+    problems: list[tuple[str, str]],
 ) -> float:
-    if not -999_999_999 <= duration.nanos <= 999_999_999 or (
-        duration.seconds * duration.nanos < 0
-    ):
+    if not -999_999_999 <= duration.nanos <= 999_999_999 or (duration.seconds * duration.nanos < 0):
         problems.append((field, "is not a valid duration"))
         return 0.0
     value = _seconds(duration)
@@ -133,22 +135,25 @@ class RequestValidator:
         if request.labels:
             if len(request.labels) > MAX_LABELS:
                 problems.append((prefix + "labels", f"at most {MAX_LABELS} labels"))
-            for key, value in request.labels.items():
-                if LABEL_KEY.fullmatch(key) is None:
+            for label, value in request.labels.items():
+                if LABEL_KEY.fullmatch(label) is None:
                     problems.append(
                         (
-                            f"{prefix}labels[{key[:64]!r}]",
+                            f"{prefix}labels[{label[:64]!r}]",
                             "label keys are 1-63 letters, digits and _ . / -, "
                             "starting with a letter or digit",
                         )
                     )
                 elif len(value) > MAX_LABEL_VALUE:
                     problems.append(
-                        (f"{prefix}labels[{key!r}]", f"values have at most {MAX_LABEL_VALUE} characters")
+                        (
+                            f"{prefix}labels[{label!r}]",
+                            f"values have at most {MAX_LABEL_VALUE} characters",
+                        )
                     )
             labels = dict(request.labels)
 
-        key = request.idempotency_key or None
+        key: str | None = request.idempotency_key or None
         if key is not None and SAFE_ID.fullmatch(key) is None:
             problems.append(
                 (
@@ -160,7 +165,10 @@ class RequestValidator:
         max_attempts = request.max_attempts or self._default_max_attempts
         if not 1 <= max_attempts <= MAX_ATTEMPTS:
             problems.append(
-                (prefix + "max_attempts", f"must be between 1 and {MAX_ATTEMPTS}, got {max_attempts}")
+                (
+                    prefix + "max_attempts",
+                    f"must be between 1 and {MAX_ATTEMPTS}, got {max_attempts}",
+                )
             )
 
         timeout = self._default_timeout
@@ -204,5 +212,3 @@ def page_size(value: int) -> int:
     if value == 0:
         return DEFAULT_PAGE_SIZE
     return min(value, MAX_PAGE_SIZE)
-
-

@@ -16,7 +16,9 @@ def api(server: ServerThread) -> Iterator[Api]:
 
 
 @pytest.fixture
-def make_api(make_server: Callable[..., ServerThread]) -> Iterator[Callable[..., tuple[ServerThread, Api]]]:
+def make_api(
+    make_server: Callable[..., ServerThread],
+) -> Iterator[Callable[..., tuple[ServerThread, Api]]]:
     clients: list[Api] = []
 
     def make(**overrides: Any) -> tuple[ServerThread, Api]:

@@ -45,7 +45,11 @@ def submit_error(api: Api, **fields: Any) -> grpc.RpcError:
         ({"type": "echo", "idempotency_key": "k" * 129}, "idempotency_key", "1-128"),
         ({"type": "echo", "labels": {"": "x"}}, "labels['']", "label keys"),
         ({"type": "echo", "labels": {"k": "v" * 300}}, "labels['k']", "at most 256"),
-        ({"type": "sleep", "payload": payload(seconds="soon")}, "payload", '"seconds" must be a number'),
+        (
+            {"type": "sleep", "payload": payload(seconds="soon")},
+            "payload",
+            '"seconds" must be a number',
+        ),
         ({"type": "sleep", "payload": payload(seconds=-1)}, "payload", "between 0 and"),
         ({"type": "csv_stats", "payload": payload(data="x")}, "payload", 'csv_stats needs "csv"'),
         ({"type": "csv_stats", "payload": payload(csv="")}, "payload", "empty"),
@@ -148,7 +152,8 @@ def test_unknown_state_filter(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "token", ["garbage", "AAAA", "x" * 500, "eyJjIjoxfQ", "!!!", "eyJjIjo1LCJmIjoiYWJjIn0" + "A" * 22]
+    "token",
+    ["garbage", "AAAA", "x" * 500, "eyJjIjoxfQ", "!!!", "eyJjIjo1LCJmIjoiYWJjIn0" + "A" * 22],
 )
 def test_forged_page_token(api: Api, token: str) -> None:
     error = rpc_error(lambda: api.stub.ListTasks(pb.ListTasksRequest(page_token=token), timeout=10))
@@ -183,7 +188,8 @@ def test_tampered_and_foreign_page_tokens(api: Api, make_api) -> None:  # type: 
     _, other = make_api()
     error = rpc_error(
         lambda: other.stub.ListTasks(
-            pb.ListTasksRequest(page_size=1, labels={"suite": "tokens"}, page_token=token), timeout=10
+            pb.ListTasksRequest(page_size=1, labels={"suite": "tokens"}, page_token=token),
+            timeout=10,
         )
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -192,7 +198,9 @@ def test_tampered_and_foreign_page_tokens(api: Api, make_api) -> None:  # type: 
 def test_negative_since_version(api: Api) -> None:
     task = api.submit("echo", {})
     error = rpc_error(
-        lambda: list(api.stub.WatchTask(pb.WatchTaskRequest(id=task.id, since_version=-1), timeout=10))
+        lambda: list(
+            api.stub.WatchTask(pb.WatchTaskRequest(id=task.id, since_version=-1), timeout=10)
+        )
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 

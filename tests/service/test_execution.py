@@ -91,7 +91,9 @@ def test_timeout_stops_the_handler_and_fails(api: Api) -> None:
 
 def test_timeout_of_a_handler_that_ignores_it(make_api) -> None:  # type: ignore[no-untyped-def]
     _, api = make_api(stop_grace_seconds=0.2)
-    task = api.submit("ignore_cancel", {"seconds": 3}, timeout=duration_pb2.Duration(nanos=100_000_000))
+    task = api.submit(
+        "ignore_cancel", {"seconds": 3}, timeout=duration_pb2.Duration(nanos=100_000_000)
+    )
     started = time.monotonic()
     done = api.wait(task.id)
     assert done.error.code == "TIMEOUT"
@@ -224,19 +226,17 @@ def test_retention_period_drops_old_finished_tasks(make_api) -> None:  # type: i
     server, api = make_api(retention_seconds=0.2)
     task = api.wait(api.submit("echo", {}).id)
     deadline = time.monotonic() + 5
-    while True:
-        try:
-            api.get(task.id)
-        except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.NOT_FOUND
-            break
+    while server.server.store.size:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    with pytest.raises(grpc.RpcError) as caught:
+        api.get(task.id)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert server.server.store.size == 0
 
 
 def test_idempotency_key_is_freed_with_the_task(make_api) -> None:  # type: ignore[no-untyped-def]
-    server, api = make_api(retention_count=1)
+    _, api = make_api(retention_count=1)
     first = api.wait(api.submit("echo", {"v": 1}, idempotency_key="k1").id)
     api.wait(api.submit("echo", {}).id)
     # k1's task was dropped; the key is free for a new request.

@@ -16,7 +16,8 @@ def list_all(api: Api, **filters: object) -> list[task_pb2.Task]:
     token = ""
     while True:
         response = api.stub.ListTasks(
-            pb.ListTasksRequest(page_token=token, **filters), timeout=10  # type: ignore[arg-type]
+            pb.ListTasksRequest(page_token=token, **filters),
+            timeout=10,  # type: ignore[arg-type]
         )
         tasks.extend(response.tasks)
         token = response.next_page_token
