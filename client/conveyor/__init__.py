@@ -1,0 +1,54 @@
+"""The typed Python SDK of Conveyor, a gRPC task service.
+
+Example::
+
+    from conveyor import Client
+
+    with Client("localhost:50051") as client:
+        handle = client.submit("sleep", {"seconds": 1})
+        print(handle.wait().state)
+"""
+
+from conveyor._async_client import AsyncClient
+from conveyor._client import Client
+from conveyor._errors import (
+    AlreadyExists,
+    ConveyorError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    TaskFailed,
+    TaskNotFound,
+    Unauthenticated,
+    Unavailable,
+    WaitTimeout,
+)
+from conveyor._handle import AsyncTaskHandle, TaskHandle
+from conveyor._types import JSONValue, Progress, Task, TaskError, TaskSpec, TaskState
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncClient",
+    "AsyncTaskHandle",
+    "Client",
+    "ConveyorError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "JSONValue",
+    "PermissionDenied",
+    "Progress",
+    "ResourceExhausted",
+    "Task",
+    "TaskError",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskNotFound",
+    "TaskSpec",
+    "TaskState",
+    "Unauthenticated",
+    "Unavailable",
+    "WaitTimeout",
+]

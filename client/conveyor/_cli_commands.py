@@ -1,0 +1,283 @@
+"""The `conveyor` commands: click for the arguments, `_cli_render` for the output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, NoReturn
+
+import click
+from rich.console import Console
+
+from conveyor import _cli_render as render
+from conveyor._client import Client
+from conveyor._core import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from conveyor._errors import ConveyorError
+from conveyor._types import Task, TaskState
+
+
+@dataclass(slots=True)
+class _Settings:
+    address: str
+    timeout: float
+    as_json: bool
+    stdout: Console
+    stderr: Console
+    _client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            ctx = click.get_current_context()
+            self._client = ctx.with_resource(Client(self.address, timeout=self.timeout))
+        return self._client
+
+
+class _ConveyorGroup(click.Group):
+    """Turns RPC errors into `error: CODE: message` and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConveyorError as exc:
+            settings = ctx.find_object(_Settings)
+            console = settings.stderr if settings else Console(stderr=True)
+            render.print_error(console, exc)
+            raise click.exceptions.Exit(1) from None
+
+
+def _parse_labels(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        labels[key] = value
+    return labels
+
+
+_label_option = click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    callback=_parse_labels,
+    metavar="KEY=VALUE",
+    help="A label; repeat for several.",
+)
+
+
+def _settings() -> _Settings:
+    settings = click.get_current_context().find_object(_Settings)
+    if settings is None:  # only when a command is invoked without the group
+        raise RuntimeError("conveyor commands run under the `cli` group")
+    return settings
+
+
+def _print_task(task: Task) -> None:
+    settings = _settings()
+    if settings.as_json:
+        click.echo(render.dumps_task(task))
+    else:
+        settings.stdout.print(render.task_details(task))
+
+
+def _exit_for(task: Task | None) -> NoReturn:
+    """Exit 0 when the task SUCCEEDED, 1 when it failed, was cancelled or is unknown."""
+    raise click.exceptions.Exit(0 if task is not None and task.state is TaskState.SUCCEEDED else 1)
+
+
+def _follow(snapshots: Iterator[Task]) -> NoReturn:
+    settings = _settings()
+    if settings.as_json:
+        last = None
+        for last in snapshots:
+            click.echo(render.dumps_task(last, indent=None))
+    else:
+        last = render.follow(snapshots, settings.stderr)
+        if last is not None:
+            settings.stdout.print(render.summary(last), soft_wrap=True)
+    _exit_for(last)
+
+
+@click.group(cls=_ConveyorGroup)
+@click.option(
+    "--address",
+    envvar="CONVEYOR_ADDRESS",
+    default=DEFAULT_TARGET,
+    show_default=True,
+    help="host:port of the Conveyor service (env CONVEYOR_ADDRESS).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Deadline of each call, in seconds.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print tasks as JSON (proto JSON mapping).")
+@click.pass_context
+def cli(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
+    """Submit, follow, list, cancel and retry Conveyor tasks."""
+    ctx.obj = _Settings(
+        address=address,
+        timeout=timeout,
+        as_json=as_json,
+        stdout=Console(),
+        stderr=Console(stderr=True),
+    )
+
+
+@cli.command()
+@click.argument("type")
+@click.option("--payload", "payload_text", metavar="JSON", help="The payload, a JSON object.")
+@click.option(
+    "--payload-file",
+    type=click.File("r"),
+    metavar="PATH",
+    help="Read the JSON payload from a file ('-' for stdin).",
+)
+@_label_option
+@click.option("--idempotency-key", help="Submitting again with this key returns the same task.")
+@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts allowed.")
+@click.option(
+    "--task-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Execution timeout of one attempt.",
+)
+@click.option(
+    "--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Wait before running."
+)
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--wait", is_flag=True, help="Wait for the task to finish and print it.")
+@click.option("--watch", is_flag=True, help="Show a live progress bar until the task finishes.")
+def submit(
+    type: str,
+    payload_text: str | None,
+    payload_file: IO[str] | None,
+    labels: dict[str, str],
+    idempotency_key: str | None,
+    max_attempts: int | None,
+    task_timeout: float | None,
+    delay: float | None,
+    priority: int,
+    wait: bool,
+    watch: bool,
+) -> None:
+    """Submit a task of TYPE and print its id."""
+    if payload_text is not None and payload_file is not None:
+        raise click.UsageError("give --payload or --payload-file, not both")
+    if wait and watch:
+        raise click.UsageError("give --wait or --watch, not both")
+    payload = _read_payload(payload_text, payload_file)
+    settings = _settings()
+    handle = settings.client().submit(
+        type,
+        payload,
+        labels=labels,
+        idempotency_key=idempotency_key,
+        max_attempts=max_attempts,
+        timeout=task_timeout,
+        delay=delay,
+        priority=priority,
+    )
+    if watch:
+        _follow(handle.watch())
+    if wait:
+        final = handle.wait()
+        _print_task(final)
+        _exit_for(final)
+    if settings.as_json:
+        click.echo(render.dumps_task(handle.task))
+    else:
+        click.echo(handle.id)
+        settings.stderr.print(render.summary(handle.task), soft_wrap=True)
+
+
+def _read_payload(text: str | None, file: IO[str] | None) -> dict[str, Any] | None:
+    if file is not None:
+        text, source = file.read(), "--payload-file"
+    else:
+        source = "--payload"
+    if text is None:
+        return None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=source) from None
+    if not isinstance(payload, dict):
+        raise click.BadParameter("the payload must be a JSON object", param_hint=source)
+    return payload
+
+
+@cli.command()
+@click.argument("id")
+def get(id: str) -> None:
+    """Show task ID."""
+    _print_task(_settings().client().get(id))
+
+
+@cli.command()
+@click.argument("id")
+def watch(id: str) -> None:
+    """Follow task ID until it finishes; exit 0 if it SUCCEEDED, 1 otherwise."""
+    _follow(_settings().client().watch(id))
+
+
+@cli.command("list")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([state.name for state in TaskState], case_sensitive=False),
+    help="Only tasks in this state; repeat for several.",
+)
+@click.option("--type", "task_type", help="Only tasks of this type.")
+@_label_option
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N tasks."
+)
+def list_tasks(
+    states: Sequence[str], task_type: str | None, labels: dict[str, str], limit: int
+) -> None:
+    """List tasks, newest first."""
+    settings = _settings()
+    tasks = list(
+        settings.client().list(
+            states=[TaskState[name.upper()] for name in states],
+            type=task_type,
+            labels=labels,
+            page_size=min(limit, 100),
+            limit=limit,
+        )
+    )
+    if settings.as_json:
+        click.echo(render.dumps_tasks(tasks))
+    elif tasks:
+        settings.stdout.print(render.task_table(tasks))
+    else:
+        settings.stderr.print("no tasks")
+
+
+@cli.command()
+@click.argument("id")
+def cancel(id: str) -> None:
+    """Cancel task ID."""
+    _print_short(_settings().client().cancel(id))
+
+
+@cli.command()
+@click.argument("id")
+def retry(id: str) -> None:
+    """Run the FAILED or CANCELLED task ID again."""
+    _print_short(_settings().client().retry(id))
+
+
+def _print_short(task: Task) -> None:
+    settings = _settings()
+    if settings.as_json:
+        click.echo(render.dumps_task(task))
+    else:
+        settings.stdout.print(render.summary(task), soft_wrap=True)

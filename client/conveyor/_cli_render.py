@@ -1,0 +1,164 @@
+"""How the `conveyor` command line shows tasks: rich tables, progress bars, JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from conveyor._errors import ConveyorError
+from conveyor._types import Task, TaskState
+
+STATE_STYLES: Mapping[TaskState, str] = {
+    TaskState.PENDING: "yellow",
+    TaskState.RUNNING: "cyan",
+    TaskState.SUCCEEDED: "green",
+    TaskState.FAILED: "red",
+    TaskState.CANCELLED: "magenta",
+}
+
+
+# --- JSON: the proto JSON mapping, as grpcurl prints it -----------------------------
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return json_format.MessageToDict(task.raw)
+
+
+def dumps_task(task: Task, *, indent: int | None = 2) -> str:
+    return json.dumps(task_json(task), indent=indent)
+
+
+def dumps_tasks(tasks: Iterable[Task]) -> str:
+    return json.dumps([task_json(task) for task in tasks], indent=2)
+
+
+# --- people -------------------------------------------------------------------------
+
+
+def _state(task: Task) -> str:
+    return f"[{STATE_STYLES[task.state]}]{task.state.name}[/]"
+
+
+def _time(value: datetime | None, format: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return value.astimezone().strftime(format) if value else "-"
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def _progress(task: Task) -> str:
+    note = f" {task.progress.message}" if task.progress.message else ""
+    return f"{task.progress.percent:.0f}%{note}"
+
+
+def _outcome(task: Task) -> str:
+    if task.error is not None:
+        return f"{task.error.code}: {task.error.message}"
+    if task.state is TaskState.SUCCEEDED:
+        return json.dumps(task.result)
+    return ""
+
+
+def summary(task: Task) -> str:
+    """One line of rich markup: id, type, state, attempt and the outcome when known."""
+    line = f"{task.id}  {escape(task.type)}  {_state(task)}  attempt {task.attempt}/{task.max_attempts}"
+    outcome = _outcome(task)
+    return f"{line}  {escape(outcome)}" if outcome else line
+
+
+def task_details(task: Task) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, str]] = [
+        ("id", task.id),
+        ("type", escape(task.type)),
+        ("state", _state(task) + (" (cancel requested)" if task.cancel_requested else "")),
+        ("progress", escape(_progress(task))),
+        ("attempt", f"{task.attempt}/{task.max_attempts}"),
+        ("priority", str(task.priority)),
+        ("labels", escape(_labels(task.labels)) or "-"),
+        ("payload", escape(json.dumps(task.payload))),
+        ("created", _time(task.create_time)),
+        ("scheduled", _time(task.scheduled_time)),
+        ("started", _time(task.start_time)),
+        ("ended", _time(task.end_time)),
+        ("timeout", str(task.timeout) if task.timeout is not None else "-"),
+        ("idempotency key", escape(task.idempotency_key or "-")),
+        ("version", str(task.version)),
+    ]
+    if task.state is TaskState.SUCCEEDED:
+        rows.append(("result", escape(json.dumps(task.result))))
+    if task.error is not None:
+        error = f"{task.error.code}: {task.error.message}"
+        if task.error.exception_type:
+            error += f" ({task.error.exception_type})"
+        rows.append(("error", escape(error)))
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
+
+
+def task_table(tasks: Sequence[Task]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    # Ids are what people copy from the table: never wrap or cut them.
+    table.add_column("id", no_wrap=True, min_width=max((len(task.id) for task in tasks), default=2))
+    table.add_column("type", min_width=min(12, max((len(task.type) for task in tasks), default=4)))
+    table.add_column("state", no_wrap=True)
+    table.add_column("progress", min_width=4, overflow="fold")
+    table.add_column("attempt", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("labels", overflow="fold")
+    for task in tasks:
+        table.add_row(
+            task.id,
+            escape(task.type),
+            _state(task),
+            escape(_progress(task)),
+            f"{task.attempt}/{task.max_attempts}",
+            _time(task.create_time, "%m-%d %H:%M:%S"),
+            escape(_labels(task.labels)),
+        )
+    return table
+
+
+def follow(tasks: Iterator[Task], console: Console) -> Task | None:
+    """Show a live progress bar over a watch stream; return the last snapshot.
+
+    On a console that is not a terminal, rich draws the bar once, at the end.
+    """
+    last: Task | None = None
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.fields[state]}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[note]}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("watch", total=100, state="", note="")
+        for task in tasks:
+            last = task
+            done = 100.0 if task.state is TaskState.SUCCEEDED else task.progress.percent
+            progress.update(
+                bar, completed=done, state=_state(task), note=escape(task.progress.message)
+            )
+    return last
+
+
+def print_error(console: Console, error: ConveyorError) -> None:
+    console.print(
+        f"error: {error.code.name}: {escape(error.message)}", highlight=False, soft_wrap=True
+    )
+    for field, description in error.field_violations:
+        console.print(f"  {escape(field)}: {escape(description)}", highlight=False, soft_wrap=True)

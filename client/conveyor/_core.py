@@ -1,0 +1,250 @@
+"""The pure half of the clients: builds requests, converts responses, decides retries.
+
+Nothing here does I/O, so the sync and asyncio clients share all of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+
+from conveyor._types import JSONValue, Progress, Task, TaskError, TaskSpec, TaskState
+from conveyor.v1 import task_pb2, task_service_pb2
+
+DEFAULT_TARGET = "localhost:50051"
+DEFAULT_TIMEOUT = 10.0
+
+_MIB = 1024 * 1024
+DEFAULT_CHANNEL_OPTIONS: Mapping[str, Any] = {
+    "grpc.max_receive_message_length": 8 * _MIB,
+    "grpc.max_send_message_length": 8 * _MIB,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 0,
+}
+
+# The one table between the SDK enum and the proto enum.
+_STATE_TO_PROTO: Mapping[TaskState, task_pb2.TaskState.ValueType] = {
+    TaskState.PENDING: task_pb2.TASK_STATE_PENDING,
+    TaskState.RUNNING: task_pb2.TASK_STATE_RUNNING,
+    TaskState.SUCCEEDED: task_pb2.TASK_STATE_SUCCEEDED,
+    TaskState.FAILED: task_pb2.TASK_STATE_FAILED,
+    TaskState.CANCELLED: task_pb2.TASK_STATE_CANCELLED,
+}
+_STATE_FROM_PROTO: Mapping[int, TaskState] = {
+    proto: state for state, proto in _STATE_TO_PROTO.items()
+}
+
+# Doubles beyond this cannot hold every integer exactly, so they stay floats.
+_MAX_EXACT_INT = 2**53
+
+
+def channel_options(options: Iterable[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """The SDK's default channel options, overridden by the caller's."""
+    merged = dict(DEFAULT_CHANNEL_OPTIONS)
+    merged.update(options)
+    return list(merged.items())
+
+
+def state_to_proto(state: TaskState) -> task_pb2.TaskState.ValueType:
+    return _STATE_TO_PROTO[state]
+
+
+def state_from_proto(value: int) -> TaskState:
+    try:
+        return _STATE_FROM_PROTO[value]
+    except KeyError:
+        raise ValueError(f"unknown task state {value} from the service") from None
+
+
+# --- google.protobuf well-known types <-> Python ---------------------------------
+
+
+def value_to_python(value: struct_pb2.Value) -> JSONValue:
+    """A `google.protobuf.Value` as plain Python; whole numbers come back as int."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "number_value":
+        number = value.number_value
+        if math.isfinite(number) and number.is_integer() and abs(number) <= _MAX_EXACT_INT:
+            return int(number)
+        return number
+    return None  # null_value, or no kind set
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: value_to_python(item) for key, item in struct.fields.items()}
+
+
+def dict_to_struct(payload: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    if payload:
+        try:
+            struct.update(payload)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"payload must be JSON-compatible: {exc}") from exc
+    return struct
+
+
+def timestamp_to_datetime(timestamp: timestamp_pb2.Timestamp) -> datetime | None:
+    """A UTC-aware datetime, or None for an unset timestamp."""
+    if timestamp.seconds == 0 and timestamp.nanos == 0:
+        return None
+    return timestamp.ToDatetime(tzinfo=UTC)
+
+
+def to_duration(value: float | timedelta) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    if isinstance(value, timedelta):
+        duration.FromTimedelta(value)
+    else:
+        if not math.isfinite(value):
+            raise ValueError(f"a duration must be finite, not {value!r}")
+        duration.FromNanoseconds(round(value * 1e9))
+    return duration
+
+
+# --- responses -> SDK values --------------------------------------------------------
+
+
+def task_from_proto(message: task_pb2.Task) -> Task:
+    """The one converter from a `conveyor.v1.Task` message to a `Task`."""
+    return Task(
+        id=message.id,
+        type=message.type,
+        state=state_from_proto(message.state),
+        payload=struct_to_dict(message.payload),
+        result=value_to_python(message.result) if message.HasField("result") else None,
+        error=(
+            TaskError(
+                code=message.error.code,
+                message=message.error.message,
+                exception_type=message.error.exception_type,
+            )
+            if message.HasField("error")
+            else None
+        ),
+        progress=Progress(
+            percent=message.progress.percent,
+            message=message.progress.message,
+            current=message.progress.current,
+            total=message.progress.total,
+        ),
+        attempt=message.attempt,
+        max_attempts=message.max_attempts,
+        priority=message.priority,
+        labels=dict(message.labels),
+        create_time=timestamp_to_datetime(message.create_time),
+        start_time=timestamp_to_datetime(message.start_time),
+        end_time=timestamp_to_datetime(message.end_time),
+        update_time=timestamp_to_datetime(message.update_time),
+        scheduled_time=timestamp_to_datetime(message.scheduled_time),
+        timeout=message.timeout.ToTimedelta() if message.HasField("timeout") else None,
+        idempotency_key=message.idempotency_key or None,
+        cancel_requested=message.cancel_requested,
+        version=message.version,
+        raw=message,
+    )
+
+
+# --- SDK arguments -> requests ------------------------------------------------------
+
+
+def submit_request(spec: TaskSpec) -> task_service_pb2.SubmitTaskRequest:
+    request = task_service_pb2.SubmitTaskRequest(
+        type=spec.type,
+        payload=dict_to_struct(spec.payload),
+        labels=dict(spec.labels or {}),
+        idempotency_key=spec.idempotency_key or "",
+        max_attempts=spec.max_attempts or 0,
+        priority=spec.priority,
+    )
+    if spec.timeout is not None:
+        request.timeout.CopyFrom(to_duration(spec.timeout))
+    if spec.delay is not None:
+        request.delay.CopyFrom(to_duration(spec.delay))
+    return request
+
+
+def batch_request(specs: Sequence[TaskSpec]) -> task_service_pb2.BatchSubmitTasksRequest:
+    return task_service_pb2.BatchSubmitTasksRequest(
+        requests=[submit_request(spec) for spec in specs]
+    )
+
+
+def list_request(
+    *,
+    states: Iterable[TaskState] | None,
+    type: str | None,
+    labels: Mapping[str, str] | None,
+    page_size: int,
+    page_token: str = "",
+) -> task_service_pb2.ListTasksRequest:
+    return task_service_pb2.ListTasksRequest(
+        page_size=page_size,
+        page_token=page_token,
+        states=[state_to_proto(state) for state in states or ()],
+        type=type or "",
+        labels=dict(labels or {}),
+    )
+
+
+def list_page_size(page_size: int, limit: int | None) -> int:
+    """The page size to ask for: never more than the caller's limit.
+
+    It stays the same on every page, since a page token goes with its request.
+    """
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, not {page_size}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must not be negative, not {limit}")
+    return page_size if limit is None else max(1, min(page_size, limit))
+
+
+# --- retries ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff, for UNAVAILABLE only."""
+
+    max_tries: int = 3
+    initial_backoff: float = 0.1
+    multiplier: float = 2.0
+
+    def backoff(self, code: grpc.StatusCode, tries: int) -> float | None:
+        """Seconds to wait before another try after `tries` failed ones, or None to give up."""
+        if code is not grpc.StatusCode.UNAVAILABLE or tries >= self.max_tries:
+            return None
+        return self.initial_backoff * self.multiplier ** (tries - 1)
+
+
+DEFAULT_RETRY = RetryPolicy()
+NO_RETRY = RetryPolicy(max_tries=1)
+
+
+def submit_retry(specs: Iterable[TaskSpec]) -> RetryPolicy:
+    """Submitting again is safe only when every task carries an idempotency key."""
+    return DEFAULT_RETRY if all(spec.idempotency_key for spec in specs) else NO_RETRY
+
+
+def deadline_after(timeout: float | None, now: float) -> float | None:
+    return None if timeout is None else now + timeout
+
+
+def remaining(deadline: float | None, now: float) -> float | None:
+    """Seconds left until a monotonic deadline (never negative), or None without one."""
+    return None if deadline is None else max(0.0, deadline - now)

@@ -1,0 +1,101 @@
+"""Typed values returned by the SDK: tasks, their state, progress and errors."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias
+
+from conveyor.v1 import task_pb2
+
+JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
+"""A value that JSON (and so `google.protobuf.Value`) can carry."""
+
+
+class TaskState(enum.Enum):
+    """The lifecycle state of a task; the values are the proto enum numbers."""
+
+    PENDING = task_pb2.TASK_STATE_PENDING
+    RUNNING = task_pb2.TASK_STATE_RUNNING
+    SUCCEEDED = task_pb2.TASK_STATE_SUCCEEDED
+    FAILED = task_pb2.TASK_STATE_FAILED
+    CANCELLED = task_pb2.TASK_STATE_CANCELLED
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for SUCCEEDED, FAILED and CANCELLED: the task will not change by itself."""
+        return self in _TERMINAL_STATES
+
+
+_TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running task has come, as its handler reports it."""
+
+    percent: float
+    message: str
+    current: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskError:
+    """Why a task failed, or why its last attempt failed."""
+
+    code: str
+    message: str
+    exception_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A snapshot of one task. `raw` keeps the `conveyor.v1.Task` message it came from."""
+
+    id: str
+    type: str
+    state: TaskState
+    payload: dict[str, Any]
+    result: JSONValue | None
+    error: TaskError | None
+    progress: Progress
+    attempt: int
+    max_attempts: int
+    priority: int
+    labels: Mapping[str, str]
+    create_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    update_time: datetime | None
+    scheduled_time: datetime | None
+    timeout: timedelta | None
+    idempotency_key: str | None
+    cancel_requested: bool
+    version: int
+    raw: task_pb2.Task = field(repr=False, compare=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the task is SUCCEEDED, FAILED or CANCELLED."""
+        return self.state.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task to submit, as `Client.submit_batch` takes them.
+
+    `timeout` and `delay` are seconds (or a `timedelta`); `None` leaves the
+    server default.
+    """
+
+    type: str
+    payload: Mapping[str, Any] | None = None
+    labels: Mapping[str, str] | None = None
+    idempotency_key: str | None = None
+    max_attempts: int | None = None
+    timeout: float | timedelta | None = None
+    delay: float | timedelta | None = None
+    priority: int = 0

@@ -1,0 +1,50 @@
+import conveyor
+
+
+def test_exported_names_are_pinned() -> None:
+    assert conveyor.__all__ == [
+        "AlreadyExists",
+        "AsyncClient",
+        "AsyncTaskHandle",
+        "Client",
+        "ConveyorError",
+        "DeadlineExceeded",
+        "FailedPrecondition",
+        "InvalidArgument",
+        "JSONValue",
+        "PermissionDenied",
+        "Progress",
+        "ResourceExhausted",
+        "Task",
+        "TaskError",
+        "TaskFailed",
+        "TaskHandle",
+        "TaskNotFound",
+        "TaskSpec",
+        "TaskState",
+        "Unauthenticated",
+        "Unavailable",
+        "WaitTimeout",
+    ]
+
+
+def test_every_exported_name_exists() -> None:
+    for name in conveyor.__all__:
+        assert getattr(conveyor, name) is not None
+
+
+def test_error_hierarchy() -> None:
+    rpc_errors = [
+        conveyor.TaskNotFound,
+        conveyor.InvalidArgument,
+        conveyor.AlreadyExists,
+        conveyor.FailedPrecondition,
+        conveyor.ResourceExhausted,
+        conveyor.Unavailable,
+        conveyor.Unauthenticated,
+        conveyor.PermissionDenied,
+        conveyor.DeadlineExceeded,
+    ]
+    assert all(issubclass(cls, conveyor.ConveyorError) for cls in rpc_errors)
+    assert not issubclass(conveyor.TaskFailed, conveyor.ConveyorError)
+    assert issubclass(conveyor.WaitTimeout, TimeoutError)
