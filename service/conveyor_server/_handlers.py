@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -120,9 +122,15 @@ def task(type: str, *, validate: PayloadValidator | None = None) -> Callable[[H]
 
 
 def import_task_modules(modules: list[str]) -> None:
-    """Import user modules whose `@task` decorators fill the default registry."""
+    """Import user modules whose `@task` decorators fill the default registry.
+
+    The working directory is importable, as with `python -m`, so
+    `conveyor-server --tasks mypkg.tasks` works from the project folder.
+    """
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in modules:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise SystemExit(f"cannot import task module {name!r}: {exc}") from exc
+            raise ImportError(f"cannot import task module {name!r}: {exc}") from exc

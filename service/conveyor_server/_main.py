@@ -86,8 +86,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         raise  # unreachable: error() exits
 
 
-async def serve(config: ServerConfig) -> None:
-    server = ConveyorServer(config)
+async def serve(server: ConveyorServer) -> None:
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,15 +104,20 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    try:
+        server = ConveyorServer(config)
+    except (ImportError, ValueError) as exc:
+        print(f"conveyor-server: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if config.uvloop:
         try:
             import uvloop
         except ImportError:
             logger.info("uvloop is not installed; using the default event loop")
         else:
-            uvloop.run(serve(config))
+            uvloop.run(serve(server))
             return
-    asyncio.run(serve(config))
+    asyncio.run(serve(server))
 
 
 if __name__ == "__main__":

@@ -147,6 +147,43 @@ def test_signal_drains_and_exits_zero(signum: int) -> None:
             process.stderr.close()
 
 
+def test_tasks_flag_imports_user_handlers(tmp_path: Path) -> None:
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tasks.py").write_text(
+        "from conveyor_server import task\n\n"
+        "@task('shout')\n"
+        "def shout(ctx, payload):\n"
+        "    ctx.report_progress(50, 'shouting')\n"
+        "    return payload['text'].upper()\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [*server_command(), "--host", "127.0.0.1", "--port", str(port), "--tasks", "mypkg.tasks"],
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health_status(address, SERVICE)
+                break
+            except grpc.RpcError:
+                assert process.poll() is None, "server exited"
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        api = Api(address)
+        done = api.wait(api.submit("shout", {"text": "hello"}).id)
+        assert done.result.string_value == "HELLO"
+        api.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
 def test_bad_flag_is_a_usage_error() -> None:
     result = subprocess.run(
         [*server_command(), "--workers", "many"], capture_output=True, text=True, timeout=30
@@ -162,8 +199,19 @@ def test_unknown_store_url_is_refused() -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "unsupported store URL" in result.stderr
+
+
+def test_missing_task_module_is_reported() -> None:
+    result = subprocess.run(
+        [*server_command(), "--tasks", "no_such_module_here", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot import task module 'no_such_module_here'" in result.stderr
 
 
 def test_get_after_submit_on_another_connection(server: ServerThread) -> None:
