@@ -1,0 +1,178 @@
+"""Set up the development environment and run the server, the tests or the linters.
+
+Usage (standard library only; needs nothing but Python 3.11 or newer):
+
+    python3.11 scripts/dev.py serve [conveyor-server args...]
+    python3.11 scripts/dev.py test [pytest args...]
+    python3.11 scripts/dev.py lint [--require-buf]
+
+Every command first makes sure `.venv` exists in the repository root and holds
+the project installed with `pip install -e '.[dev]'`. The install is redone only
+when pyproject.toml changed since the last one (a stamp file in `.venv` keeps
+its hash). Exit codes of the underlying tools are passed through; a test run
+that collects no test (pytest's exit code 5) fails like any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".conveyor-install-stamp"
+BUF_PREFIX = VENV / "buf"
+BUF_LOCAL = BUF_PREFIX / "node_modules" / ".bin" / "buf"
+PYTEST_NO_TESTS = 5
+
+
+def say(message: str) -> None:
+    print(f"dev.py: {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd: Sequence[str | Path], cwd: Path = ROOT) -> int:
+    printable = " ".join(str(part) for part in cmd)
+    say(f"$ {printable}" + ("" if cwd == ROOT else f"   (in {cwd.relative_to(ROOT)})"))
+    return subprocess.run([str(part) for part in cmd], cwd=cwd, check=False).returncode
+
+
+def venv_python() -> Path:
+    return BIN / "python"
+
+
+def venv_works() -> bool:
+    python = venv_python()
+    if not python.exists():
+        return False
+    probe = subprocess.run(
+        [str(python), "-c", "import sys; sys.exit(sys.version_info < (3, 11))"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def pyproject_hash() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def ensure_environment() -> None:
+    """Create .venv when missing and (re)install the project when pyproject.toml changed."""
+    # dev.py runs under whatever python3 the machine has, not the project's own.
+    if sys.version_info < (3, 11):  # noqa: UP036
+        sys.exit("dev.py: Python 3.11 or newer is needed")
+    if not venv_works():
+        if VENV.exists():
+            say(f"{VENV} is unusable (no working Python 3.11+ inside); recreating it")
+            shutil.rmtree(VENV)
+        say(f"creating {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    wanted = pyproject_hash()
+    installed = STAMP.read_text().strip() if STAMP.exists() else ""
+    if installed == wanted:
+        return
+    say("pyproject.toml changed since the last install; installing the project")
+    code = run([venv_python(), "-m", "pip", "install", "--quiet", "-e", ".[dev]"])
+    if code != 0:
+        sys.exit(code)
+    STAMP.write_text(wanted + "\n")
+
+
+def serve(args: list[str]) -> int:
+    server = BIN / "conveyor-server"
+    os.execv(server, [str(server), *args])
+
+
+def test(args: list[str]) -> int:
+    code = run([venv_python(), "-m", "pytest", *args])
+    if code == PYTEST_NO_TESTS:
+        say("pytest collected no tests: that counts as a failure")
+    return code
+
+
+def find_buf(install: bool) -> Path | None:
+    on_path = shutil.which("buf")
+    if on_path:
+        return Path(on_path)
+    if BUF_LOCAL.exists():
+        return BUF_LOCAL
+    if not install:
+        return None
+    npm = shutil.which("npm")
+    if npm is None:
+        say("npm is not available, so buf cannot be installed")
+        return None
+    code = run(
+        [
+            npm,
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            BUF_PREFIX,
+            "@bufbuild/buf",
+        ]
+    )
+    if code != 0 or not BUF_LOCAL.exists():
+        say("installing buf with npm failed")
+        return None
+    return BUF_LOCAL
+
+
+def lint(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dev.py lint")
+    parser.add_argument(
+        "--require-buf",
+        action="store_true",
+        help="fail when buf cannot be found or installed (CI passes this)",
+    )
+    options = parser.parse_args(args)
+    python = venv_python()
+    steps: list[tuple[str, list[str | Path], Path]] = [
+        ("ruff check", [BIN / "ruff", "check", "."], ROOT),
+        ("ruff format", [BIN / "ruff", "format", "--check", "."], ROOT),
+        ("mypy", [BIN / "mypy"], ROOT),
+    ]
+    if (ROOT / "examples" / "sdk_usage.py").exists():
+        steps.append(("mypy examples", [BIN / "mypy", "--strict", "examples/sdk_usage.py"], ROOT))
+    steps.append(("generated code", [python, "scripts/gen_protos.py", "--check"], ROOT))
+    failed: list[str] = []
+    for name, cmd, cwd in steps:
+        if run(cmd, cwd) != 0:
+            failed.append(name)
+    buf = find_buf(install=True)
+    if buf is None:
+        if options.require_buf:
+            failed.append("buf lint (buf unavailable)")
+        else:
+            say("buf is not available: skipping buf lint")
+    elif run([buf, "lint"], ROOT / "proto") != 0:
+        failed.append("buf lint")
+    if failed:
+        say("lint failed: " + ", ".join(failed))
+        return 1
+    say("lint passed")
+    return 0
+
+
+COMMANDS = {"serve": serve, "test": test, "lint": lint}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    ensure_environment()
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
