@@ -27,7 +27,9 @@ class Api:
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.TaskServiceStub(self.channel)
 
-    def submit(self, type: str, payload: dict[str, Any] | None = None, **fields: Any) -> task_pb2.Task:
+    def submit(
+        self, type: str, payload: dict[str, Any] | None = None, **fields: Any
+    ) -> task_pb2.Task:
         request = pb.SubmitTaskRequest(type=type, **fields)
         if payload is not None:
             request.payload.update(payload)
