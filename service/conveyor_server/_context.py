@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from conveyor_server._model import Progress
 
 logger = logging.getLogger("conveyor_server.tasks")
+_EVENT_LOCK = threading.Lock()
 
 
 class TaskCancelled(Exception):
@@ -27,12 +28,13 @@ class TaskContext:
     """
 
     __slots__ = (
+        "_logger",
         "_on_progress",
-        "_stop",
+        "_stop_event",
         "_stop_reason",
+        "_stopped",
         "attempt",
         "labels",
-        "logger",
         "max_attempts",
         "task_id",
         "type",
@@ -53,18 +55,28 @@ class TaskContext:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.labels = labels
-        self.logger = logging.LoggerAdapter(
-            logger, {"task_id": task_id, "task_type": type, "attempt": attempt}
-        )
         self._on_progress = on_progress
-        self._stop = threading.Event()
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        # Most handlers never wait on their context, so the Event (a lock and
+        # a condition) is made only when one does.
+        self._stopped = False
+        self._stop_event: threading.Event | None = None
         self._stop_reason: str | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the task id, type and attempt."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                logger, {"task_id": self.task_id, "task_type": self.type, "attempt": self.attempt}
+            )
+        return self._logger
 
     @property
     def cancelled(self) -> bool:
         """True once the task is asked to stop: cancelled, timed out, or the
         server is shutting down."""
-        return self._stop.is_set()
+        return self._stopped
 
     @property
     def stop_reason(self) -> str | None:
@@ -73,10 +85,22 @@ class TaskContext:
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; return True early if asked to stop."""
-        return self._stop.wait(seconds)
+        if self._stopped:
+            return True
+        event = self._stop_event
+        if event is None:
+            with _EVENT_LOCK:
+                if self._stop_event is None:
+                    self._stop_event = threading.Event()
+                event = self._stop_event
+        # Checked again after publishing the event: request_stop either saw
+        # the event or set the flag before this read.
+        if self._stopped:
+            return True
+        return event.wait(seconds)
 
     def raise_if_cancelled(self) -> None:
-        if self._stop.is_set():
+        if self._stopped:
             raise TaskCancelled(self._stop_reason or "cancelled")
 
     def report_progress(
@@ -99,7 +123,10 @@ class TaskContext:
         """Used by the runner; handlers observe it through `cancelled`."""
         if self._stop_reason is None:
             self._stop_reason = reason
-        self._stop.set()
+        self._stopped = True
+        event = self._stop_event
+        if event is not None:
+            event.set()
 
     def __repr__(self) -> str:
         return f"TaskContext(task_id={self.task_id!r}, type={self.type!r}, attempt={self.attempt})"

@@ -21,16 +21,25 @@ def _set_timestamp(target: Any, seconds: float) -> None:
 
 def record_to_proto(record: TaskRecord) -> task_pb2.Task:
     """The wire form of a task snapshot."""
-    task = task_pb2.Task(
-        id=record.id,
-        type=record.type,
-        state=record.state.value,  # type: ignore[arg-type]
-        attempt=record.attempt,
-        max_attempts=record.max_attempts,
-        priority=record.priority,
-        version=record.version,
-        cancel_requested=record.cancel_requested,
-    )
+    task = task_pb2.Task()
+    fill_task(task, record)
+    return task
+
+
+def fill_task(task: task_pb2.Task, record: TaskRecord) -> None:
+    """Write a record into an empty Task message (in place: responses embed
+    it without a copy)."""
+    task.id = record.id
+    task.type = record.type
+    task.state = record.state.value  # type: ignore[assignment]
+    task.version = record.version
+    if record.attempt:
+        task.attempt = record.attempt
+    task.max_attempts = record.max_attempts
+    if record.priority:
+        task.priority = record.priority
+    if record.cancel_requested:
+        task.cancel_requested = True
     if record.payload:
         task.payload.MergeFromString(record.payload)
     else:
@@ -61,7 +70,6 @@ def record_to_proto(record: TaskRecord) -> task_pb2.Task:
         _set_timestamp(task.end_time, record.end_time)
     if record.timeout is not None:
         task.timeout.FromNanoseconds(int(record.timeout * 1e9))
-    return task
 
 
 def value_to_python(value: struct_pb2.Value) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import random
 import time
 from collections import deque
@@ -95,6 +96,11 @@ class TaskRunner:
         self._stop_grace = stop_grace
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-task")
+        # Each executor thread runs one long-lived loop over this queue: a
+        # put is far cheaper than a Future per task.
+        self._jobs: queue.SimpleQueue[tuple[_Running, Any, bytes] | None] = queue.SimpleQueue()
+        self._due_timer: asyncio.TimerHandle | None = None
+        self._due_at: float | None = None
         self._running: dict[str, _Running] = {}
         # Threads occupied by a handler; can exceed len(_running) while a
         # handler that was given up on (timeout, cancel) has not returned.
@@ -115,6 +121,8 @@ class TaskRunner:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        for _ in range(self._workers):
+            self._executor.submit(self._worker_loop)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="conveyor-dispatcher")
 
     def notify(self) -> None:
@@ -159,6 +167,10 @@ class TaskRunner:
         self._wake.set()
         if self._dispatcher is not None:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        for _ in range(self._workers):
+            self._jobs.put(None)
         # Threads of handlers that ignore their stop request are not joined:
         # the process must be able to exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -184,14 +196,24 @@ class TaskRunner:
             except Exception:
                 logger.exception("dispatcher step failed; retrying in 1s")
                 due = self._clock() + 1.0
+            if due != self._due_at:
+                # The timer is kept while the earliest due time stays the same.
+                if self._due_timer is not None:
+                    self._due_timer.cancel()
+                    self._due_timer = None
+                self._due_at = due
+                if due is not None:
+                    self._due_timer = loop.call_at(
+                        loop.time() + max(0.0, due - self._clock()), self._due
+                    )
             if self._wake.is_set() or self._stopped:
                 continue
-            timer = None
-            if due is not None:
-                timer = loop.call_later(max(0.0, due - self._clock()), self._wake.set)
             await self._wake.wait()
-            if timer is not None:
-                timer.cancel()
+
+    def _due(self) -> None:
+        self._due_timer = None
+        self._due_at = None
+        self._wake.set()
 
     async def _apply_events(self) -> None:
         events = self._from_threads
@@ -248,7 +270,7 @@ class TaskRunner:
             return
         self._running[record.id] = running
         self._busy += 1
-        self._executor.submit(self._run, running, registration.handler, record.payload)
+        self._jobs.put((running, registration.handler, record.payload))
         if record.timeout is not None:
             assert self._loop is not None
             running.timeout_timer = self._loop.call_later(
@@ -351,6 +373,12 @@ class TaskRunner:
         if not running.progress_posted:
             running.progress_posted = True
             self._post("progress", running)
+
+    def _worker_loop(self) -> None:
+        get = self._jobs.get
+        run = self._run
+        while (job := get()) is not None:
+            run(*job)
 
     def _run(self, running: _Running, handler: Any, payload: bytes) -> None:
         result: bytes | None = None

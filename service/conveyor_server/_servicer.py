@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -13,7 +13,7 @@ from grpc import aio
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
-from conveyor_server._convert import record_to_proto
+from conveyor_server._convert import fill_task, record_to_proto
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
 from conveyor_server._model import ListQuery, State
 from conveyor_server._page_token import BadPageToken, PageTokens
@@ -28,9 +28,6 @@ from conveyor_server._store import (
 from conveyor_server._validation import RequestValidator, check_id, page_size
 
 logger = logging.getLogger(__name__)
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 
 _STATE_NAMES = {state.value: state for state in State}
 
@@ -68,25 +65,6 @@ async def _abort(context: aio.ServicerContext[Any, Any], error: ServiceError) ->
     await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
 
 
-def _handles_errors(
-    method: Callable[[Any, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
-) -> Callable[[Any, Req, aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
-    """Turn ServiceError and store refusals into RPC errors, in one place."""
-
-    async def wrapper(self: Any, request: Req, context: aio.ServicerContext[Req, Resp]) -> Resp:
-        try:
-            return await method(self, request, context)
-        except ServiceError as exc:
-            await _abort(context, exc)
-        except (QueueFull, IdempotencyConflict, InvalidTransition, StoreUnavailable) as exc:
-            await _abort(context, _store_error(exc))
-        raise AssertionError("abort returns only by raising")
-
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
-
-
 class TaskServicer(pb_grpc.TaskServiceServicer):
     def __init__(
         self,
@@ -108,7 +86,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._clock = clock
         self.watchers = 0
 
-    @_handles_errors
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.SubmitTaskResponse:
@@ -116,9 +93,10 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         new = self._validator.submit(request)
         [record] = await self._store.create([new], self._clock())
         self._runner.notify()
-        return pb.SubmitTaskResponse(task=record_to_proto(record))
+        response = pb.SubmitTaskResponse()
+        fill_task(response.task, record)
+        return response
 
-    @_handles_errors
     async def BatchSubmitTasks(
         self, request: pb.BatchSubmitTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.BatchSubmitTasksResponse:
@@ -126,9 +104,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         tasks = self._validator.batch(request)
         records = await self._store.create(tasks, self._clock())
         self._runner.notify()
-        return pb.BatchSubmitTasksResponse(tasks=[record_to_proto(r) for r in records])
+        response = pb.BatchSubmitTasksResponse()
+        add = response.tasks.add
+        for record in records:
+            fill_task(add(), record)
+        return response
 
-    @_handles_errors
     async def GetTask(
         self, request: pb.GetTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.GetTaskResponse:
@@ -177,7 +158,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             subscription.close()
             self.watchers -= 1
 
-    @_handles_errors
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListTasksResponse:
@@ -220,7 +200,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             response.next_page_token = self._page_tokens.mint(query, next_cursor)
         return response
 
-    @_handles_errors
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.CancelTaskResponse:
@@ -232,7 +211,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             self._runner.cancel_running(record.id)
         return pb.CancelTaskResponse(task=record_to_proto(record))
 
-    @_handles_errors
     async def RetryTask(
         self, request: pb.RetryTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.RetryTaskResponse:
@@ -274,11 +252,14 @@ def _parsing(
         return stream
 
     async def unary(raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+        # The one place where refusals become RPC errors.
         try:
-            request = parse(raw)
+            return await method(parse(raw), context)
         except ServiceError as exc:
             await _abort(context, exc)
-        return await method(request, context)
+        except (QueueFull, IdempotencyConflict, InvalidTransition, StoreUnavailable) as exc:
+            await _abort(context, _store_error(exc))
+        raise AssertionError("abort returns only by raising")
 
     return unary
 
