@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -93,6 +94,27 @@ def value_to_python(value: struct_pb2.Value) -> Any:
 
 def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
     return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+class StructView(Mapping[str, Any]):
+    """A read-only Mapping over a Struct that converts values on access, so
+    a validator that reads one key does not pay for the whole payload."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, struct: struct_pb2.Struct) -> None:
+        self._fields = struct.fields
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._fields:
+            raise KeyError(key)
+        return value_to_python(self._fields[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
 
 
 def payload_to_python(payload: bytes) -> dict[str, Any]:

@@ -150,20 +150,49 @@ class TaskRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class NewTask:
-    """A validated submit request, ready for `TaskStore.create`."""
+    """A validated submit request, ready for `TaskStore.create`.
 
-    type: str
-    payload: bytes
-    labels: dict[str, str] | None
-    max_attempts: int
-    priority: int
-    timeout: float | None
-    delay: float
-    idempotency_key: str | None
-    fingerprint: bytes | None
-    tenant: str = ""
+    A plain slotted class rather than a frozen dataclass: one is built per
+    submitted task, and frozen initialisation costs several times more.
+    """
+
+    __slots__ = (
+        "delay",
+        "fingerprint",
+        "idempotency_key",
+        "labels",
+        "max_attempts",
+        "payload",
+        "priority",
+        "tenant",
+        "timeout",
+        "type",
+    )
+
+    def __init__(
+        self,
+        type: str,
+        payload: bytes,
+        labels: dict[str, str] | None,
+        max_attempts: int,
+        priority: int,
+        timeout: float | None,
+        delay: float,
+        idempotency_key: str | None,
+        fingerprint: bytes | None,
+        tenant: str = "",
+    ) -> None:
+        self.type = type
+        self.payload = payload
+        self.labels = labels
+        self.max_attempts = max_attempts
+        self.priority = priority
+        self.timeout = timeout
+        self.delay = delay
+        self.idempotency_key = idempotency_key
+        self.fingerprint = fingerprint
+        self.tenant = tenant
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,14 @@ a burst of completions into one store call.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import queue
 import random
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +31,21 @@ from conveyor_server._model import ErrorCode, Outcome, Progress, TaskFailure, Ta
 from conveyor_server._store import StoreError, TaskStore
 
 logger = logging.getLogger(__name__)
+
+# Worker loops block on their queue, so ThreadPoolExecutor's own exit hook,
+# which joins its threads, would wait forever for a runner nobody closed.
+# concurrent.futures stops its threads through threading's exit hooks; ours
+# is registered after it and so runs first, releasing every live runner's
+# loops. (threading._register_atexit is what concurrent.futures itself uses.)
+_live_runners: weakref.WeakSet[TaskRunner] = weakref.WeakSet()
+
+
+def _release_all_workers() -> None:
+    for runner in list(_live_runners):
+        runner._release_workers()
+
+
+getattr(threading, "_register_atexit", atexit.register)(_release_all_workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +139,7 @@ class TaskRunner:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        _live_runners.add(self)
         for _ in range(self._workers):
             self._executor.submit(self._worker_loop)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="conveyor-dispatcher")
@@ -169,8 +188,7 @@ class TaskRunner:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._due_timer is not None:
             self._due_timer.cancel()
-        for _ in range(self._workers):
-            self._jobs.put(None)
+        self._release_workers()
         # Threads of handlers that ignore their stop request are not joined:
         # the process must be able to exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -379,6 +397,10 @@ class TaskRunner:
         run = self._run
         while (job := get()) is not None:
             run(*job)
+
+    def _release_workers(self) -> None:
+        for _ in range(self._workers):
+            self._jobs.put(None)
 
     def _run(self, running: _Running, handler: Any, payload: bytes) -> None:
         result: bytes | None = None

@@ -8,7 +8,7 @@ import re
 from google.protobuf import duration_pb2
 
 from conveyor.v1 import task_service_pb2 as pb
-from conveyor_server._convert import struct_to_python
+from conveyor_server._convert import StructView
 from conveyor_server._errors import invalid_argument
 from conveyor_server._handlers import HandlerRegistry, InvalidPayload
 from conveyor_server._ids import MAX_ID_LENGTH, SAFE_ID
@@ -127,7 +127,9 @@ class RequestValidator:
             )
         elif registration is not None and registration.validate is not None:
             try:
-                registration.validate(struct_to_python(request.payload))
+                # The Struct is itself a Mapping: validators read only the
+                # keys they need, without converting the whole payload.
+                registration.validate(StructView(request.payload))
             except InvalidPayload as exc:
                 problems.append((prefix + "payload", str(exc)))
 

@@ -221,3 +221,21 @@ def test_get_after_submit_on_another_connection(server: ServerThread) -> None:
     one.close()
     two.close()
     assert pb.GetTaskRequest(id=task.id).id == task.id
+
+
+def test_process_exits_even_if_the_server_was_never_stopped(tmp_path: Path) -> None:
+    script = tmp_path / "forgetful.py"
+    script.write_text(
+        "import asyncio\n"
+        "from conveyor_server import ConveyorServer, ServerConfig\n"
+        "async def main():\n"
+        "    server = ConveyorServer(ServerConfig(host='127.0.0.1', port=0))\n"
+        "    await server.start()\n"
+        "asyncio.run(main())\n"
+        "print('returned')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    assert "returned" in result.stdout
