@@ -36,25 +36,35 @@ def _done_progress(progress: Progress | None) -> Progress:
 
 
 class MemorySubscription:
-    """Latest-only mailbox for one watcher of one task."""
+    """Latest-only mailbox for one watcher of one task.
 
-    __slots__ = ("_closed", "_event", "_latest", "_store", "task_id")
+    Holds at most one record and, while its reader waits, one future: a
+    watcher costs a few hundred bytes here, which matters at tens of
+    thousands of streams.
+    """
+
+    __slots__ = ("_closed", "_latest", "_store", "_waiter", "task_id")
 
     def __init__(self, store: MemoryStore, task_id: str) -> None:
         self._store = store
         self.task_id = task_id
         self._latest: TaskRecord | None = None
-        self._event = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
     def deliver(self, record: TaskRecord) -> None:
         self._latest = record
-        self._event.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self) -> TaskRecord:
         while self._latest is None:
-            self._event.clear()
-            await self._event.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         record, self._latest = self._latest, None
         return record
 

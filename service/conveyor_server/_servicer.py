@@ -120,8 +120,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         return pb.GetTaskResponse(task=record_to_proto(record))
 
     async def WatchTask(
-        self, request: pb.WatchTaskRequest, context: aio.ServicerContext[Any, Any]
+        self, request: pb.WatchTaskRequest | Malformed, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchTaskResponse]:
+        if isinstance(request, Malformed):
+            await _abort(context, request.error)
+            return
         try:
             check_id(request.id)
             if request.since_version < 0:
@@ -223,38 +226,44 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         return pb.RetryTaskResponse(task=record_to_proto(record))
 
 
-def _parsing(
-    method: Callable[[Any, aio.ServicerContext[Any, Any]], Any],
-    request_type: type[Message],
-    streaming: bool,
-) -> Callable[[bytes, aio.ServicerContext[Any, Any]], Any]:
-    """Parse the request ourselves, so a malformed message is INVALID_ARGUMENT
-    with a reason rather than gRPC's UNKNOWN."""
+class Malformed:
+    """Stands in for a request that did not parse, so the handler can refuse
+    it with INVALID_ARGUMENT and a reason (gRPC would say UNKNOWN)."""
 
-    def parse(raw: bytes) -> Message:
+    __slots__ = ("error",)
+
+    def __init__(self, error: ServiceError) -> None:
+        self.error = error
+
+
+def _parser(request_type: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    def parse(raw: bytes) -> Message | Malformed:
         try:
             return request_type.FromString(raw)
         except DecodeError as exc:
-            raise invalid_argument(
-                [("request", f"is not a valid {request_type.DESCRIPTOR.full_name} message: {exc}")]
-            ) from None
+            return Malformed(
+                invalid_argument(
+                    [
+                        (
+                            "request",
+                            f"is not a valid {request_type.DESCRIPTOR.full_name} message: {exc}",
+                        )
+                    ]
+                )
+            )
 
-    if streaming:
+    return parse
 
-        async def stream(raw: bytes, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            try:
-                request = parse(raw)
-            except ServiceError as exc:
-                await _abort(context, exc)
-            async for response in method(request, context):
-                yield response
 
-        return stream
-
-    async def unary(raw: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+def _unary(
+    method: Callable[[Any, aio.ServicerContext[Any, Any]], Any],
+) -> Callable[[Any, aio.ServicerContext[Any, Any]], Any]:
+    async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         # The one place where refusals become RPC errors.
         try:
-            return await method(parse(raw), context)
+            if type(request) is Malformed:
+                raise request.error
+            return await method(request, context)
         except ServiceError as exc:
             await _abort(context, exc)
         except (QueueFull, IdempotencyConflict, InvalidTransition, StoreUnavailable) as exc:
@@ -273,13 +282,17 @@ def service_handler(servicer: TaskServicer) -> grpc.GenericRpcHandler:
         response_type = getattr(pb, method.output_type.name)
         bound = getattr(servicer, method.name)
         if method.server_streaming:
+            # Streaming handlers refuse a Malformed request themselves: one
+            # generator frame per stream instead of two.
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _parsing(bound, request_type, streaming=True),
+                bound,
+                request_deserializer=_parser(request_type),
                 response_serializer=response_type.SerializeToString,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _parsing(bound, request_type, streaming=False),
+                _unary(bound),
+                request_deserializer=_parser(request_type),
                 response_serializer=response_type.SerializeToString,
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
