@@ -63,8 +63,15 @@ def fill_task(task: task_pb2.Task, record: TaskRecord) -> None:
         task.progress.current = progress.current
         task.progress.total = progress.total
     _set_timestamp(task.create_time, record.create_time)
-    _set_timestamp(task.update_time, record.update_time)
-    _set_timestamp(task.scheduled_time, record.scheduled_time)
+    # A new task's three times are one float object: copy, not recompute.
+    if record.update_time is record.create_time:
+        task.update_time.CopyFrom(task.create_time)
+    else:
+        _set_timestamp(task.update_time, record.update_time)
+    if record.scheduled_time is record.create_time:
+        task.scheduled_time.CopyFrom(task.create_time)
+    else:
+        _set_timestamp(task.scheduled_time, record.scheduled_time)
     if record.start_time is not None:
         _set_timestamp(task.start_time, record.start_time)
     if record.end_time is not None:
@@ -109,6 +116,10 @@ class StructView(Mapping[str, Any]):
         if key not in self._fields:
             raise KeyError(key)
         return value_to_python(self._fields[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        fields = self._fields
+        return value_to_python(fields[key]) if key in fields else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields)

@@ -19,10 +19,10 @@ from conveyor_server._model import (
 )
 from conveyor_server._store import IdempotencyConflict, InvalidTransition, QueueFull
 
-# Heap entries: (sort key..., seq, version at enqueue, record). A popped entry
+# Queue entries carry the record's version at enqueue time: a popped entry
 # whose version no longer matches is stale (the task was cancelled or
 # re-queued since) and is skipped.
-_ReadyEntry = tuple[int, int, int, TaskRecord]
+_ReadyEntry = tuple[int, TaskRecord]
 _DelayedEntry = tuple[float, int, int, TaskRecord]
 
 
@@ -90,7 +90,11 @@ class MemoryStore:
         self._order_seqs: list[int] = []
         self._order_records: list[TaskRecord] = []
         self._order_dead = 0
-        self._ready: list[_ReadyEntry] = []
+        # Due tasks: one FIFO per priority, and a heap of the priorities that
+        # have one (negated, highest first). O(1) per task at one priority,
+        # where a single heap of tasks costs O(log n) comparisons of tuples.
+        self._ready: dict[int, deque[_ReadyEntry]] = {}
+        self._priorities: list[int] = []
         self._delayed: list[_DelayedEntry] = []
         self._running: dict[str, TaskRecord] = {}
         self._finished: deque[TaskRecord] = deque()
@@ -160,8 +164,12 @@ class MemoryStore:
         self._promote_due(now)
         claimed: list[TaskRecord] = []
         ready = self._ready
-        while ready and len(claimed) < limit:
-            _, _, version, record = heapq.heappop(ready)
+        priorities = self._priorities
+        while priorities and len(claimed) < limit:
+            fifo = ready[-priorities[0]]
+            version, record = fifo.popleft()
+            if not fifo:
+                del ready[-heapq.heappop(priorities)]
             if record.state is not State.PENDING or record.version != version:
                 continue
             record.state = State.RUNNING
@@ -360,7 +368,8 @@ class MemoryStore:
             if State.RUNNING in query.states:
                 pool.extend(self._running.values())
             if State.PENDING in query.states:
-                pool.extend(e[3] for e in self._ready if e[3].state is State.PENDING)
+                for fifo in self._ready.values():
+                    pool.extend(e[1] for e in fifo if e[1].state is State.PENDING)
                 pool.extend(e[3] for e in self._delayed if e[3].state is State.PENDING)
             unique = {r.seq: r for r in pool if before is None or r.seq < before}
             yield from (unique[seq] for seq in sorted(unique, reverse=True))
@@ -379,14 +388,21 @@ class MemoryStore:
                 self._delayed, (record.scheduled_time, record.seq, record.version, record)
             )
         else:
-            heapq.heappush(self._ready, (-record.priority, record.seq, record.version, record))
+            self._make_ready(record, record.version)
+
+    def _make_ready(self, record: TaskRecord, version: int) -> None:
+        fifo = self._ready.get(record.priority)
+        if fifo is None:
+            fifo = self._ready[record.priority] = deque()
+            heapq.heappush(self._priorities, -record.priority)
+        fifo.append((version, record))
 
     def _promote_due(self, now: float) -> None:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             _, _, version, record = heapq.heappop(delayed)
             if record.state is State.PENDING and record.version == version:
-                heapq.heappush(self._ready, (-record.priority, record.seq, version, record))
+                self._make_ready(record, version)
 
     def _finish(self, record: TaskRecord, state: State, now: float) -> None:
         record.state = state
