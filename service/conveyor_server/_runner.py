@@ -144,8 +144,12 @@ class TaskRunner:
             self._executor.submit(self._worker_loop)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="conveyor-dispatcher")
 
-    def notify(self) -> None:
-        """New work may be due; called on the loop after submit and retry."""
+    def notify(self, due: float | None = None) -> None:
+        """New work is due at `due` (now when None); called on the loop after
+        submit and retry. A task due after the dispatcher's next wake-up
+        needs no wake-up of its own."""
+        if due is not None and self._due_at is not None and due >= self._due_at:
+            return
         self._wake.set()
 
     def cancel_running(self, task_id: str) -> None:

@@ -92,7 +92,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._gate.check()
         new = self._validator.submit(request)
         [record] = await self._store.create([new], self._clock())
-        self._runner.notify()
+        self._runner.notify(record.scheduled_time)
         response = pb.SubmitTaskResponse()
         fill_task(response.task, record)
         return response
@@ -103,7 +103,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._gate.check()
         tasks = self._validator.batch(request)
         records = await self._store.create(tasks, self._clock())
-        self._runner.notify()
+        self._runner.notify(min(record.scheduled_time for record in records))
         response = pb.BatchSubmitTasksResponse()
         add = response.tasks.add
         for record in records:
