@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -288,7 +289,7 @@ def main() -> None:
         result: dict[str, Any] = asyncio.run(coroutine)
     else:
         result = uvloop.run(coroutine)
-    print(json.dumps(result), flush=True)
+    Path(sys.argv[3]).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -294,26 +295,45 @@ def echo_server(log_dir: Path) -> Iterator[tuple[Server, dict[str, Any]]]:
 
 
 def start_client(workload: str, args: dict[str, Any]) -> subprocess.Popen[str]:
-    return popen(
-        [sys.executable, str(SCRIPTS / "_bench_client.py"), workload, json.dumps(args)],
+    # The result goes to a file: stdout also carries the READY line, read
+    # line by line, and a read-ahead buffer would swallow part of a long result.
+    fd, result_path = tempfile.mkstemp(prefix="bench-result-", suffix=".json")
+    os.close(fd)
+    process = popen(
+        [
+            sys.executable,
+            str(SCRIPTS / "_bench_client.py"),
+            workload,
+            json.dumps(args),
+            result_path,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    RESULT_PATHS[process.pid] = Path(result_path)
+    return process
+
+
+RESULT_PATHS: dict[int, Path] = {}
 
 
 def client_result(process: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
+    result_path = RESULT_PATHS.pop(process.pid)
     try:
-        stdout, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise RuntimeError(f"client did not finish within {timeout_s:.0f}s") from None
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(f"client failed with exit code {process.returncode}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+        try:
+            process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise RuntimeError(f"client did not finish within {timeout_s:.0f}s") from None
+        text = result_path.read_text()
+        if process.returncode != 0 or not text.strip():
+            raise RuntimeError(f"client failed with exit code {process.returncode}")
+        result: dict[str, Any] = json.loads(text)
+        return result
+    finally:
+        result_path.unlink(missing_ok=True)
 
 
 def run_client(workload: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
