@@ -113,18 +113,21 @@ def task_table(tasks: Sequence[Task]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     # Ids are what people copy from the table: never wrap or cut them.
     table.add_column("id", no_wrap=True, min_width=max((len(task.id) for task in tasks), default=2))
-    table.add_column("type", min_width=min(12, max((len(task.type) for task in tasks), default=4)))
-    table.add_column("state", no_wrap=True)
-    table.add_column("progress", min_width=4, overflow="fold")
-    table.add_column("attempt", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("labels", overflow="fold")
+    table.add_column(
+        "type", no_wrap=True, min_width=min(12, max((len(task.type) for task in tasks), default=4))
+    )
+    table.add_column("state", no_wrap=True, min_width=9)
+    # The percent only: messages wrap badly in a table; `get` shows them.
+    table.add_column("done", no_wrap=True, justify="right", min_width=4)
+    table.add_column("try", no_wrap=True, min_width=3)
+    table.add_column("created", no_wrap=True, min_width=14)
+    table.add_column("labels", overflow="ellipsis", no_wrap=True)
     for task in tasks:
         table.add_row(
             task.id,
             escape(task.type),
             _state(task),
-            escape(_progress(task)),
+            f"{task.progress.percent:.0f}%",
             f"{task.attempt}/{task.max_attempts}",
             _time(task.create_time, "%m-%d %H:%M:%S"),
             escape(_labels(task.labels)),
