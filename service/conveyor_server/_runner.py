@@ -257,10 +257,17 @@ class TaskRunner:
                 if outcome is not None:
                     progress.pop(outcome.task_id, None)
                     outcomes.append(outcome)
-        if progress:
-            await self._store.set_progress(list(progress.values()), now)
-        if outcomes:
-            await self._store.complete(outcomes, now)
+        try:
+            if progress:
+                await self._store.set_progress(list(progress.values()), now)
+            if outcomes:
+                await self._store.complete(outcomes, now)
+        except StoreError:
+            # Outcomes are kept for the next round: a store that is briefly
+            # unreachable must not lose how a task ended. Progress is only a
+            # snapshot and may be dropped.
+            self._local_outcomes[:0] = outcomes
+            raise
         if not self._running:
             self._idle.set()
 

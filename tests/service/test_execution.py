@@ -11,6 +11,7 @@ from raw_api import Api
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
+from conveyor_server._store import StoreUnavailable
 
 PENDING, RUNNING = task_pb2.TASK_STATE_PENDING, task_pb2.TASK_STATE_RUNNING
 SUCCEEDED, FAILED, CANCELLED = (
@@ -242,3 +243,22 @@ def test_idempotency_key_is_freed_with_the_task(make_api) -> None:  # type: igno
     # k1's task was dropped; the key is free for a new request.
     second = api.submit("echo", {"v": 2}, idempotency_key="k1")
     assert second.id != first.id
+
+
+def test_outcomes_survive_a_store_error(make_api) -> None:  # type: ignore[no-untyped-def]
+    """A store refusal while recording how tasks ended is retried, not lost."""
+    server, api = make_api()
+    store = server.server.store
+    original = store.complete
+    failures = {"left": 1}
+
+    async def flaky_complete(outcomes, now):  # type: ignore[no-untyped-def]
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StoreUnavailable("store briefly unreachable")
+        return await original(outcomes, now)
+
+    store.complete = flaky_complete
+    done = api.wait(api.submit("echo", {"x": 1}).id, timeout=10)
+    assert done.state == SUCCEEDED
+    assert failures["left"] == 0
