@@ -50,6 +50,16 @@ def wait_for_cancel(ctx: TaskContext, payload: dict[str, Any]) -> Any:
     return {"stopped": stopped}
 
 
+@test_registry.task("cooperative")
+def cooperative(ctx: TaskContext, payload: dict[str, Any]) -> Any:
+    """Checks for a stop request between steps by raising TaskCancelled."""
+    for step in range(int(payload.get("steps", 1000))):
+        ctx.raise_if_cancelled()
+        ctx.report_progress(step / 10, f"step {step}")
+        time.sleep(0.01)
+    return "finished"
+
+
 @test_registry.task("ignore_cancel")
 def ignore_cancel(ctx: TaskContext, payload: dict[str, Any]) -> Any:
     """A handler that never looks at its context."""

@@ -25,9 +25,6 @@ class State(enum.IntEnum):
         return self >= State.SUCCEEDED
 
 
-TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
-
-
 class ErrorCode:
     """Stable values of `TaskError.code`."""
 

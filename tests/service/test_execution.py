@@ -134,6 +134,21 @@ def test_cancel_running_asks_the_handler_to_stop(api: Api) -> None:
     assert api.get(task.id).state == CANCELLED
 
 
+@pytest.mark.parametrize(
+    ("how", "state", "code"), [("cancel", CANCELLED, ""), ("timeout", FAILED, "TIMEOUT")]
+)
+def test_handler_that_raises_when_asked_to_stop(api: Api, how: str, state: int, code: str) -> None:
+    timeout = duration_pb2.Duration(nanos=200_000_000) if how == "timeout" else None
+    task = api.submit("cooperative", {}, max_attempts=3 if how == "cancel" else 1, timeout=timeout)
+    api.wait(task.id, states={RUNNING})
+    if how == "cancel":
+        api.stub.CancelTask(pb.CancelTaskRequest(id=task.id), timeout=10)
+    done = api.wait(task.id, timeout=5)
+    assert done.state == state
+    assert done.error.code == code
+    assert done.attempt == 1
+
+
 def test_cancel_of_a_handler_that_ignores_it(make_api) -> None:  # type: ignore[no-untyped-def]
     _, api = make_api(stop_grace_seconds=0.2)
     task = api.submit("ignore_cancel", {"seconds": 3})
