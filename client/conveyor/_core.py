@@ -14,7 +14,8 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from conveyor._types import JSONValue, Progress, Task, TaskError, TaskSpec, TaskState
+from conveyor._struct import struct_to_dict, value_to_python
+from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState
 from conveyor.v1 import task_pb2, task_service_pb2
 
 DEFAULT_TARGET = "localhost:50051"
@@ -41,9 +42,6 @@ _STATE_FROM_PROTO: Mapping[int, TaskState] = {
     proto: state for state, proto in _STATE_TO_PROTO.items()
 }
 
-# Doubles beyond this cannot hold every integer exactly, so they stay floats.
-_MAX_EXACT_INT = 2**53
-
 
 def channel_options(options: Iterable[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
     """The SDK's default channel options, overridden by the caller's."""
@@ -64,29 +62,6 @@ def state_from_proto(value: int) -> TaskState:
 
 
 # --- google.protobuf well-known types <-> Python ---------------------------------
-
-
-def value_to_python(value: struct_pb2.Value) -> JSONValue:
-    """A `google.protobuf.Value` as plain Python; whole numbers come back as int."""
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return struct_to_dict(value.struct_value)
-    if kind == "list_value":
-        return [value_to_python(item) for item in value.list_value.values]
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "number_value":
-        number = value.number_value
-        if math.isfinite(number) and number.is_integer() and abs(number) <= _MAX_EXACT_INT:
-            return int(number)
-        return number
-    return None  # null_value, or no kind set
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: value_to_python(item) for key, item in struct.fields.items()}
 
 
 def dict_to_struct(payload: Mapping[str, Any] | None) -> struct_pb2.Struct:

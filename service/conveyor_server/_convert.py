@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from conveyor._struct import struct_to_dict, value_to_python
 from conveyor.v1 import task_pb2
 from conveyor_server._model import TaskRecord
 
@@ -80,29 +81,6 @@ def fill_task(task: task_pb2.Task, record: TaskRecord) -> None:
         task.timeout.FromNanoseconds(int(record.timeout * 1e9))
 
 
-def value_to_python(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        # JSON has one number type; give handlers ints where the value is one.
-        if number.is_integer() and abs(number) < 2**53:
-            return int(number)
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return struct_to_python(value.struct_value)
-    if kind == "list_value":
-        return [value_to_python(item) for item in value.list_value.values]
-    return None
-
-
-def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: value_to_python(value) for key, value in struct.fields.items()}
-
-
 class StructView(Mapping[str, Any]):
     """A read-only Mapping over a Struct that converts values on access, so
     a validator that reads one key does not pay for the whole payload."""
@@ -131,7 +109,7 @@ class StructView(Mapping[str, Any]):
 def payload_to_python(payload: bytes) -> dict[str, Any]:
     struct = struct_pb2.Struct()
     struct.MergeFromString(payload)
-    return struct_to_python(struct)
+    return struct_to_dict(struct)
 
 
 class ResultNotJSON(TypeError):
