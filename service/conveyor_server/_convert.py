@@ -21,16 +21,9 @@ def _set_timestamp(target: Any, seconds: float) -> None:
     target.nanos = int((seconds - whole) * 1e9)
 
 
-def record_to_proto(record: TaskRecord) -> task_pb2.Task:
-    """The wire form of a task snapshot."""
-    task = task_pb2.Task()
-    fill_task(task, record)
-    return task
-
-
 def fill_task(task: task_pb2.Task, record: TaskRecord) -> None:
-    """Write a record into an empty Task message (in place: responses embed
-    it without a copy)."""
+    """Write a record into an empty Task message, in place: every response
+    embeds its task this way, without building a Task and copying it."""
     task.id = record.id
     task.type = record.type
     task.state = record.state.value  # type: ignore[assignment]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ from grpc import aio
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
-from conveyor_server._convert import fill_task, record_to_proto
+from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
 from conveyor_server._model import ListQuery, State
 from conveyor_server._page_token import BadPageToken, PageTokens
@@ -117,7 +118,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         record = await self._store.get(request.id)
         if record is None:
             raise not_found(request.id)
-        return pb.GetTaskResponse(task=record_to_proto(record))
+        response = pb.GetTaskResponse()
+        fill_task(response.task, record)
+        return response
 
     async def WatchTask(
         self, request: pb.WatchTaskRequest | Malformed, context: aio.ServicerContext[Any, Any]
@@ -151,7 +154,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 if record.version > last:
                     last = record.version
                     terminal = record.state.is_terminal
-                    yield pb.WatchTaskResponse(task=record_to_proto(record))
+                    response = pb.WatchTaskResponse()
+                    fill_task(response.task, record)
+                    yield response
                     if terminal:
                         return
                 elif record.state.is_terminal:
@@ -190,15 +195,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 cursor = self._page_tokens.read(request.page_token, query)
             except BadPageToken as exc:
                 raise invalid_argument([("page_token", str(exc))]) from None
-            query = ListQuery(
-                page_size=size,
-                states=query.states,
-                type=query.type,
-                labels=query.labels,
-                before_seq=cursor,
-            )
+            query = dataclasses.replace(query, before_seq=cursor)
         records, next_cursor = await self._store.list_page(query)
-        response = pb.ListTasksResponse(tasks=[record_to_proto(r) for r in records])
+        response = pb.ListTasksResponse()
+        add = response.tasks.add
+        for record in records:
+            fill_task(add(), record)
         if next_cursor is not None:
             response.next_page_token = self._page_tokens.mint(query, next_cursor)
         return response
@@ -212,7 +214,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             raise not_found(request.id)
         if record.state is State.RUNNING:
             self._runner.cancel_running(record.id)
-        return pb.CancelTaskResponse(task=record_to_proto(record))
+        response = pb.CancelTaskResponse()
+        fill_task(response.task, record)
+        return response
 
     async def RetryTask(
         self, request: pb.RetryTaskRequest, context: aio.ServicerContext[Any, Any]
@@ -223,7 +227,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         if record is None:
             raise not_found(request.id)
         self._runner.notify()
-        return pb.RetryTaskResponse(task=record_to_proto(record))
+        response = pb.RetryTaskResponse()
+        fill_task(response.task, record)
+        return response
 
 
 class Malformed:
