@@ -107,33 +107,42 @@ class MemoryStore:
     # -- writes ---------------------------------------------------------
 
     async def create(self, tasks: Sequence[NewTask], now: float) -> list[TaskRecord]:
-        results: list[TaskRecord | None] = []
-        fresh = 0
-        for new in tasks:
-            existing = None
-            if new.idempotency_key is not None:
-                existing = self._keys.get((new.tenant, new.idempotency_key))
-                if existing is not None and existing.fingerprint != new.fingerprint:
-                    raise IdempotencyConflict(new.idempotency_key, existing.id)
-            results.append(existing)
-            if existing is None:
-                fresh += 1
+        # Decide everything before changing anything: a batch is accepted
+        # whole or not at all. `plan` holds, per request, the task it repeats
+        # (a record, or the index of an earlier request in this batch), or
+        # None for a new task.
+        plan: list[TaskRecord | int | None] = []
+        in_batch: dict[tuple[str, str], int] = {}
+        for index, new in enumerate(tasks):
+            key = new.idempotency_key
+            if key is None:
+                plan.append(None)
+                continue
+            slot = (new.tenant, key)
+            existing = self._keys.get(slot)
+            if existing is not None:
+                if existing.fingerprint != new.fingerprint:
+                    raise IdempotencyConflict(key, existing.id)
+                plan.append(existing)
+            elif slot in in_batch:
+                if tasks[in_batch[slot]].fingerprint != new.fingerprint:
+                    raise IdempotencyConflict(key, None)
+                plan.append(in_batch[slot])
+            else:
+                in_batch[slot] = index
+                plan.append(None)
+        fresh = plan.count(None)
         if fresh and self._unfinished + fresh > self._max_queue:
             raise QueueFull(self._unfinished, self._max_queue)
 
         records: list[TaskRecord] = []
-        for new, existing in zip(tasks, results, strict=True):
-            if existing is not None:
-                records.append(existing)
+        for new, repeats in zip(tasks, plan, strict=True):
+            if isinstance(repeats, TaskRecord):
+                records.append(repeats)
                 continue
-            # A batch may repeat a key: the second use sees the first.
-            if new.idempotency_key is not None:
-                earlier = self._keys.get((new.tenant, new.idempotency_key))
-                if earlier is not None:
-                    if earlier.fingerprint != new.fingerprint:
-                        raise IdempotencyConflict(new.idempotency_key, earlier.id)
-                    records.append(earlier)
-                    continue
+            if isinstance(repeats, int):
+                records.append(records[repeats])
+                continue
             self._seq += 1
             record = TaskRecord(
                 id=new_task_id(),
@@ -221,12 +230,7 @@ class MemoryStore:
             else:
                 record.error = outcome.failure
                 if outcome.retry_at is not None:
-                    record.state = State.PENDING
-                    record.scheduled_time = outcome.retry_at
-                    record.update_time = now
-                    record.version += 1
-                    self._enqueue(record, now)
-                    self._publish(record)
+                    self._make_pending(record, outcome.retry_at, now)
                 else:
                     self._finish(record, State.FAILED, now)
             changed.append(record)
@@ -237,15 +241,10 @@ class MemoryStore:
         if record is None or record.attempt != attempt:
             return None
         del self._running[task_id]
-        record.state = State.PENDING
         record.attempt -= 1
         record.start_time = None
         record.progress = None
-        record.update_time = now
-        record.scheduled_time = now
-        record.version += 1
-        self._enqueue(record, now)
-        self._publish(record)
+        self._make_pending(record, now, now)
         return record
 
     async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
@@ -282,7 +281,6 @@ class MemoryStore:
             raise QueueFull(self._unfinished, self._max_queue)
         self._finished_count -= 1
         self._unfinished += 1
-        record.state = State.PENDING
         record.attempt = 0
         record.result = None
         record.error = None
@@ -290,11 +288,7 @@ class MemoryStore:
         record.cancel_requested = False
         record.start_time = None
         record.end_time = None
-        record.scheduled_time = now
-        record.update_time = now
-        record.version += 1
-        self._enqueue(record, now)
-        self._publish(record)
+        self._make_pending(record, now, now)
         return record
 
     async def purge(self, finished_before: float) -> int:
@@ -381,6 +375,16 @@ class MemoryStore:
             record = records[i]
             if tasks.get(record.id) is record:
                 yield record
+
+    def _make_pending(self, record: TaskRecord, scheduled_time: float, now: float) -> None:
+        """Back to the queue, due at `scheduled_time`: a retry after backoff,
+        a hand-back at shutdown, a RetryTask."""
+        record.state = State.PENDING
+        record.scheduled_time = scheduled_time
+        record.update_time = now
+        record.version += 1
+        self._enqueue(record, now)
+        self._publish(record)
 
     def _enqueue(self, record: TaskRecord, now: float) -> None:
         if record.scheduled_time > now:

@@ -25,9 +25,13 @@ class QueueFull(StoreError):
 
 
 class IdempotencyConflict(StoreError):
-    def __init__(self, key: str, task_id: str) -> None:
+    """A key seen before with a different request; `task_id` is None when
+    the earlier use is in the same batch."""
+
+    def __init__(self, key: str, task_id: str | None) -> None:
+        where = f"by task {task_id}" if task_id is not None else "earlier in this batch"
         super().__init__(
-            f"idempotency key {key!r} was already used by task {task_id} with a different request"
+            f"idempotency key {key!r} was already used {where} with a different request"
         )
         self.key = key
         self.task_id = task_id

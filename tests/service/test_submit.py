@@ -102,6 +102,19 @@ def test_idempotency_key_repeated_inside_a_batch(api: Api) -> None:
     assert response.tasks[0].id == response.tasks[1].id
 
 
+def test_conflicting_key_inside_a_batch_accepts_nothing(api: Api) -> None:
+    first = pb.SubmitTaskRequest(type="echo", idempotency_key="batch-conflict", priority=1)
+    second = pb.SubmitTaskRequest(type="echo", idempotency_key="batch-conflict", priority=2)
+    with pytest.raises(grpc.RpcError) as caught:
+        api.stub.BatchSubmitTasks(pb.BatchSubmitTasksRequest(requests=[first, second]), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "batch-conflict" in caught.value.details()
+    # All or nothing: the first request was not accepted either, so its key
+    # is still free for it.
+    task = api.submit("echo", {}, idempotency_key="batch-conflict", priority=2)
+    assert task.priority == 2 and task.version == 1
+
+
 def test_submit_fields_are_kept(api: Api) -> None:
     task = api.submit(
         "echo",
