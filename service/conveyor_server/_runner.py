@@ -92,8 +92,8 @@ class _Running:
         self.stop_timer: asyncio.TimerHandle | None = None
 
 
-# What a handler thread reports: (running, result bytes, failure, stopped)
-_Done = tuple[_Running, bytes | None, TaskFailure | None, bool]
+# What a handler thread reports: (running, result bytes, failure)
+_Done = tuple[_Running, bytes | None, TaskFailure | None]
 
 
 class TaskRunner:
@@ -302,12 +302,10 @@ class TaskRunner:
         self._jobs.put((running, registration.handler, record.payload))
         if record.timeout is not None:
             assert self._loop is not None
-            running.timeout_timer = self._loop.call_later(
-                record.timeout, self._on_timeout, running, record.timeout
-            )
+            running.timeout_timer = self._loop.call_later(record.timeout, self._on_timeout, running)
 
     def _on_thread_done(self, done: _Done, now: float) -> Outcome | None:
-        running, result, failure, _ = done
+        running, result, failure = done
         self._busy -= 1
         for timer in (running.timeout_timer, running.stop_timer):
             if timer is not None:
@@ -355,7 +353,7 @@ class TaskRunner:
         retry_at = self._retry.retry_at(running.attempt, running.max_attempts, now)
         return Outcome(running.task_id, running.attempt, failure=failure, retry_at=retry_at)
 
-    def _on_timeout(self, running: _Running, timeout: float) -> None:
+    def _on_timeout(self, running: _Running) -> None:
         if running.finished:
             return
         running.ctx.request_stop("timeout")
@@ -432,4 +430,4 @@ class TaskRunner:
             message = str(exc) or type(exc).__name__
             failure = TaskFailure(ErrorCode.HANDLER_ERROR, message[:4096], type(exc).__name__)
         finally:
-            self._post("done", (running, result, failure, running.ctx.cancelled))
+            self._post("done", (running, result, failure))
