@@ -17,7 +17,6 @@ from conveyor import _core
 from conveyor._errors import (
     ConveyorError,
     DeadlineExceeded,
-    Unavailable,
     WaitTimeout,
     translate_rpc_errors,
 )
@@ -174,10 +173,7 @@ class Client:
         task = self.get(id)
         if task.is_terminal:
             return task
-        raise Unavailable(
-            f"the watch stream of task {id} ended before the task finished",
-            code=grpc.StatusCode.UNAVAILABLE,
-        )
+        raise _core.watch_ended_early(id)
 
     def list(
         self,

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from conveyor._errors import Unavailable
 from conveyor._struct import struct_to_dict, value_to_python
 from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState
 from conveyor.v1 import task_pb2, task_service_pb2
@@ -223,3 +224,12 @@ def deadline_after(timeout: float | None, now: float) -> float | None:
 def remaining(deadline: float | None, now: float) -> float | None:
     """Seconds left until a monotonic deadline (never negative), or None without one."""
     return None if deadline is None else max(0.0, deadline - now)
+
+
+def watch_ended_early(task_id: str) -> Unavailable:
+    """What `wait` raises when a watch stream ends before a terminal
+    snapshot and the task is still unfinished."""
+    return Unavailable(
+        f"the watch stream of task {task_id} ended before the task finished",
+        code=grpc.StatusCode.UNAVAILABLE,
+    )
