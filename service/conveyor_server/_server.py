@@ -100,7 +100,7 @@ class ConveyorServer:
         self._server: aio.Server | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self.port: int | None = None
-        self._stopped = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> int:
         """Bind, start serving and running tasks; returns the bound port."""
@@ -150,9 +150,9 @@ class ConveyorServer:
         """Graceful shutdown: NOT_SERVING, refuse new work, give running
         tasks `grace` seconds (default: the configured shutdown grace), hand
         the rest back to the queue, then close."""
-        if self._server is None or self._stopped.is_set():
+        if self._server is None or self._stopping:
             return
-        self._stopped.set()
+        self._stopping = True
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
         self.gate.open = False
