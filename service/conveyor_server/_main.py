@@ -21,7 +21,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="conveyor-server",
         description="Run the Conveyor task service. Every flag also reads an environment "
         "variable (shown in brackets); a flag wins.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     docs = field_docs()
     for f in fields(ServerConfig):

@@ -58,3 +58,12 @@ def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         ServerConfig.from_env(env)
+
+
+def test_help_shows_each_real_default_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 50051)" in text
+    assert "[CONVEYOR_MAX_QUEUE]" in text
+    assert "(default: None)" not in text
