@@ -39,7 +39,7 @@ class NonRetryableError(Exception):
 class InvalidPayload(NonRetryableError):
     """The payload cannot be processed; the message says what to fix.
 
-    Raised by a payload validator it refuses the submit with
+    Raised by a payload validator, it refuses the submit with
     INVALID_ARGUMENT; raised by a handler it fails the task for good.
     """
 
