@@ -1,10 +1,58 @@
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from conveyor_testing import ServerThread, test_config
+
+REDIS_HOST = os.environ.get("CONVEYOR_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("CONVEYOR_TEST_REDIS_PORT", "6379"))
+
+
+def need_server(what: str) -> None:
+    """Skip a test whose server is missing; under CI=true, fail it instead."""
+    message = f"{what} is not reachable"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}, and CI=true requires it")
+    pytest.skip(message)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> tuple[str, int]:
+    """The local Redis, as (host, port); skips (fails under CI) without one."""
+    if not _reachable(REDIS_HOST, REDIS_PORT):
+        need_server(f"Redis at {REDIS_HOST}:{REDIS_PORT}")
+    return REDIS_HOST, REDIS_PORT
+
+
+@pytest.fixture
+def redis_url(redis_server: tuple[str, int]) -> Iterator[str]:
+    """A store URL on the local Redis with a key prefix of this test's own;
+    the test's keys are deleted afterwards."""
+    import redis
+
+    host, port = redis_server
+    prefix = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    yield f"redis://{host}:{port}/0?prefix={prefix}"
+    client = redis.Redis(host=host, port=port, db=0)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,13 @@ from conveyor_server._model import (
     State,
     TaskRecord,
 )
-from conveyor_server._store import IdempotencyConflict, InvalidTransition, QueueFull
+from conveyor_server._store import (
+    IdempotencyConflict,
+    InvalidTransition,
+    LeaseReport,
+    QueueFull,
+    StoreListener,
+)
 
 # Queue entries carry the record's version at enqueue time: a popped entry
 # whose version no longer matches is stale (the task was cancelled or
@@ -103,6 +109,26 @@ class MemoryStore:
         self._keys: dict[tuple[str, str], TaskRecord] = {}
         self._subscriptions: dict[str, set[MemorySubscription]] = {}
         self._seq = 0
+        self._listener: StoreListener | None = None
+
+    # -- one process: no leases, every change is seen here ---------------
+
+    @property
+    def lease_seconds(self) -> float | None:
+        return None
+
+    @property
+    def poll_interval(self) -> float | None:
+        return None
+
+    def attach(self, listener: StoreListener) -> None:
+        self._listener = listener
+
+    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
+        return LeaseReport()
+
+    async def reap(self, now: float) -> int:
+        return 0
 
     # -- writes ---------------------------------------------------------
 
@@ -259,6 +285,8 @@ class MemoryStore:
                 record.update_time = now
                 record.version += 1
                 self._publish(record)
+                if self._listener is not None:
+                    self._listener.cancel_requested(task_id)
         elif record.state is not State.CANCELLED:
             raise InvalidTransition(
                 record,

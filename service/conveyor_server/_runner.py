@@ -132,6 +132,7 @@ class TaskRunner:
         self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
 
     @property
     def running_count(self) -> int:
@@ -140,9 +141,21 @@ class TaskRunner:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         _live_runners.add(self)
+        self._store.attach(self)
         for _ in range(self._workers):
             self._executor.submit(self._worker_loop)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="conveyor-dispatcher")
+        if self._store.lease_seconds is not None:
+            self._leases = asyncio.create_task(self._keep_leases(), name="conveyor-leases")
+
+    # -- what the store tells us (StoreListener) -------------------------
+
+    def work_available(self) -> None:
+        if self._claiming:
+            self._wake.set()
+
+    def cancel_requested(self, task_id: str) -> None:
+        self.cancel_running(task_id)
 
     def notify(self, due: float | None = None) -> None:
         """New work is due at `due` (now when None); called on the loop after
@@ -188,6 +201,9 @@ class TaskRunner:
     async def close(self) -> None:
         self._stopped = True
         self._wake.set()
+        if self._leases is not None:
+            self._leases.cancel()
+            await asyncio.gather(self._leases, return_exceptions=True)
         if self._dispatcher is not None:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._due_timer is not None:
@@ -196,6 +212,49 @@ class TaskRunner:
         # Threads of handlers that ignore their stop request are not joined:
         # the process must be able to exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- leases of a shared store ---------------------------------------
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of running attempts every third of a lease, and
+        reap attempts of dead processes every lease."""
+        lease = self._store.lease_seconds
+        assert lease is not None
+        interval = lease / 3
+        next_reap = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                held = [(r.task_id, r.attempt) for r in self._running.values()]
+                if held:
+                    report = await self._store.renew(held, self._clock())
+                    for task_id in report.lost:
+                        self._lose(task_id)
+                    for task_id in report.cancel_requested:
+                        self.cancel_running(task_id)
+                if time.monotonic() >= next_reap:
+                    # Jittered, so replicas do not all reap at once.
+                    next_reap = time.monotonic() + lease * random.uniform(0.5, 1.0)
+                    if await self._store.reap(self._clock()):
+                        self._wake.set()
+            except StoreError:
+                logger.warning("could not renew leases; the store is unavailable")
+            except Exception:
+                logger.exception("lease upkeep failed")
+
+    def _lose(self, task_id: str) -> None:
+        """Another process owns this task now: stop the local handler and
+        report nothing (the store would refuse it anyway)."""
+        running = self._running.get(task_id)
+        if running is None or running.finished:
+            return
+        logger.warning(
+            "task %s attempt %d lost its lease; stopping it here", task_id, running.attempt
+        )
+        running.ctx.request_stop("lost")
+        self._finish_locally(running)
+        if not self._running:
+            self._idle.set()
 
     # -- the dispatcher -------------------------------------------------
 
@@ -212,6 +271,11 @@ class TaskRunner:
                         for record in await self._store.claim(free, now):
                             self._start(record)
                 due = await self._store.next_due_time() if self._claiming else None
+                poll = self._store.poll_interval
+                if poll is not None and self._claiming:
+                    # A shared store: look again soon even with no news, in
+                    # case a notification from another process was lost.
+                    due = min(due, self._clock() + poll) if due is not None else self._clock() + poll
             except StoreError:
                 logger.exception("store call failed; retrying in 1s")
                 due = self._clock() + 1.0

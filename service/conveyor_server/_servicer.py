@@ -212,8 +212,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         record = await self._store.cancel(request.id, self._clock())
         if record is None:
             raise not_found(request.id)
-        if record.state is State.RUNNING:
-            self._runner.cancel_running(record.id)
+        # A running task's handler hears of the cancel through the store,
+        # in whichever process it runs.
         response = pb.CancelTaskResponse()
         fill_task(response.task, record)
         return response

@@ -8,6 +8,7 @@ atomic per call: a store never exposes a half-written task.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from conveyor_server._model import ListQuery, NewTask, Outcome, Progress, TaskRecord
@@ -62,8 +63,68 @@ class TaskSubscription(Protocol):
     def close(self) -> None: ...
 
 
+class StoreListener(Protocol):
+    """What a store tells the runner of its process, on the event loop.
+
+    A store shared by several processes calls these when another process
+    (or this one) makes a change the runner must act on.
+    """
+
+    def work_available(self) -> None:
+        """Tasks may have become claimable: look for work now."""
+        ...
+
+    def cancel_requested(self, task_id: str) -> None:
+        """A cancel was asked for a running task; stop it if it runs here."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReport:
+    """What `renew` found out about the attempts a runner holds."""
+
+    # Attempts this runner no longer holds (the lease lapsed and the task was
+    # re-queued or finished elsewhere): stop them without reporting.
+    lost: list[str] = field(default_factory=list)
+    # Attempts whose task has a cancel request: stop them.
+    cancel_requested: list[str] = field(default_factory=list)
+
+
 class TaskStore(Protocol):
-    """Persistence, queueing and change events for tasks."""
+    """Persistence, queueing and change events for tasks.
+
+    Leases: a store shared by several processes (`lease_seconds` is not
+    None) gives each claimed attempt a lease of that many seconds. The runner
+    renews the leases of its running attempts every third of that, and every
+    process calls `reap` now and then to re-queue attempts whose lease
+    lapsed (their process died). Fencing by attempt number keeps a late
+    report of a lapsed attempt from overwriting a newer one.
+    Stores of one process set `lease_seconds` and `poll_interval` to None.
+    """
+
+    @property
+    def lease_seconds(self) -> float | None: ...
+
+    @property
+    def poll_interval(self) -> float | None:
+        """How often the runner looks for work it may not have been told
+        about (a lost notification); None when every change is notified."""
+        ...
+
+    def attach(self, listener: StoreListener) -> None:
+        """Set who hears of work and cancel requests (the local runner)."""
+        ...
+
+    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
+        """Extend the leases of these running (task id, attempt) pairs."""
+        ...
+
+    async def reap(self, now: float) -> int:
+        """Handle running attempts whose lease lapsed before `now` minus a
+        margin for clock skew: re-queue the task when it has attempts left
+        (the interrupted attempt counts), else fail it with INTERRUPTED.
+        Returns how many were handled."""
+        ...
 
     async def create(self, tasks: Sequence[NewTask], now: float) -> list[TaskRecord]:
         """Accept tasks all together, or none.
@@ -106,7 +167,8 @@ class TaskStore(Protocol):
         ...
 
     async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
-        """Cancel a pending task at once or flag a running one.
+        """Cancel a pending task at once or flag a running one; the flag
+        reaches the listener of the process running it (`cancel_requested`).
 
         Returns None for an unknown id; raises InvalidTransition for a
         SUCCEEDED or FAILED task.
