@@ -24,10 +24,12 @@ from conveyor_server._handlers import (
 )
 from conveyor_server._memory_store import MemoryStore
 from conveyor_server._server import ConveyorServer, grpc_server_options
+from conveyor_server._worker import ConveyorWorker
 from conveyor_server._store import TaskStore, TaskSubscription
 
 __all__ = [
     "ConveyorServer",
+    "ConveyorWorker",
     "HandlerRegistry",
     "InvalidPayload",
     "MemoryStore",

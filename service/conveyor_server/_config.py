@@ -24,9 +24,15 @@ class ServerConfig:
     port: int = 50051
     """Port to listen on; 0 picks a free one."""
     workers: int = 16
-    """Handler threads: how many tasks run at once."""
+    """Handler threads: how many tasks run at once. 0 serves the API only
+    and runs no tasks (a replica on a shared store, with worker processes)."""
     store: str = "memory://"
-    """Where tasks live, as a URL."""
+    """Where tasks live, as a URL: memory://, sqlite:///path/to/tasks.db or
+    redis://host:port/db (query: prefix=name for the key prefix)."""
+    lease_seconds: float = 30.0
+    """On a shared store (Redis), how long a claimed attempt is held
+    without renewal; a worker renews every third of it, and an attempt whose
+    worker died is re-queued once its lease lapsed."""
     tasks: tuple[str, ...] = ()
     """Modules to import for their `@task` handlers."""
     max_queue: int = 100_000
@@ -71,8 +77,13 @@ class ServerConfig:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0-65535, got {self.port}")
+        if self.workers < 0:
+            problems.append(f"workers must not be negative, got {self.workers}")
+        if self.workers == 0 and self.store.startswith("memory:"):
+            problems.append("workers=0 runs no tasks, which needs a shared store, not memory://")
+        if self.lease_seconds < 1:
+            problems.append(f"lease_seconds must be at least 1, got {self.lease_seconds}")
         for name in (
-            "workers",
             "max_queue",
             "max_payload_bytes",
             "max_message_bytes",

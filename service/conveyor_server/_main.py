@@ -12,15 +12,28 @@ from typing import Any
 
 from conveyor_server._config import ServerConfig, default_of, env_name, field_docs, parse_value
 from conveyor_server._server import ConveyorServer
+from conveyor_server._worker import ConveyorWorker
 
 logger = logging.getLogger("conveyor_server")
 
 
-def build_parser() -> argparse.ArgumentParser:
+SERVER_DESCRIPTION = (
+    "Run the Conveyor task service. `conveyor-server worker [flags]` runs a worker-only "
+    "process instead: it runs tasks from a shared store (redis://) and serves no API. "
+    "Every flag also reads an environment variable (shown in brackets); a flag wins."
+)
+WORKER_DESCRIPTION = (
+    "Run a Conveyor worker: claim tasks from a shared store (redis://), run them, renew "
+    "their leases, and re-queue the tasks of workers that died. Serves no API; --host and "
+    "--port are not used. Every flag also reads an environment variable (shown in "
+    "brackets); a flag wins."
+)
+
+
+def build_parser(worker: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="conveyor-server",
-        description="Run the Conveyor task service. Every flag also reads an environment "
-        "variable (shown in brackets); a flag wins.",
+        prog="conveyor-server worker" if worker else "conveyor-server",
+        description=WORKER_DESCRIPTION if worker else SERVER_DESCRIPTION,
     )
     docs = field_docs()
     for f in fields(ServerConfig):
@@ -55,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: list[str] | None = None) -> ServerConfig:
-    parser = build_parser()
+def config_from_args(argv: list[str] | None = None, worker: bool = False) -> ServerConfig:
+    parser = build_parser(worker)
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
     for f in fields(ServerConfig):
@@ -85,7 +98,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         raise  # unreachable: error() exits
 
 
-async def serve(server: ConveyorServer) -> None:
+async def serve(server: ConveyorServer | ConveyorWorker) -> None:
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -97,14 +110,16 @@ async def serve(server: ConveyorServer) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = config_from_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    worker = bool(args) and args[0] == "worker"
+    config = config_from_args(args[1:] if worker else args, worker)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
     try:
-        server = ConveyorServer(config)
+        server = ConveyorWorker(config) if worker else ConveyorServer(config)
     except (ImportError, ValueError) as exc:
         print(f"conveyor-server: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

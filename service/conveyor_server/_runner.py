@@ -113,7 +113,9 @@ class TaskRunner:
         self._retry = retry_policy
         self._stop_grace = stop_grace
         self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="conveyor-task")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="conveyor-task"
+        )
         # Each executor thread runs one long-lived loop over this queue: a
         # put is far cheaper than a Future per task.
         self._jobs: queue.SimpleQueue[tuple[_Running, Any, bytes] | None] = queue.SimpleQueue()
@@ -128,7 +130,8 @@ class TaskRunner:
         self._local_outcomes: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._claiming = True
+        # A runner with no workers (an API-only replica) never claims.
+        self._claiming = workers > 0
         self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None

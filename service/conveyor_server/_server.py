@@ -14,15 +14,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from conveyor.v1 import task_service_pb2
-from conveyor_server._builtin_tasks import register_builtin_tasks
 from conveyor_server._config import ServerConfig
-from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
+from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._page_token import PageTokens
-from conveyor_server._runner import RetryPolicy, TaskRunner
 from conveyor_server._servicer import Gate, TaskServicer, service_handler
 from conveyor_server._store import TaskStore
 from conveyor_server._stores import open_store
 from conveyor_server._validation import RequestValidator
+from conveyor_server._worker import build_registry, build_runner
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +67,9 @@ class ConveyorServer:
         store: TaskStore | None = None,
     ) -> None:
         self.config = config
-        self.registry = HandlerRegistry()
-        register_builtin_tasks(self.registry)
-        import_task_modules(list(config.tasks))
-        self.registry.update(registry if registry is not None else default_registry)
+        self.registry = build_registry(config, registry)
         self.store: TaskStore = store if store is not None else open_store(config)
-        self.runner = TaskRunner(
-            self.store,
-            self.registry,
-            workers=config.workers,
-            retry_policy=RetryPolicy(
-                config.retry_backoff_seconds, config.retry_backoff_max_seconds
-            ),
-            stop_grace=config.stop_grace_seconds,
-        )
+        self.runner = build_runner(config, self.store, self.registry)
         self.gate = Gate()
         self.servicer = TaskServicer(
             self.store,

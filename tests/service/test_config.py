@@ -49,7 +49,9 @@ def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     ("env", "message"),
     [
         ({"CONVEYOR_WORKERS": "many"}, "CONVEYOR_WORKERS='many' is not a valid int"),
-        ({"CONVEYOR_WORKERS": "0"}, "workers must be at least 1"),
+        ({"CONVEYOR_WORKERS": "-1"}, "workers must not be negative"),
+        ({"CONVEYOR_WORKERS": "0"}, "workers=0 runs no tasks, which needs a shared store"),
+        ({"CONVEYOR_LEASE_SECONDS": "0.5"}, "lease_seconds must be at least 1"),
         ({"CONVEYOR_PORT": "70000"}, "port must be 0-65535"),
         ({"CONVEYOR_UVLOOP": "maybe"}, "CONVEYOR_UVLOOP='maybe' is not a valid bool"),
         ({"CONVEYOR_STOP_GRACE_SECONDS": "-1"}, "stop_grace_seconds must not be negative"),

@@ -1,0 +1,85 @@
+"""A worker-only process: runs tasks from a shared store, serves no API.
+
+`conveyor-server worker --store redis://...` claims tasks that any replica
+accepted, renews their leases while they run, reaps the leases of dead
+processes, and on SIGTERM drains like a server does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from conveyor_server._builtin_tasks import register_builtin_tasks
+from conveyor_server._config import ServerConfig
+from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
+from conveyor_server._runner import RetryPolicy, TaskRunner
+from conveyor_server._store import TaskStore
+from conveyor_server._stores import open_store
+
+logger = logging.getLogger(__name__)
+
+
+def build_registry(config: ServerConfig, registry: HandlerRegistry | None) -> HandlerRegistry:
+    """Built-in tasks, then the configured modules' and the given handlers."""
+    combined = HandlerRegistry()
+    register_builtin_tasks(combined)
+    import_task_modules(list(config.tasks))
+    combined.update(registry if registry is not None else default_registry)
+    return combined
+
+
+def build_runner(config: ServerConfig, store: TaskStore, registry: HandlerRegistry) -> TaskRunner:
+    return TaskRunner(
+        store,
+        registry,
+        workers=config.workers,
+        retry_policy=RetryPolicy(config.retry_backoff_seconds, config.retry_backoff_max_seconds),
+        stop_grace=config.stop_grace_seconds,
+    )
+
+
+class ConveyorWorker:
+    """Runs tasks of a shared store with no gRPC server of its own."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: HandlerRegistry | None = None,
+        store: TaskStore | None = None,
+    ) -> None:
+        if config.workers < 1:
+            raise ValueError("a worker needs at least one worker thread (--workers)")
+        self.config = config
+        self.registry = build_registry(config, registry)
+        self.store: TaskStore = store if store is not None else open_store(config)
+        if self.store.lease_seconds is None:
+            raise ValueError(
+                f"a worker process needs a store shared between processes (redis://), "
+                f"not {config.store!r}: tasks of that store run in the server itself"
+            )
+        self.runner = build_runner(config, self.store, self.registry)
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self.runner.start()
+        logger.info(
+            "conveyor worker running tasks from %s (%d workers, task types: %s)",
+            self.config.store,
+            self.config.workers,
+            ", ".join(self.registry.types()),
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, give running tasks `grace` seconds, hand the rest
+        back to the queue without spending an attempt, then close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        logger.info("shutting down: %d running tasks get %gs", self.runner.running_count, grace)
+        handed_back = await self.runner.drain(grace)
+        if handed_back:
+            logger.info("handed %d unfinished tasks back to the queue", handed_back)
+        await self.runner.close()
+        await self.store.close()
+        logger.info("stopped")
