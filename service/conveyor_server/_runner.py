@@ -278,7 +278,9 @@ class TaskRunner:
                 if poll is not None and self._claiming:
                     # A shared store: look again soon even with no news, in
                     # case a notification from another process was lost.
-                    due = min(due, self._clock() + poll) if due is not None else self._clock() + poll
+                    due = (
+                        min(due, self._clock() + poll) if due is not None else self._clock() + poll
+                    )
             except StoreError:
                 logger.exception("store call failed; retrying in 1s")
                 due = self._clock() + 1.0
