@@ -7,18 +7,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread, test_config
+from conveyor_testing import ServerThread, need_server, test_config
 
 REDIS_HOST = os.environ.get("CONVEYOR_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CONVEYOR_TEST_REDIS_PORT", "6379"))
-
-
-def need_server(what: str) -> None:
-    """Skip a test whose server is missing; under CI=true, fail it instead."""
-    message = f"{what} is not reachable"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}, and CI=true requires it")
-    pytest.skip(message)
 
 
 def _reachable(host: str, port: int) -> bool:
