@@ -26,6 +26,7 @@ from conveyor._errors import (
     WaitTimeout,
 )
 from conveyor._handle import AsyncTaskHandle, TaskHandle
+from conveyor._tls import tls
 from conveyor._types import JSONValue, Progress, Task, TaskError, TaskSpec, TaskState
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "WaitTimeout",
+    "tls",
 ]

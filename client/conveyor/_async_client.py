@@ -43,7 +43,8 @@ class AsyncClient:
             async for task in handle.watch():
                 print(task.state.name, task.progress.percent)
 
-    Create it inside a running event loop.
+    Create it inside a running event loop. `credentials` and `token` work as
+    they do for `Client`.
     """
 
     def __init__(
@@ -52,9 +53,12 @@ class AsyncClient:
         *,
         timeout: float = _core.DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        # Checked before the channel opens, so a bad token leaks nothing.
+        self._metadata = _core.call_metadata(metadata, token)
         channel_options = _core.channel_options(options)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=channel_options)
@@ -63,7 +67,6 @@ class AsyncClient:
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._target = target
         self._timeout = timeout
-        self._metadata = tuple(metadata)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self._target!r})"

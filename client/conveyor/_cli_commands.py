@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 import click
+import grpc
 from rich.console import Console
 
 from conveyor import _cli_render as render
 from conveyor._client import Client
-from conveyor._core import DEFAULT_TARGET, DEFAULT_TIMEOUT
+from conveyor._core import DEFAULT_TARGET, DEFAULT_TIMEOUT, call_metadata
 from conveyor._errors import ConveyorError
+from conveyor._tls import tls
 from conveyor._types import Task, TaskState
 
 
@@ -24,12 +26,21 @@ class _Settings:
     as_json: bool
     stdout: Console
     stderr: Console
+    credentials: grpc.ChannelCredentials | None = None
+    token: str | None = None
     _client: Client | None = None
 
     def client(self) -> Client:
         if self._client is None:
             ctx = click.get_current_context()
-            self._client = ctx.with_resource(Client(self.address, timeout=self.timeout))
+            self._client = ctx.with_resource(
+                Client(
+                    self.address,
+                    timeout=self.timeout,
+                    credentials=self.credentials,
+                    token=self.token,
+                )
+            )
         return self._client
 
 
@@ -57,6 +68,8 @@ def _parse_labels(
         labels[key] = value
     return labels
 
+
+_pem_file = click.Path(exists=True, dir_okay=False, readable=True)
 
 _label_option = click.option(
     "--label",
@@ -117,15 +130,71 @@ def _follow(snapshots: Iterator[Task]) -> NoReturn:
     help="Deadline of each call, in seconds.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print tasks as JSON (proto JSON mapping).")
+@click.option(
+    "--tls",
+    "use_tls",
+    is_flag=True,
+    envvar="CONVEYOR_TLS",
+    help="Connect with TLS, trusting the system's roots (env CONVEYOR_TLS). "
+    "--ca, --cert and --key imply it.",
+)
+@click.option(
+    "--ca",
+    type=_pem_file,
+    envvar="CONVEYOR_CA",
+    help="PEM file of the CA that signed the server's certificate (env CONVEYOR_CA).",
+)
+@click.option(
+    "--cert",
+    type=_pem_file,
+    envvar="CONVEYOR_CERT",
+    help="PEM file of a client certificate, for mutual TLS (env CONVEYOR_CERT).",
+)
+@click.option(
+    "--key",
+    type=_pem_file,
+    envvar="CONVEYOR_KEY",
+    help="PEM file of the client certificate's key (env CONVEYOR_KEY).",
+)
+@click.option(
+    "--token",
+    envvar="CONVEYOR_TOKEN",
+    help="Bearer token sent with every call (env CONVEYOR_TOKEN, which keeps it out "
+    "of the process list).",
+)
 @click.pass_context
-def cli(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
+def cli(
+    ctx: click.Context,
+    address: str,
+    timeout: float,
+    as_json: bool,
+    use_tls: bool,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+    token: str | None,
+) -> None:
     """Submit, follow, list, cancel and retry Conveyor tasks."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("give --cert and --key together")
+    credentials = None
+    if use_tls or ca or cert:
+        credentials = tls(ca, cert=cert, key=key)
+    if token is not None and not token.strip():
+        token = None
+    if token is not None:
+        try:
+            call_metadata((), token)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--token") from None
     ctx.obj = _Settings(
         address=address,
         timeout=timeout,
         as_json=as_json,
         stdout=Console(),
         stderr=Console(stderr=True),
+        credentials=credentials,
+        token=token,
     )
 
 

@@ -45,6 +45,10 @@ class Client:
     `rpc_timeout`); calls that are safe to repeat are retried a few times
     when the service is UNAVAILABLE. Failed calls raise `ConveyorError`
     subclasses.
+
+    For a service that serves TLS, pass `credentials=conveyor.tls(...)`; for
+    one that requires tokens, `token=` sends `authorization: Bearer <token>`
+    with every call, watch streams included.
     """
 
     def __init__(
@@ -53,9 +57,12 @@ class Client:
         *,
         timeout: float = _core.DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        # Checked before the channel opens, so a bad token leaks nothing.
+        self._metadata = _core.call_metadata(metadata, token)
         channel_options = _core.channel_options(options)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=channel_options)
@@ -64,7 +71,6 @@ class Client:
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._target = target
         self._timeout = timeout
-        self._metadata = tuple(metadata)
 
     def __repr__(self) -> str:
         return f"Client({self._target!r})"

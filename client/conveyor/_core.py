@@ -51,6 +51,20 @@ def channel_options(options: Iterable[tuple[str, Any]] = ()) -> list[tuple[str, 
     return list(merged.items())
 
 
+def call_metadata(
+    metadata: Iterable[tuple[str, str]], token: str | None
+) -> tuple[tuple[str, str], ...]:
+    """The metadata sent with every call: the caller's, and the bearer token."""
+    entries = tuple(metadata)
+    if token is None:
+        return entries
+    if not token or not all("!" <= char <= "~" for char in token):
+        raise ValueError("token must be non-empty printable ASCII without spaces")
+    if any(key.lower() == "authorization" for key, _ in entries):
+        raise ValueError("give token= or an authorization metadata entry, not both")
+    return (*entries, ("authorization", f"Bearer {token}"))
+
+
 def state_to_proto(state: TaskState) -> task_pb2.TaskState.ValueType:
     return _STATE_TO_PROTO[state]
 

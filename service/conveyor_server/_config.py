@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 KIB = 1024
@@ -44,6 +44,12 @@ class ServerConfig:
     """Largest gRPC message received or sent (a batch is one message)."""
     max_watchers: int = 50_000
     """Open WatchTask streams before new ones get RESOURCE_EXHAUSTED."""
+    max_queue_per_tenant: int = 0
+    """Quota: unfinished tasks one tenant may have; 0 means only --max-queue
+    applies."""
+    max_watchers_per_tenant: int = 0
+    """Quota: open WatchTask streams one tenant may have on one server; 0
+    means only --max-watchers applies."""
     retention_seconds: float = 24 * 3600.0
     """How long finished tasks are kept."""
     retention_count: int = 100_000
@@ -72,11 +78,39 @@ class ServerConfig:
     """Run the event loop on uvloop when it is installed."""
     log_level: str = "INFO"
     """Logging level of the command-line server."""
+    log_format: str = "text"
+    """Log lines as 'text' or 'json' (one object per line, with task_id,
+    task_type, tenant and attempt where they apply)."""
+    metrics_port: int = 0
+    """Port of the Prometheus metrics endpoint (HTTP, /metrics); 0 serves
+    none."""
+    metrics_host: str = ""
+    """Address of the metrics endpoint; empty means the same as --host."""
+    tls_cert: str = ""
+    """PEM file of the server's certificate chain; with --tls-key, serves
+    TLS instead of plaintext."""
+    tls_key: str = ""
+    """PEM file of the private key of --tls-cert."""
+    tls_client_ca: str = ""
+    """PEM file of the CA certificates that sign client certificates; set,
+    every client must present one (mutual TLS)."""
+    auth_tokens_file: str = ""
+    """File of bearer tokens, one 'TOKEN TENANT' or 'sha256:HEX TENANT' per
+    line ('#' comments); set, every call but health and reflection needs
+    'authorization: Bearer TOKEN' and sees only its tenant's tasks."""
+    auth_tokens: str = field(default="", repr=False, metadata={"env_only": True})
+    """Bearer tokens as TOKEN=TENANT or sha256:HEX=TENANT pairs, separated by
+    commas; like --auth-tokens-file. Environment only, so that tokens never
+    show in the process list."""
 
     def __post_init__(self) -> None:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0-65535, got {self.port}")
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append(f"metrics_port must be 0-65535, got {self.metrics_port}")
+        if self.log_format not in ("text", "json"):
+            problems.append(f"log_format must be text or json, got {self.log_format!r}")
         if self.workers < 0:
             problems.append(f"workers must not be negative, got {self.workers}")
         if self.workers == 0 and self.store.startswith("memory:"):
@@ -94,6 +128,8 @@ class ServerConfig:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in (
+            "max_queue_per_tenant",
+            "max_watchers_per_tenant",
             "retention_seconds",
             "default_timeout_seconds",
             "retry_backoff_seconds",
@@ -108,6 +144,10 @@ class ServerConfig:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
         if self.default_max_attempts > 100:
             problems.append("default_max_attempts must be at most 100")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            problems.append("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from conveyor_server._config import ServerConfig, default_of, env_name, field_docs, parse_value
+from conveyor_server._logging import configure_logging
 from conveyor_server._server import ConveyorServer
 from conveyor_server._worker import ConveyorWorker
 
@@ -34,9 +35,15 @@ def build_parser(worker: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conveyor-server worker" if worker else "conveyor-server",
         description=WORKER_DESCRIPTION if worker else SERVER_DESCRIPTION,
+        # No prefixes: `--auth-tokens SECRET` must not pass for --auth-tokens-file.
+        allow_abbrev=False,
     )
     docs = field_docs()
+    env_only = []
     for f in fields(ServerConfig):
+        if f.metadata.get("env_only"):
+            env_only.append(f"{env_name(f.name)}: {docs.get(f.name, '')}")
+            continue
         default = default_of(f.name)
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{docs.get(f.name, '')} [{env_name(f.name)}]"
@@ -63,8 +70,10 @@ def build_parser(worker: bool = False) -> argparse.ArgumentParser:
                 dest=f.name,
                 default=None,
                 metavar=type(default).__name__.upper(),
-                help=help_text + f" (default: {default})",
+                help=help_text + f" (default: {default if default != '' else 'none'})",
             )
+    if env_only:
+        parser.epilog = "Set in the environment only: " + " ".join(env_only)
     return parser
 
 
@@ -73,6 +82,8 @@ def config_from_args(argv: list[str] | None = None, worker: bool = False) -> Ser
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
     for f in fields(ServerConfig):
+        if f.metadata.get("env_only"):
+            continue
         value = getattr(args, f.name)
         if value is None:
             continue
@@ -113,11 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     worker = bool(args) and args[0] == "worker"
     config = config_from_args(args[1:] if worker else args, worker)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format)
     try:
         server = ConveyorWorker(config) if worker else ConveyorServer(config)
     except (ImportError, ValueError) as exc:

@@ -6,7 +6,8 @@ import asyncio
 import heapq
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 from conveyor_server._ids import new_task_id
 from conveyor_server._model import (
@@ -80,6 +81,20 @@ class MemorySubscription:
             self._store._unsubscribe(self)
 
 
+class ChangeObserver(Protocol):
+    """Hears of every change of a MemoryStore, in the order made: how a
+    durable store keeps its copy in step with the in-memory index."""
+
+    def changed(self, record: TaskRecord) -> None:
+        """`record` was created or changed; with an observer, watchers get
+        the change only when the observer hands it to `deliver`."""
+        ...
+
+    def dropped(self, record: TaskRecord) -> None:
+        """A finished `record` was dropped (retention or purge)."""
+        ...
+
+
 class MemoryStore:
     """In-process store: dicts and heaps, no I/O.
 
@@ -87,8 +102,13 @@ class MemoryStore:
     without locks.
     """
 
-    def __init__(self, *, max_queue: int, retention_count: int) -> None:
+    def __init__(
+        self, *, max_queue: int, retention_count: int, max_queue_per_tenant: int | None = None
+    ) -> None:
         self._max_queue = max_queue
+        self._max_per_tenant = max_queue_per_tenant
+        # Unfinished tasks per tenant, kept only when there is a quota.
+        self._tenant_depth: dict[str, int] = {}
         self._retention_count = retention_count
         self._tasks: dict[str, TaskRecord] = {}
         # Creation order, for newest-first listing by cursor; purged records
@@ -110,6 +130,7 @@ class MemoryStore:
         self._subscriptions: dict[str, set[MemorySubscription]] = {}
         self._seq = 0
         self._listener: StoreListener | None = None
+        self._observer: ChangeObserver | None = None
 
     # -- one process: no leases, every change is seen here ---------------
 
@@ -160,6 +181,10 @@ class MemoryStore:
         fresh = plan.count(None)
         if fresh and self._unfinished + fresh > self._max_queue:
             raise QueueFull(self._unfinished, self._max_queue)
+        if fresh and self._max_per_tenant is not None:
+            self._check_tenant_quota(
+                new.tenant for new, repeats in zip(tasks, plan, strict=True) if repeats is None
+            )
 
         records: list[TaskRecord] = []
         for new, repeats in zip(tasks, plan, strict=True):
@@ -191,9 +216,33 @@ class MemoryStore:
             if new.idempotency_key is not None:
                 self._keys[(new.tenant, new.idempotency_key)] = record
             self._unfinished += 1
+            self._count_tenant(record.tenant, 1)
             self._enqueue(record, now)
+            if self._observer is not None:
+                self._observer.changed(record)
             records.append(record)
         return records
+
+    def _check_tenant_quota(self, tenants: Iterable[str]) -> None:
+        """Raise QueueFull when one more task of each of `tenants` would
+        take its tenant past the quota."""
+        assert self._max_per_tenant is not None
+        wanted: dict[str, int] = {}
+        for tenant in tenants:
+            wanted[tenant] = wanted.get(tenant, 0) + 1
+        for tenant, count in wanted.items():
+            depth = self._tenant_depth.get(tenant, 0)
+            if depth + count > self._max_per_tenant:
+                raise QueueFull(depth, self._max_per_tenant, tenant)
+
+    def _count_tenant(self, tenant: str, delta: int) -> None:
+        if self._max_per_tenant is None:
+            return
+        depth = self._tenant_depth.get(tenant, 0) + delta
+        if depth:
+            self._tenant_depth[tenant] = depth
+        else:
+            self._tenant_depth.pop(tenant, None)
 
     async def claim(self, limit: int, now: float) -> list[TaskRecord]:
         self._promote_due(now)
@@ -307,8 +356,11 @@ class MemoryStore:
             )
         if self._unfinished + 1 > self._max_queue:
             raise QueueFull(self._unfinished, self._max_queue)
+        if self._max_per_tenant is not None:
+            self._check_tenant_quota([record.tenant])
         self._finished_count -= 1
         self._unfinished += 1
+        self._count_tenant(record.tenant, 1)
         record.attempt = 0
         record.result = None
         record.error = None
@@ -372,6 +424,61 @@ class MemoryStore:
     def size(self) -> int:
         """Tasks held, finished ones included."""
         return len(self._tasks)
+
+    # -- for a durable store that keeps its index here -------------------
+
+    def observe(self, observer: ChangeObserver) -> None:
+        """Report every change and drop to `observer` from now on."""
+        self._observer = observer
+
+    def deliver(self, record: TaskRecord) -> None:
+        """Hand a change to the watchers of its task (an observer's call)."""
+        subscriptions = self._subscriptions.get(record.id)
+        if subscriptions:
+            for subscription in subscriptions:
+                subscription.deliver(record)
+
+    def has_watchers(self, task_id: str) -> bool:
+        return task_id in self._subscriptions
+
+    def restore(
+        self, records: Iterable[TaskRecord], now: float, last_seq: int = 0
+    ) -> list[TaskRecord]:
+        """Take back records a durable store saved, as they are.
+
+        For an empty store, before any other call and before `observe`.
+        Pending tasks are queued again (priority, then creation order, the
+        delayed ones by their time); new tasks are numbered after `last_seq`
+        and every restored seq. Returns the finished records dropped to keep
+        within retention_count.
+        """
+        finished: list[TaskRecord] = []
+        for record in sorted(records, key=lambda r: r.seq):
+            self._tasks[record.id] = record
+            self._order_seqs.append(record.seq)
+            self._order_records.append(record)
+            if record.idempotency_key is not None:
+                self._keys[(record.tenant, record.idempotency_key)] = record
+            self._seq = max(self._seq, record.seq)
+            if record.state.is_terminal:
+                finished.append(record)
+                continue
+            self._unfinished += 1
+            self._count_tenant(record.tenant, 1)
+            if record.state is State.RUNNING:
+                self._running[record.id] = record
+            else:
+                self._enqueue(record, now)
+        self._seq = max(self._seq, last_seq)
+        finished.sort(key=lambda r: (r.end_time or 0.0, r.seq))
+        self._finished.extend(finished)
+        self._finished_count += len(finished)
+        dropped: list[TaskRecord] = []
+        while self._finished_count > self._retention_count and self._finished:
+            oldest = self._finished.popleft()
+            self._drop(oldest)
+            dropped.append(oldest)
+        return dropped
 
     # -- internals ------------------------------------------------------
 
@@ -443,6 +550,7 @@ class MemoryStore:
         record.version += 1
         self._running.pop(record.id, None)
         self._unfinished -= 1
+        self._count_tenant(record.tenant, -1)
         self._finished_count += 1
         self._finished.append(record)
         self._publish(record)
@@ -458,6 +566,8 @@ class MemoryStore:
             key = (record.tenant, record.idempotency_key)
             if self._keys.get(key) is record:
                 del self._keys[key]
+        if self._observer is not None:
+            self._observer.dropped(record)
         self._order_dead += 1
         if self._order_dead > 1024 and self._order_dead * 2 > len(self._order_seqs):
             self._compact_order()
@@ -470,6 +580,9 @@ class MemoryStore:
         self._order_dead = 0
 
     def _publish(self, record: TaskRecord) -> None:
+        if self._observer is not None:
+            self._observer.changed(record)
+            return
         subscriptions = self._subscriptions.get(record.id)
         if subscriptions:
             for subscription in subscriptions:

@@ -14,14 +14,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from conveyor.v1 import task_service_pb2
+from conveyor_server._auth import TokenAuthInterceptor, load_tokens
 from conveyor_server._config import ServerConfig
 from conveyor_server._handlers import HandlerRegistry
+from conveyor_server._observer import NULL_OBSERVER
 from conveyor_server._page_token import PageTokens
 from conveyor_server._servicer import Gate, TaskServicer, service_handler
 from conveyor_server._store import TaskStore
 from conveyor_server._stores import open_store
+from conveyor_server._tls import server_credentials
 from conveyor_server._validation import RequestValidator
-from conveyor_server._worker import build_registry, build_runner
+from conveyor_server._worker import build_metrics, build_registry, build_runner, start_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +70,14 @@ class ConveyorServer:
         store: TaskStore | None = None,
     ) -> None:
         self.config = config
+        # Read before anything opens, so a bad file stops the start at once.
+        self._credentials = server_credentials(config)
+        self._tokens = load_tokens(config)
         self.registry = build_registry(config, registry)
         self.store: TaskStore = store if store is not None else open_store(config)
-        self.runner = build_runner(config, self.store, self.registry)
+        self.metrics = build_metrics(config)
+        observer = self.metrics or NULL_OBSERVER
+        self.runner = build_runner(config, self.store, self.registry, observer)
         self.gate = Gate()
         self.servicer = TaskServicer(
             self.store,
@@ -83,16 +91,19 @@ class ConveyorServer:
             PageTokens(os.urandom(32)),
             self.gate,
             max_watchers=config.max_watchers,
+            observer=observer,
         )
         self._health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self._stopping = False
 
     async def start(self) -> int:
         """Bind, start serving and running tasks; returns the bound port."""
-        server = aio.server(options=grpc_server_options(self.config))
+        interceptors = [] if self._tokens is None else [TokenAuthInterceptor(self._tokens)]
+        server = aio.server(options=grpc_server_options(self.config), interceptors=interceptors)
         server.add_generic_rpc_handlers((service_handler(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -103,9 +114,16 @@ class ConveyorServer:
             ),
             server,
         )
-        port = server.add_insecure_port(self.config.address)
+        if self._credentials is None:
+            port = server.add_insecure_port(self.config.address)
+        else:
+            port = server.add_secure_port(self.config.address, self._credentials)
         if port == 0:
             raise OSError(f"cannot listen on {self.config.address}")
+        servicer = self.servicer
+        self.metrics_port = await start_metrics(
+            self.metrics, self.config, self.store, self.runner, lambda: servicer.watchers
+        )
         await self.runner.start()
         await server.start()
         self._server = server
@@ -120,7 +138,33 @@ class ConveyorServer:
             self.config.workers,
             ", ".join(self.registry.types()),
         )
+        self._log_security()
         return port
+
+    def _log_security(self) -> None:
+        tls = "off"
+        if self._credentials is not None:
+            tls = (
+                "on, client certificates required (mutual TLS)"
+                if self.config.tls_client_ca
+                else "on"
+            )
+        tenants = "off"
+        if self._tokens is not None:
+            count = len(self._tokens.tenants)
+            tenants = f"on, {count} tenant{'' if count == 1 else 's'}"
+        logger.info("TLS: %s; token authentication: %s", tls, tenants)
+        if self._tokens is None:
+            logger.warning(
+                "AUTHENTICATION IS OFF: anyone who can reach %s can submit, read and cancel "
+                "every task; give --auth-tokens-file or CONVEYOR_AUTH_TOKENS",
+                self.config.address,
+            )
+        elif self._credentials is None:
+            logger.warning(
+                "TLS IS OFF: bearer tokens cross the network in clear text; give --tls-cert "
+                "and --tls-key, unless a TLS proxy in front of this server terminates TLS"
+            )
 
     async def _set_health(self, status: Any) -> None:
         await self._health.set("", status)
@@ -156,6 +200,8 @@ class ConveyorServer:
         await self._server.stop(1.0)
         await self.runner.close()
         await self.store.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         logger.info("stopped")
 
     async def wait_for_termination(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -14,9 +15,12 @@ from grpc import aio
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_server._auth import current_tenant
 from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
+from conveyor_server._logging import task_fields
 from conveyor_server._model import ListQuery, State
+from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
 from conveyor_server._runner import TaskRunner
 from conveyor_server._store import (
@@ -49,9 +53,9 @@ class Gate:
 
 def _store_error(exc: Exception) -> ServiceError:
     if isinstance(exc, QueueFull):
+        flag = "--max-queue" if exc.tenant is None else "--max-queue-per-tenant"
         return ServiceError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"{exc}; retry later, or raise --max-queue",
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; retry later, or raise {flag}"
         )
     if isinstance(exc, IdempotencyConflict):
         return ServiceError(grpc.StatusCode.ALREADY_EXISTS, str(exc))
@@ -77,9 +81,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         *,
         max_watchers: int,
         clock: Callable[[], float] = time.time,
+        observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
         self._store = store
         self._runner = runner
+        self.observer = observer
         self._validator = validator
         self._page_tokens = page_tokens
         self._gate = gate
@@ -91,8 +97,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.SubmitTaskResponse:
         self._gate.check()
-        new = self._validator.submit(request)
-        [record] = await self._store.create([new], self._clock())
+        new = self._validator.submit(request, current_tenant())
+        now = self._clock()
+        records = await self._store.create([new], now)
+        self.observer.tasks_submitted(records, now)
+        [record] = records
         self._runner.notify(record.scheduled_time)
         response = pb.SubmitTaskResponse()
         fill_task(response.task, record)
@@ -102,8 +111,10 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.BatchSubmitTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.BatchSubmitTasksResponse:
         self._gate.check()
-        tasks = self._validator.batch(request)
-        records = await self._store.create(tasks, self._clock())
+        tasks = self._validator.batch(request, current_tenant())
+        now = self._clock()
+        records = await self._store.create(tasks, now)
+        self.observer.tasks_submitted(records, now)
         self._runner.notify(min(record.scheduled_time for record in records))
         response = pb.BatchSubmitTasksResponse()
         add = response.tasks.add
@@ -115,7 +126,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.GetTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.GetTaskResponse:
         check_id(request.id)
-        record = await self._store.get(request.id)
+        record = await self._store.get(request.id, current_tenant())
         if record is None:
             raise not_found(request.id)
         response = pb.GetTaskResponse()
@@ -126,6 +137,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.WatchTaskRequest | Malformed, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchTaskResponse]:
         if isinstance(request, Malformed):
+            self.observer.rpc_handled("WatchTask", request.error.code.name, None)
             await _abort(context, request.error)
             return
         try:
@@ -139,14 +151,18 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                     "close some, poll with GetTask, or raise --max-watchers",
                 )
         except ServiceError as exc:
+            self.observer.rpc_handled("WatchTask", exc.code.name, None)
             await _abort(context, exc)
         self.watchers += 1
         # Subscribe before reading the snapshot, so no change can slip
         # between the two.
         subscription = self._store.subscribe(request.id)
+        code = "UNKNOWN"
         try:
-            record = await self._store.get(request.id)
+            # Another tenant's task is not found: nothing of it is streamed.
+            record = await self._store.get(request.id, current_tenant())
             if record is None:
+                code = "NOT_FOUND"
                 await _abort(context, not_found(request.id))
                 return
             last = request.since_version
@@ -158,13 +174,20 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                     fill_task(response.task, record)
                     yield response
                     if terminal:
+                        code = "OK"
                         return
                 elif record.state.is_terminal:
+                    code = "OK"
                     return
                 record = await subscription.next()
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away, or the server is stopping.
+            code = "CANCELLED"
+            raise
         finally:
             subscription.close()
             self.watchers -= 1
+            self.observer.rpc_handled("WatchTask", code, None)
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: aio.ServicerContext[Any, Any]
@@ -189,6 +212,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             states=frozenset(states),
             type=request.type,
             labels=tuple(sorted(request.labels.items())),
+            tenant=current_tenant(),
         )
         if request.page_token:
             try:
@@ -209,9 +233,20 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.CancelTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.CancelTaskResponse:
         check_id(request.id)
-        record = await self._store.cancel(request.id, self._clock())
+        now = self._clock()
+        record = await self._store.cancel(request.id, now, current_tenant())
         if record is None:
             raise not_found(request.id)
+        end = record.end_time
+        # Cancelled by this call, while pending (a store keeps `now` to a
+        # millisecond); the end of a running task is the runner's to report.
+        if record.state is State.CANCELLED and end is not None and now - end <= 0.001:
+            self.observer.task_cancelled(record)
+            logger.info(
+                "task %s cancelled while pending",
+                record.id,
+                extra={**task_fields(record), "rpc_method": "CancelTask"},
+            )
         # A running task's handler hears of the cancel through the store,
         # in whichever process it runs.
         response = pb.CancelTaskResponse()
@@ -223,7 +258,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.RetryTaskResponse:
         check_id(request.id)
         self._gate.check()
-        record = await self._store.retry(request.id, self._clock())
+        record = await self._store.retry(request.id, self._clock(), current_tenant())
         if record is None:
             raise not_found(request.id)
         self._runner.notify()
@@ -261,19 +296,44 @@ def _parser(request_type: type[Message]) -> Callable[[bytes], Message | Malforme
     return parse
 
 
+def _log_refusal(method: str, code: str) -> None:
+    # The code only: messages may quote what the client sent.
+    logger.debug("%s refused with %s", method, code, extra={"rpc_method": method})
+
+
 def _unary(
     method: Callable[[Any, aio.ServicerContext[Any, Any]], Any],
+    name: str,
+    observer: TaskObserver,
 ) -> Callable[[Any, aio.ServicerContext[Any, Any]], Any]:
+    rpc_handled = observer.rpc_handled
+    clock = time.perf_counter
+
     async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        # The one place where refusals become RPC errors.
+        # The one place where refusals become RPC errors, and where calls
+        # are counted and timed.
+        started = clock()
+        code = "UNKNOWN"
         try:
             if type(request) is Malformed:
                 raise request.error
-            return await method(request, context)
+            response = await method(request, context)
+            code = "OK"
+            return response
         except ServiceError as exc:
+            code = exc.code.name
+            _log_refusal(name, code)
             await _abort(context, exc)
         except (QueueFull, IdempotencyConflict, InvalidTransition, StoreUnavailable) as exc:
-            await _abort(context, _store_error(exc))
+            error = _store_error(exc)
+            code = error.code.name
+            _log_refusal(name, code)
+            await _abort(context, error)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            rpc_handled(name, code, clock() - started)
         raise AssertionError("abort returns only by raising")
 
     return unary
@@ -297,7 +357,7 @@ def service_handler(servicer: TaskServicer) -> grpc.GenericRpcHandler:
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(bound),
+                _unary(bound, method.name, servicer.observer),
                 request_deserializer=_parser(request_type),
                 response_serializer=response_type.SerializeToString,
             )

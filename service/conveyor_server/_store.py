@@ -19,10 +19,19 @@ class StoreError(Exception):
 
 
 class QueueFull(StoreError):
-    def __init__(self, depth: int, limit: int) -> None:
-        super().__init__(f"queue is full: {depth} unfinished tasks, limit {limit}")
+    """Too many unfinished tasks: in all, or (`tenant` set) of one tenant."""
+
+    def __init__(self, depth: int, limit: int, tenant: str | None = None) -> None:
+        if tenant is None:
+            message = f"queue is full: {depth} unfinished tasks, limit {limit}"
+        else:
+            message = (
+                f"tenant {tenant!r} has {depth} unfinished tasks, its quota is {limit}"
+            )
+        super().__init__(message)
         self.depth = depth
         self.limit = limit
+        self.tenant = tenant
 
 
 class IdempotencyConflict(StoreError):

@@ -14,7 +14,11 @@ SUPPORTED = ("memory://", "sqlite:///path/to/tasks.db", "redis://host:port/db")
 def open_store(config: ServerConfig) -> TaskStore:
     url = urlsplit(config.store)
     if url.scheme == "memory":
-        return MemoryStore(max_queue=config.max_queue, retention_count=config.retention_count)
+        return MemoryStore(
+            max_queue=config.max_queue,
+            retention_count=config.retention_count,
+            max_queue_per_tenant=config.max_queue_per_tenant or None,
+        )
     if url.scheme == "sqlite":
         from conveyor_server._sqlite_store import SqliteStore
 

@@ -25,6 +25,7 @@ def test_exported_names_are_pinned() -> None:
         "Unauthenticated",
         "Unavailable",
         "WaitTimeout",
+        "tls",
     ]
 
 
