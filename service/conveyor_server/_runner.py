@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,9 @@ from typing import Any
 from conveyor_server._context import TaskCancelled, TaskContext
 from conveyor_server._convert import ResultNotJSON, payload_to_python, result_to_bytes
 from conveyor_server._handlers import HandlerRegistry, InvalidPayload, NonRetryableError
-from conveyor_server._model import ErrorCode, Outcome, Progress, TaskFailure, TaskRecord
+from conveyor_server._logging import task_fields
+from conveyor_server._model import ErrorCode, Outcome, Progress, State, TaskFailure, TaskRecord
+from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._store import StoreError, TaskStore
 
 logger = logging.getLogger(__name__)
@@ -75,11 +77,13 @@ class _Running:
         "progress_posted",
         "stop_timer",
         "task_id",
+        "tenant",
         "timeout_timer",
     )
 
     def __init__(self, record: TaskRecord, ctx: TaskContext) -> None:
         self.task_id = record.id
+        self.tenant = record.tenant
         self.attempt = record.attempt
         self.max_attempts = record.max_attempts
         self.ctx = ctx
@@ -90,6 +94,58 @@ class _Running:
         self.progress_posted = False
         self.timeout_timer: asyncio.TimerHandle | None = None
         self.stop_timer: asyncio.TimerHandle | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "task_id": self.task_id,
+            "task_type": self.ctx.type,
+            "attempt": self.attempt,
+        }
+        if self.tenant:
+            fields["tenant"] = self.tenant
+        return fields
+
+
+def _log_started(records: Sequence[TaskRecord]) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        for record in records:
+            logger.debug(
+                "task %s attempt %d started", record.id, record.attempt, extra=task_fields(record)
+            )
+
+
+def _log_ended(records: Sequence[TaskRecord]) -> None:
+    """One line per attempt the store recorded the end of: DEBUG for a
+    success (thousands a second would flood INFO), INFO otherwise."""
+    debug = logger.isEnabledFor(logging.DEBUG)
+    for record in records:
+        state = record.state
+        if state is State.SUCCEEDED:
+            if debug:
+                logger.debug(
+                    "task %s attempt %d succeeded",
+                    record.id,
+                    record.attempt,
+                    extra=task_fields(record),
+                )
+        elif state is State.CANCELLED:
+            logger.info(
+                "task %s cancelled in attempt %d",
+                record.id,
+                record.attempt,
+                extra=task_fields(record),
+            )
+        elif state is State.FAILED or state is State.PENDING:
+            error = record.error
+            logger.info(
+                "task %s attempt %d failed: %s: %s%s",
+                record.id,
+                record.attempt,
+                error.code if error is not None else "",
+                error.message if error is not None else "",
+                "; will retry" if state is State.PENDING else "",
+                extra=task_fields(record),
+            )
 
 
 # What a handler thread reports: (running, result bytes, failure)
@@ -106,8 +162,10 @@ class TaskRunner:
         retry_policy: RetryPolicy,
         stop_grace: float,
         clock: Callable[[], float] = time.time,
+        observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._registry = registry
         self._workers = workers
         self._retry = retry_policy
@@ -198,7 +256,11 @@ class TaskRunner:
                 if await self._store.requeue(running.task_id, running.attempt, now) is not None:
                     handed_back += 1
             except StoreError:
-                logger.exception("could not hand task %s back to the queue", running.task_id)
+                logger.exception(
+                    "could not hand task %s back to the queue",
+                    running.task_id,
+                    extra=running.log_fields(),
+                )
         return handed_back
 
     async def close(self) -> None:
@@ -252,7 +314,10 @@ class TaskRunner:
         if running is None or running.finished:
             return
         logger.warning(
-            "task %s attempt %d lost its lease; stopping it here", task_id, running.attempt
+            "task %s attempt %d lost its lease; stopping it here",
+            task_id,
+            running.attempt,
+            extra=running.log_fields(),
         )
         running.ctx.request_stop("lost")
         self._finish_locally(running)
@@ -271,7 +336,11 @@ class TaskRunner:
                     free = self._workers - self._busy
                     if free > 0:
                         now = self._clock()
-                        for record in await self._store.claim(free, now):
+                        claimed = await self._store.claim(free, now)
+                        if claimed:
+                            self._observer.tasks_started(claimed, now)
+                            _log_started(claimed)
+                        for record in claimed:
                             self._start(record)
                 due = await self._store.next_due_time() if self._claiming else None
                 poll = self._store.poll_interval
@@ -326,17 +395,21 @@ class TaskRunner:
                 if outcome is not None:
                     progress.pop(outcome.task_id, None)
                     outcomes.append(outcome)
+        ended: list[TaskRecord] = []
         try:
             if progress:
                 await self._store.set_progress(list(progress.values()), now)
             if outcomes:
-                await self._store.complete(outcomes, now)
+                ended = await self._store.complete(outcomes, now)
         except StoreError:
             # Outcomes are kept for the next round: a store that is briefly
             # unreachable must not lose how a task ended. Progress is only a
             # snapshot and may be dropped.
             self._local_outcomes[:0] = outcomes
             raise
+        if ended:
+            self._observer.attempts_ended(ended, now)
+            _log_ended(ended)
         if not self._running:
             self._idle.set()
 
@@ -394,13 +467,8 @@ class TaskRunner:
         retry_at = None
         if failure.code == ErrorCode.HANDLER_ERROR:
             retry_at = self._retry.retry_at(running.attempt, running.max_attempts, now)
-        logger.info(
-            "task %s attempt %d failed: %s%s",
-            running.task_id,
-            running.attempt,
-            failure.message,
-            "; will retry" if retry_at is not None else "",
-        )
+        # Logged once the store has it (_log_ended), with timeouts and
+        # attempts finished without their handler.
         return Outcome(
             running.task_id,
             running.attempt,
@@ -445,6 +513,7 @@ class TaskRunner:
             running.task_id,
             running.attempt,
             self._stop_grace,
+            extra=running.log_fields(),
         )
         self._finish_locally(running)
         self._local_outcomes.append(outcome)

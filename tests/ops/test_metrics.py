@@ -1,0 +1,283 @@
+"""Prometheus metrics: a real server, a real client, the real HTTP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from conveyor_testing import ServerThread, test_config, test_registry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+import conveyor
+from conveyor import Client, TaskState
+from conveyor_server import ConveyorWorker
+from conveyor_server._memory_store import MemoryStore
+from conveyor_server._model import NewTask
+from conveyor_server._store import LeaseReport
+
+TOKEN = "metrics-test-token-0123456789"
+TENANT = "acme"
+TASK_COUNTERS = ("submitted", "started", "succeeded", "failed", "cancelled", "retried")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, Metric]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def value(families: dict[str, Metric], sample: str, **labels: str) -> float:
+    """The value of one sample, 0 when the series does not exist (yet)."""
+    family_name = sample
+    for suffix in ("_total", "_count", "_sum", "_bucket"):
+        if sample.endswith(suffix) and sample[: -len(suffix)] in families:
+            family_name = sample[: -len(suffix)]
+    family = families.get(family_name)
+    if family is None:
+        raise AssertionError(f"no metric family {family_name}; have {sorted(families)}")
+    for found in family.samples:
+        if found.name == sample and all(found.labels.get(k) == v for k, v in labels.items()):
+            return float(found.value)
+    return 0.0
+
+
+def eventually(
+    port: int, check: Callable[[dict[str, Metric]], bool], timeout: float = 10
+) -> dict[str, Metric]:
+    deadline = time.monotonic() + timeout
+    while True:
+        families = scrape(port)
+        if check(families):
+            return families
+        if time.monotonic() > deadline:
+            raise AssertionError("the metrics never matched")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def metrics_server(make_server: Callable[..., ServerThread]) -> tuple[ServerThread, int]:
+    """A server with metrics on and one tenant, so the tenant label shows."""
+    thread = make_server(metrics_port=free_port(), auth_tokens=f"{TOKEN}={TENANT}")
+    assert thread.server is not None and thread.server.metrics_port is not None
+    return thread, thread.server.metrics_port
+
+
+@pytest.fixture
+def client(metrics_server: tuple[ServerThread, int]) -> Iterator[Client]:
+    with Client(metrics_server[0].address, token=TOKEN) as sdk:
+        yield sdk
+
+
+def test_task_outcomes_are_counted_by_type_and_tenant(
+    metrics_server: tuple[ServerThread, int], client: Client
+) -> None:
+    _, port = metrics_server
+    for i in range(3):
+        assert client.submit("echo", {"i": i}).result(timeout=10) == {"i": i}
+    failing = client.submit("fail", {}, max_attempts=2)
+    assert failing.wait(timeout=10).state is TaskState.FAILED
+    running = client.submit("wait_for_cancel", {"seconds": 30})
+    while running.get().state is not TaskState.RUNNING:
+        time.sleep(0.01)
+    running.cancel()
+    assert running.wait(timeout=10).state is TaskState.CANCELLED
+    delayed = client.submit("echo", {}, delay=60)
+    delayed.cancel()
+
+    families = eventually(
+        port,
+        lambda f: value(f, "conveyor_tasks_cancelled_total", type="wait_for_cancel") == 1,
+    )
+    # submitted, started, succeeded, failed, cancelled, retried
+    expected = {
+        "echo": (4, 3, 3, 0, 1, 0),
+        "fail": (1, 2, 0, 1, 0, 1),
+        "wait_for_cancel": (1, 1, 0, 0, 1, 0),
+    }
+    for task_type, counts in expected.items():
+        found = tuple(
+            value(families, f"conveyor_tasks_{name}_total", type=task_type, tenant=TENANT)
+            for name in TASK_COUNTERS
+        )
+        assert found == counts, task_type
+    # One duration per attempt, one queue wait per start.
+    for task_type, attempts in (("echo", 3), ("fail", 2), ("wait_for_cancel", 1)):
+        for histogram in ("conveyor_task_duration_seconds", "conveyor_task_queue_wait_seconds"):
+            assert value(families, histogram + "_count", type=task_type) == attempts
+            assert value(families, histogram + "_bucket", type=task_type, le="+Inf") == attempts
+    assert value(families, "conveyor_task_duration_seconds_sum", type="echo") < 3.0
+    assert value(families, "conveyor_task_duration_seconds_sum", type="wait_for_cancel") > 0
+
+
+def test_idempotent_repeats_are_not_counted_as_new_tasks(
+    metrics_server: tuple[ServerThread, int], client: Client
+) -> None:
+    _, port = metrics_server
+    first = client.submit("echo", {"n": 1}, idempotency_key="once")
+    first.wait(timeout=10)
+    again = client.submit("echo", {"n": 1}, idempotency_key="once")
+    assert again.id == first.id
+    client.submit_batch([conveyor.TaskSpec("echo", {"n": 2}, idempotency_key="twice")] * 3)
+    families = scrape(port)
+    assert value(families, "conveyor_tasks_submitted_total", type="echo", tenant=TENANT) == 2
+
+
+def test_rpcs_are_counted_and_timed_by_method_and_code(
+    metrics_server: tuple[ServerThread, int], client: Client
+) -> None:
+    _, port = metrics_server
+    with pytest.raises(conveyor.TaskNotFound):
+        client.get("no-such-task")
+    with pytest.raises(conveyor.InvalidArgument):
+        client.submit("no_such_type", {})
+    handle = client.submit("echo", {})
+    client.get(handle.id)
+    client.get(handle.id)
+    with pytest.raises(conveyor.TaskNotFound):
+        client.cancel("no-such-task")
+
+    families = scrape(port)
+    rpcs = "conveyor_rpcs_handled_total"
+    assert value(families, rpcs, method="GetTask", code="NOT_FOUND") == 1
+    assert value(families, rpcs, method="GetTask", code="OK") == 2
+    assert value(families, rpcs, method="SubmitTask", code="INVALID_ARGUMENT") == 1
+    assert value(families, rpcs, method="SubmitTask", code="OK") == 1
+    assert value(families, rpcs, method="CancelTask", code="NOT_FOUND") == 1
+    latency = "conveyor_rpc_duration_seconds"
+    assert value(families, latency + "_count", method="GetTask", code="OK") == 2
+    assert value(families, latency + "_count", method="GetTask", code="NOT_FOUND") == 1
+    # Buckets are cumulative and end at the count.
+    buckets = [
+        s.value
+        for s in families[latency].samples
+        if s.name == latency + "_bucket" and s.labels["method"] == "GetTask"
+        if s.labels["code"] == "OK"
+    ]
+    assert buckets == sorted(buckets) and buckets[-1] == 2
+    assert 0 < value(families, latency + "_sum", method="GetTask", code="OK") < 2
+
+
+def test_watch_streams_are_gauged_and_counted(
+    metrics_server: tuple[ServerThread, int], client: Client
+) -> None:
+    _, port = metrics_server
+    handle = client.submit("wait_for_cancel", {"seconds": 30})
+    streams = [handle.watch(), handle.watch()]
+    for stream in streams:
+        next(stream)
+    eventually(port, lambda f: value(f, "conveyor_watch_streams") == 2)
+    eventually(port, lambda f: value(f, "conveyor_tasks_running") == 1)
+    eventually(port, lambda f: value(f, "conveyor_queue_depth") == 1)
+
+    handle.cancel()
+    for stream in streams:
+        assert [task.state for task in stream][-1] is TaskState.CANCELLED
+    families = eventually(port, lambda f: value(f, "conveyor_watch_streams") == 0)
+    assert value(families, "conveyor_rpcs_handled_total", method="WatchTask", code="OK") == 2
+    eventually(port, lambda f: value(f, "conveyor_queue_depth") == 0)
+    assert value(families, "conveyor_tasks_running") == 0
+
+    with pytest.raises(conveyor.TaskNotFound):
+        next(client.watch("no-such-task"))
+    families = scrape(port)
+    assert value(families, "conveyor_rpcs_handled_total", method="WatchTask", code="NOT_FOUND") == 1
+    assert value(families, "conveyor_watch_streams") == 0
+
+
+def test_each_server_has_its_own_numbers(make_server: Callable[..., ServerThread]) -> None:
+    first = make_server(metrics_port=free_port())
+    second = make_server(metrics_port=free_port())
+    with Client(first.address) as sdk:
+        sdk.submit("echo", {}).result(timeout=10)
+    assert first.server is not None and second.server is not None
+    assert first.server.metrics is not None and second.server.metrics is not None
+    registries = (first.server.metrics.registry, second.server.metrics.registry)
+    sample = "conveyor_tasks_succeeded_total"
+    assert registries[0].get_sample_value(sample, {"type": "echo", "tenant": ""}) == 1
+    assert registries[1].get_sample_value(sample, {"type": "echo", "tenant": ""}) is None
+    # The standard process metrics come along.
+    assert "process_cpu_seconds" in scrape(first.server.metrics_port or 0)
+
+
+def test_metrics_are_off_by_default(server: ServerThread) -> None:
+    assert server.server is not None
+    assert server.server.metrics is None and server.server.metrics_port is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"metrics_port": 70000}, "metrics_port must be 0-65535"),
+        ({"log_format": "xml"}, "log_format must be text or json"),
+    ],
+)
+def test_bad_settings_are_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        test_config(**overrides)
+
+
+class LeasedMemoryStore:
+    """A memory store that calls itself shared, so that a worker process
+    can run on it in a test."""
+
+    def __init__(self) -> None:
+        self._store = MemoryStore(max_queue=100, retention_count=100)
+
+    @property
+    def lease_seconds(self) -> float | None:
+        return 30.0
+
+    @property
+    def poll_interval(self) -> float | None:
+        return 0.05
+
+    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
+        return LeaseReport()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_a_worker_process_serves_its_task_metrics() -> None:
+    port = free_port()
+    store = LeasedMemoryStore()
+    worker = ConveyorWorker(
+        test_config(metrics_port=port, workers=2), registry=test_registry, store=store
+    )
+
+    async def run() -> None:
+        await worker.start()
+        try:
+            new = NewTask("echo", b"", None, 1, 0, None, 0.0, None, None, tenant="beta")
+            await store.create([new, new], time.time())
+            deadline = time.monotonic() + 10
+            while True:
+                families = await asyncio.to_thread(scrape, port)
+                done = "conveyor_tasks_succeeded_total"
+                if value(families, done, type="echo", tenant="beta") == 2:
+                    break
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert value(families, "conveyor_tasks_started_total", type="echo") == 2
+            assert "conveyor_watch_streams" not in {
+                s.name for family in families.values() for s in family.samples
+            }
+        finally:
+            await worker.stop(0.5)
+
+    asyncio.run(run())
+    with pytest.raises(urllib.error.URLError):
+        scrape(port)
