@@ -4,6 +4,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +69,15 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
     yield make
     for thread in started:
         thread.stop()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty store of each kind, for tests that must hold on
+    every store."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/tasks.db"
+    url: str = request.getfixturevalue("redis_url")
+    return url

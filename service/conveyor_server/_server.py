@@ -91,6 +91,7 @@ class ConveyorServer:
             PageTokens(os.urandom(32)),
             self.gate,
             max_watchers=config.max_watchers,
+            max_watchers_per_tenant=config.max_watchers_per_tenant or None,
             observer=observer,
         )
         self._health = health.aio.HealthServicer()

@@ -80,6 +80,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         gate: Gate,
         *,
         max_watchers: int,
+        max_watchers_per_tenant: int | None = None,
         clock: Callable[[], float] = time.time,
         observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
@@ -90,6 +91,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._page_tokens = page_tokens
         self._gate = gate
         self._max_watchers = max_watchers
+        self._max_watchers_per_tenant = max_watchers_per_tenant
+        # Open streams per tenant, kept only when there is a quota.
+        self._tenant_watchers: dict[str, int] = {}
         self._clock = clock
         self.watchers = 0
 
@@ -150,17 +154,27 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                     f"too many open watch streams ({self._max_watchers}); "
                     "close some, poll with GetTask, or raise --max-watchers",
                 )
+            tenant = current_tenant()
+            quota = self._max_watchers_per_tenant
+            if quota is not None and self._tenant_watchers.get(tenant, 0) >= quota:
+                raise ServiceError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"tenant {tenant!r} has {quota} open watch streams, its quota on this "
+                    "server; close some, poll with GetTask, or raise --max-watchers-per-tenant",
+                )
         except ServiceError as exc:
             self.observer.rpc_handled("WatchTask", exc.code.name, None)
             await _abort(context, exc)
         self.watchers += 1
+        if quota is not None:
+            self._tenant_watchers[tenant] = self._tenant_watchers.get(tenant, 0) + 1
         # Subscribe before reading the snapshot, so no change can slip
         # between the two.
         subscription = self._store.subscribe(request.id)
         code = "UNKNOWN"
         try:
             # Another tenant's task is not found: nothing of it is streamed.
-            record = await self._store.get(request.id, current_tenant())
+            record = await self._store.get(request.id, tenant)
             if record is None:
                 code = "NOT_FOUND"
                 await _abort(context, not_found(request.id))
@@ -187,6 +201,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         finally:
             subscription.close()
             self.watchers -= 1
+            if quota is not None:
+                left = self._tenant_watchers[tenant] - 1
+                if left:
+                    self._tenant_watchers[tenant] = left
+                else:
+                    del self._tenant_watchers[tenant]
             self.observer.rpc_handled("WatchTask", code, None)
 
     async def ListTasks(

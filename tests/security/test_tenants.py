@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +14,15 @@ from conveyor_testing import ServerThread
 from conveyor import AlreadyExists, AsyncClient, Client, TaskNotFound, TaskSpec, TaskState
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+def auth_server(
+    make_server: Callable[..., ServerThread], tokens_file: Path, store_url: str
+) -> ServerThread:
+    """Token authentication over plaintext, on each store: isolation must
+    hold on every one."""
+    return make_server(auth_tokens_file=str(tokens_file), store=store_url)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Every store, chosen by URL: the contract tests run once per store.
+"""Every store, chosen by URL (`store_url`, in tests/conftest.py): the
+contract tests run once per store.
 
 The Redis params need a reachable Redis (they skip without one, and fail
 under CI=true); the others need nothing.
@@ -7,7 +8,6 @@ under CI=true); the others need nothing.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,17 +20,6 @@ from conveyor_server._stores import open_store
 # clock skew, for the tests of stores shared by several processes.
 SHORT_LEASE_SECONDS = 1.0
 SHORT_LEASE_MARGIN = 0.1
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty store of each kind."""
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/tasks.db"
-    url: str = request.getfixturevalue("redis_url")
-    return url
 
 
 def open_test_store(
