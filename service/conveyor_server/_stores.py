@@ -33,6 +33,7 @@ def open_store(config: ServerConfig) -> TaskStore:
             max_queue=config.max_queue,
             retention_count=config.retention_count,
             synchronous=options.get("synchronous", "full"),
+            max_queue_per_tenant=config.max_queue_per_tenant or None,
         )
     if url.scheme in ("redis", "rediss"):
         from conveyor_server._redis_store import RedisStore

@@ -1,0 +1,540 @@
+"""`sqlite:///path`: one node, durable.
+
+A `MemoryStore` is the index: reads, queueing and subscriptions stay in
+memory. Every change it makes is written through to one SQLite database: a
+row per task, the whole row on every change.
+
+Writes: each change snapshots the whole record on the event loop; the
+changes of one loop iteration form a batch. One writer thread owns the
+connection: it takes every batch queued so far, writes them in one
+transaction (group commit, WAL journal) and reports back to the loop, which
+then resolves the waiting calls and hands the changes to watchers. So the
+loop never waits for SQLite, and
+
+- `create` returns only once its tasks are committed, as do `cancel` and
+  `retry`, whose answers a client sees;
+- watchers, `get` and `list_page` only ever see committed states: a read of
+  a task with a write in flight waits for that write;
+- the runner's calls (`claim`, `set_progress`, `complete`, `requeue`) do
+  not wait: a state they make is seen only once committed, and one lost in
+  a crash was seen by nobody.
+
+A write that fails (disk full, I/O error) rolls back its transaction and
+fails the store: the index now holds changes the disk does not, so every
+later call raises StoreUnavailable until a restart reloads the database.
+
+Start-up, in the constructor, before anything is served, loads every row.
+A task found RUNNING was interrupted by a crash (a graceful stop hands
+running tasks back first); as with the Redis reaper, its attempt counts:
+with attempts left it is queued again, due now, else it ends FAILED, both
+with the error INTERRUPTED; one with a cancel request ends CANCELLED. The
+recovered rows are written back before the store is used.
+
+Schema version 1 (details in `_sqlite_schema`):
+
+    tasks(id TEXT PRIMARY KEY, seq, tenant, type, state, payload BLOB,
+          result BLOB, error_code, error_message, error_exception_type,
+          progress_percent, progress_message, progress_current,
+          progress_total, attempt, max_attempts, priority, labels (JSON),
+          create_time, start_time, end_time, update_time, scheduled_time,
+          timeout, idempotency_key, fingerprint BLOB, cancel_requested,
+          version)
+    tasks_by_seq ON tasks(seq)     loading reads in creation order
+    meta(key TEXT PRIMARY KEY, value): schema_version, last_seq
+
+The database is opened in exclusive locking mode: a second server on the
+same file is refused at start-up instead of silently diverging (and no
+other program can read the file while the server runs: copy it, or stop
+the server).
+`synchronous=full` (the default) syncs the WAL at every commit, so an
+acknowledged task survives a power loss; `normal` survives a crash of the
+process but not of the machine, for higher throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+
+from conveyor_server import _sqlite_schema as schema
+from conveyor_server._memory_store import MemoryStore, MemorySubscription
+from conveyor_server._model import (
+    ErrorCode,
+    ListQuery,
+    NewTask,
+    Outcome,
+    Progress,
+    State,
+    TaskFailure,
+    TaskRecord,
+)
+from conveyor_server._store import (
+    InvalidTransition,
+    LeaseReport,
+    StoreListener,
+    StoreUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+# How long opening waits for a database another process holds.
+_OPEN_TIMEOUT_SECONDS = 2.0
+
+
+def interrupted_error(attempt: int) -> TaskFailure:
+    return TaskFailure(
+        ErrorCode.INTERRUPTED,
+        f"attempt {attempt} was interrupted: the server stopped while it ran",
+    )
+
+
+def recover_interrupted(record: TaskRecord, now: float) -> None:
+    """Settle a task found RUNNING at start-up, as the Redis reaper settles
+    one whose lease lapsed: its attempt counts."""
+    record.update_time = now
+    record.version += 1
+    if record.cancel_requested:
+        # Asked to stop, and stopped.
+        record.state = State.CANCELLED
+        record.end_time = now
+        return
+    record.error = interrupted_error(record.attempt)
+    if record.attempt < record.max_attempts:
+        record.state = State.PENDING
+        record.scheduled_time = now
+    else:
+        record.state = State.FAILED
+        record.end_time = now
+
+
+class _Batch:
+    """The changes of one loop iteration, committed together."""
+
+    __slots__ = ("deletes", "done", "error", "number", "upserts", "waiters")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        # Latest snapshot per task id; a task changed twice in a batch is
+        # written once.
+        self.upserts: dict[str, schema.Snapshot] = {}
+        # Ids of dropped tasks, deleted after the upserts.
+        self.deletes: list[str] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.done = False
+        self.error: StoreUnavailable | None = None
+
+
+class SqliteStore:
+    """Durable store of one process: a MemoryStore written through to SQLite.
+
+    >>> store = SqliteStore("tasks.db", max_queue=100_000, retention_count=100_000)
+    >>> ...
+    >>> await store.close()
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_queue: int,
+        retention_count: int,
+        synchronous: str = "full",
+        max_queue_per_tenant: int | None = None,
+    ) -> None:
+        mode = _SYNCHRONOUS.get(synchronous.lower())
+        if mode is None:
+            raise ValueError(
+                f"synchronous must be 'full' or 'normal', got {synchronous!r} "
+                "(full: every acknowledged task survives a power loss; "
+                "normal: it survives a crash of the server only)"
+            )
+        self.path = path
+        self._memory = MemoryStore(
+            max_queue=max_queue,
+            retention_count=retention_count,
+            max_queue_per_tenant=max_queue_per_tenant,
+        )
+        self._connection = _connect(path, mode)
+        try:
+            self._saved_seq = self._load(time.time())
+        except sqlite3.Error as exc:
+            self._connection.close()
+            raise _open_error(path, exc) from exc
+        except BaseException:
+            self._connection.close()
+            raise
+        self._memory.observe(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._open: _Batch | None = None
+        self._batches = 0
+        # Tasks with a write not yet committed: the batch that holds the
+        # latest one, and its snapshot (the task's current state).
+        self._inflight: dict[str, tuple[_Batch, schema.Snapshot]] = {}
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._failure: StoreUnavailable | None = None
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name="conveyor-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+
+    # -- one process: no leases, every change is seen here ---------------
+
+    @property
+    def lease_seconds(self) -> float | None:
+        return None
+
+    @property
+    def poll_interval(self) -> float | None:
+        return None
+
+    def attach(self, listener: StoreListener) -> None:
+        self._memory.attach(listener)
+
+    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
+        return LeaseReport()
+
+    async def reap(self, now: float) -> int:
+        return 0
+
+    # -- writes the client sees: answered once committed -----------------
+
+    async def create(self, tasks: Sequence[NewTask], now: float) -> list[TaskRecord]:
+        self._check()
+        records = await self._memory.create(tasks, now)
+        return await self._committed(records)
+
+    async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+        self._check()
+        try:
+            record = await self._memory.cancel(task_id, now, tenant)
+        except InvalidTransition as exc:
+            # The finished state it names must be on disk too.
+            await self._committed([exc.record])
+            raise
+        if record is None:
+            return None
+        [record] = await self._committed([record])
+        return record
+
+    async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+        self._check()
+        try:
+            record = await self._memory.retry(task_id, now, tenant)
+        except InvalidTransition as exc:
+            await self._committed([exc.record])
+            raise
+        if record is None:
+            return None
+        [record] = await self._committed([record])
+        return record
+
+    # -- the runner's writes: seen by others once committed --------------
+
+    async def claim(self, limit: int, now: float) -> list[TaskRecord]:
+        self._check()
+        return await self._memory.claim(limit, now)
+
+    async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
+        self._check()
+        await self._memory.set_progress(updates, now)
+
+    async def complete(self, outcomes: Sequence[Outcome], now: float) -> list[TaskRecord]:
+        self._check()
+        return await self._memory.complete(outcomes, now)
+
+    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
+        self._check()
+        return await self._memory.requeue(task_id, attempt, now)
+
+    async def purge(self, finished_before: float) -> int:
+        self._check()
+        return await self._memory.purge(finished_before)
+
+    # -- reads ----------------------------------------------------------
+
+    async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None:
+        self._check()
+        record = await self._memory.get(task_id, tenant)
+        if record is None or record.id not in self._inflight:
+            return record
+        [record] = await self._committed([record])
+        return record
+
+    async def list_page(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
+        self._check()
+        records, cursor = await self._memory.list_page(query)
+        return await self._committed(records), cursor
+
+    async def next_due_time(self) -> float | None:
+        self._check()
+        return await self._memory.next_due_time()
+
+    async def depth(self) -> int:
+        self._check()
+        return await self._memory.depth()
+
+    def subscribe(self, task_id: str) -> MemorySubscription:
+        return self._memory.subscribe(task_id)
+
+    @property
+    def size(self) -> int:
+        """Tasks held, finished ones included."""
+        return self._memory.size
+
+    async def close(self) -> None:
+        """Commit every pending write, stop the writer, close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._seal()
+        self._queue.put(None)
+        await asyncio.to_thread(self._writer.join)
+        await self._memory.close()
+
+    # -- the index tells us of its changes (ChangeObserver) --------------
+
+    def changed(self, record: TaskRecord) -> None:
+        batch = self._open or self._new_batch()
+        values = schema.snapshot(record)
+        batch.upserts[record.id] = values
+        self._inflight[record.id] = (batch, values)
+
+    def dropped(self, record: TaskRecord) -> None:
+        batch = self._open or self._new_batch()
+        batch.deletes.append(record.id)
+
+    # -- committing, on the loop ------------------------------------------
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise StoreUnavailable(str(self._failure))
+        if self._closed:
+            raise StoreUnavailable(f"the task store {self.path} is closed")
+
+    def _new_batch(self) -> _Batch:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._batches += 1
+        batch = self._open = _Batch(self._batches)
+        # Everything changed until the loop next looks at its queue joins
+        # this batch.
+        self._loop.call_soon(self._seal)
+        return batch
+
+    def _seal(self) -> None:
+        batch, self._open = self._open, None
+        if batch is not None:
+            self._queue.put(batch)
+
+    async def _committed(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """The records as committed: waits for the writes in flight of any
+        of them, and answers their state as of this call."""
+        inflight = self._inflight
+        last: _Batch | None = None
+        for record in records:
+            entry = inflight.get(record.id)
+            if entry is not None and (last is None or entry[0].number > last.number):
+                last = entry[0]
+        if last is None:
+            return records
+        states = [
+            entry[1] if (entry := inflight.get(r.id)) is not None else schema.snapshot(r)
+            for r in records
+        ]
+        # Batches commit in order: once the latest is in, so are the others.
+        await self._wait(last)
+        return [
+            r if r.version == values[schema.VERSION] else schema.record_from_snapshot(values)
+            for r, values in zip(records, states, strict=True)
+        ]
+
+    async def _wait(self, batch: _Batch) -> None:
+        if not batch.done:
+            assert self._loop is not None
+            waiter = self._loop.create_future()
+            batch.waiters.append(waiter)
+            await waiter
+        elif batch.error is not None:
+            raise StoreUnavailable(str(batch.error))
+
+    def _on_committed(self, group: list[_Batch], error: StoreUnavailable | None) -> None:
+        if error is not None and self._failure is None:
+            self._failure = error
+        inflight = self._inflight
+        memory = self._memory
+        for batch in group:
+            batch.done = True
+            batch.error = error
+            if error is None:
+                for task_id, values in batch.upserts.items():
+                    entry = inflight.get(task_id)
+                    if entry is not None and entry[0] is batch:
+                        del inflight[task_id]
+                    if memory.has_watchers(task_id):
+                        memory.deliver(schema.record_from_snapshot(values))
+            for waiter in batch.waiters:
+                if waiter.done():
+                    continue  # its caller was cancelled
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(StoreUnavailable(str(error)))
+
+    # -- the writer thread ----------------------------------------------
+
+    def _write_loop(self) -> None:
+        connection = self._connection
+        failure: StoreUnavailable | None = None
+        stopping = False
+        try:
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                group = [first]
+                while True:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    group.append(more)
+                if failure is None:
+                    failure = self._write(group)
+                assert self._loop is not None
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    self._loop.call_soon_threadsafe(self._on_committed, group, failure)
+        finally:
+            connection.close()
+
+    def _write(self, group: list[_Batch]) -> StoreUnavailable | None:
+        """Commit the batches in one transaction; the error, if it failed."""
+        connection = self._connection
+        try:
+            upserts: dict[str, schema.Snapshot] = {}
+            deletes: list[str] = []
+            for batch in group:
+                upserts.update(batch.upserts)
+                deletes.extend(batch.deletes)
+            rows = [schema.row_from_snapshot(values) for values in upserts.values()]
+            top = max((schema.seq_of(values) for values in upserts.values()), default=0)
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                schema.write_rows(connection, rows)
+                schema.delete_rows(connection, deletes)
+                if top > self._saved_seq:
+                    _set_meta(connection, "last_seq", str(top))
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            self._saved_seq = max(self._saved_seq, top)
+        except Exception as exc:
+            logger.exception(
+                "could not write to the task database %s; the store refuses every call "
+                "until a restart",
+                self.path,
+            )
+            return StoreUnavailable(f"could not write to the task database {self.path}: {exc}")
+        return None
+
+    # -- start-up ---------------------------------------------------------
+
+    def _load(self, now: float) -> int:
+        """Read every task into the index, settle interrupted attempts and
+        write them back. Returns the highest seq on disk."""
+        connection = self._connection
+        connection.executescript(schema.CREATE_SCHEMA)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = _get_meta(connection, "schema_version")
+            if version is None:
+                _set_meta(connection, "schema_version", str(schema.SCHEMA_VERSION))
+            elif version != str(schema.SCHEMA_VERSION):
+                raise StoreUnavailable(
+                    f"{self.path} has task schema version {version}; this server "
+                    f"reads version {schema.SCHEMA_VERSION}"
+                )
+            last_seq = int(_get_meta(connection, "last_seq") or 0)
+            records: list[TaskRecord] = []
+            recovered: list[TaskRecord] = []
+            for row in connection.execute(schema.SELECT_ALL):
+                record = schema.record_from_row(row)
+                if record.state is State.RUNNING:
+                    recover_interrupted(record, now)
+                    recovered.append(record)
+                records.append(record)
+            dropped = self._memory.restore(records, now, last_seq)
+            schema.write_rows(
+                connection, [schema.row_from_snapshot(schema.snapshot(r)) for r in recovered]
+            )
+            schema.delete_rows(connection, [r.id for r in dropped])
+            top = max([last_seq, *(r.seq for r in records)])
+            _set_meta(connection, "last_seq", str(top))
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        if records:
+            logger.info(
+                "loaded %d tasks from %s; %d interrupted attempts recovered, %d dropped by retention",
+                len(records),
+                self.path,
+                len(recovered),
+                len(dropped),
+            )
+        return top
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    try:
+        connection = sqlite3.connect(
+            path,
+            timeout=_OPEN_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise _open_error(path, exc) from exc
+    try:
+        # Exclusive before the first access, so that WAL needs no shared
+        # memory and the lock is held until close.
+        connection.execute("PRAGMA locking_mode = EXCLUSIVE")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+    except sqlite3.Error as exc:
+        connection.close()
+        raise _open_error(path, exc) from exc
+    return connection
+
+
+def _open_error(path: str, exc: sqlite3.Error) -> StoreUnavailable:
+    if "locked" in str(exc):
+        return StoreUnavailable(
+            f"the task database {path} is in use by another process "
+            "(another server on the same file?)"
+        )
+    return StoreUnavailable(f"cannot open the task database {path}: {exc}")
+
+
+def _get_meta(connection: sqlite3.Connection, key: str) -> str | None:
+    row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _set_meta(connection: sqlite3.Connection, key: str, value: str) -> None:
+    connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
