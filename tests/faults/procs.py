@@ -59,9 +59,11 @@ class Process:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.popen.stderr is not None
-        for line in self.popen.stderr:
-            self.lines.append(line.rstrip("\n"))
+        stream = self.popen.stderr
+        assert stream is not None
+        with stream:
+            for line in stream:
+                self.lines.append(line.rstrip("\n"))
 
     @property
     def pid(self) -> int:

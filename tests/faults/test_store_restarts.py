@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from checker import History, Runs
 from conveyor_testing import need_server
-from procs import Process, RedisServer, start_server
+from faults.checker import History, Runs
+from faults.procs import Process, RedisServer, start_server
 
 from conveyor import Client, ConveyorError, Task
 

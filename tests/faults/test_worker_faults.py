@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from checker import History, Runs
-from procs import Process, start_server, start_worker, wait_until
+from faults.checker import History, Runs
+from faults.procs import Process, start_server, start_worker, wait_until
 
 from conveyor import Client, ConveyorError, Task, TaskState
 
