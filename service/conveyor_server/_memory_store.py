@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import heapq
 from bisect import bisect_left
 from collections import deque
@@ -130,6 +131,7 @@ class MemoryStore:
         self._subscriptions: dict[str, set[MemorySubscription]] = {}
         self._seq = 0
         self._listener: StoreListener | None = None
+        self._signing_key = os.urandom(32)
         self._observer: ChangeObserver | None = None
 
     # -- one process: no leases, every change is seen here ---------------
@@ -141,6 +143,9 @@ class MemoryStore:
     @property
     def poll_interval(self) -> float | None:
         return None
+
+    async def signing_key(self) -> bytes:
+        return self._signing_key
 
     def attach(self, listener: StoreListener) -> None:
         self._listener = listener

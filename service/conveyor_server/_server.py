@@ -125,6 +125,7 @@ class ConveyorServer:
         self.metrics_port = await start_metrics(
             self.metrics, self.config, self.store, self.runner, lambda: servicer.watchers
         )
+        self.servicer.page_tokens = PageTokens(await self.store.signing_key())
         await self.runner.start()
         await server.start()
         self._server = server

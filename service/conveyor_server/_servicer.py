@@ -88,7 +88,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._runner = runner
         self.observer = observer
         self._validator = validator
-        self._page_tokens = page_tokens
+        # Replaced at start by one signed with the store's shared key.
+        self.page_tokens = page_tokens
         self._gate = gate
         self._max_watchers = max_watchers
         self._max_watchers_per_tenant = max_watchers_per_tenant
@@ -236,7 +237,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         )
         if request.page_token:
             try:
-                cursor = self._page_tokens.read(request.page_token, query)
+                cursor = self.page_tokens.read(request.page_token, query)
             except BadPageToken as exc:
                 raise invalid_argument([("page_token", str(exc))]) from None
             query = dataclasses.replace(query, before_seq=cursor)
@@ -246,7 +247,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         for record in records:
             fill_task(add(), record)
         if next_cursor is not None:
-            response.next_page_token = self._page_tokens.mint(query, next_cursor)
+            response.next_page_token = self.page_tokens.mint(query, next_cursor)
         return response
 
     async def CancelTask(

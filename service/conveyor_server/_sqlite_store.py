@@ -195,6 +195,9 @@ class SqliteStore:
     def poll_interval(self) -> float | None:
         return None
 
+    async def signing_key(self) -> bytes:
+        return await self._memory.signing_key()
+
     def attach(self, listener: StoreListener) -> None:
         self._memory.attach(listener)
 

@@ -120,6 +120,11 @@ class TaskStore(Protocol):
         about (a lost notification); None when every change is notified."""
         ...
 
+    async def signing_key(self) -> bytes:
+        """A secret that every process on this store shares, to sign list
+        page tokens: a token one replica minted is good on another."""
+        ...
+
     def attach(self, listener: StoreListener) -> None:
         """Set who hears of work and cancel requests (the local runner)."""
         ...
