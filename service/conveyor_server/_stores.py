@@ -43,5 +43,6 @@ def open_store(config: ServerConfig) -> TaskStore:
             max_queue=config.max_queue,
             retention_count=config.retention_count,
             lease_seconds=config.lease_seconds,
+            max_queue_per_tenant=config.max_queue_per_tenant or None,
         )
     raise ValueError(f"unsupported store URL {config.store!r}; supported: {', '.join(SUPPORTED)}")
