@@ -71,7 +71,7 @@ def test_sigkill_of_a_worker_mid_task_reruns_it_elsewhere(
 
 @pytest.mark.parametrize(
     ("grace", "seconds", "handed_back"),
-    [(10.0, 1.0, False), (0.3, 1.5, True)],
+    [(10.0, 2.0, False), (0.3, 4.0, True)],
     ids=["finishes-within-grace", "handed-back-after-grace"],
 )
 def test_sigterm_of_a_busy_worker_never_runs_its_task_twice_by_draining(
