@@ -71,6 +71,24 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
         thread.stop()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.stores("redis")` keeps only those params of `store_url`:
+    a behaviour that only some stores have is not run, and so not skipped,
+    on the others."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("stores")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if marker is not None and params.get("store_url", marker.args[0]) not in marker.args:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty store of each kind, for tests that must hold on

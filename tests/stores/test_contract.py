@@ -719,11 +719,8 @@ async def test_closed_subscription_does_not_stop_changes(store: TaskStore, now: 
 # -- a durable store -------------------------------------------------------
 
 
-async def test_reopened_store_keeps_its_tasks(
-    store_url: str, make_store: StoreOpener, now: float
-) -> None:
-    if store_url.startswith("memory:"):
-        pytest.skip("memory:// keeps nothing across a restart, by design")
+@pytest.mark.stores("sqlite", "redis")  # memory:// keeps nothing, by design
+async def test_reopened_store_keeps_its_tasks(make_store: StoreOpener, now: float) -> None:
     store = make_store()
     done, waiting, delayed = await store.create(
         [
@@ -776,11 +773,11 @@ async def test_reopened_store_keeps_its_tasks(
 def open_shared_pair(make_store: StoreOpener) -> tuple[TaskStore, TaskStore]:
     """Two instances on one URL with a lease of about a second."""
     first = make_store(short_lease=True)
-    if first.lease_seconds is None:
-        pytest.skip("a store of one process has no leases")
+    assert first.lease_seconds is not None
     return first, make_store(short_lease=True)
 
 
+@pytest.mark.stores("redis")
 async def test_second_instance_sees_and_claims_the_tasks(
     store: TaskStore, second_store: TaskStore, now: float
 ) -> None:
@@ -807,6 +804,7 @@ async def test_second_instance_sees_and_claims_the_tasks(
     await eventually(lambda: listener.work > heard, "the other instance hears of new work")
 
 
+@pytest.mark.stores("redis")
 async def test_lease_renewed_is_kept_and_lapsed_is_reaped(
     make_store: StoreOpener, now: float
 ) -> None:
@@ -832,6 +830,7 @@ async def test_lease_renewed_is_kept_and_lapsed_is_reaped(
     assert await first.reap(now + 3.5) == 0
 
 
+@pytest.mark.stores("redis")
 async def test_lapsed_lease_without_attempts_left_fails_interrupted(
     make_store: StoreOpener, now: float
 ) -> None:
