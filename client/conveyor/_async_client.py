@@ -158,6 +158,16 @@ class AsyncClient:
         """
         deadline = _core.deadline_after(timeout, time.monotonic())
         last: Task | None = None
+        try:
+            # A task that is already finished costs one unary call, far
+            # cheaper than opening a stream; otherwise watch it.
+            last = await self.get(id, rpc_timeout=_core.remaining(deadline, time.monotonic()))
+        except DeadlineExceeded as exc:
+            if timeout is None:
+                raise
+            raise WaitTimeout(id, timeout, last) from exc
+        if last.is_terminal:
+            return last
         stream = self._watch(id, 0, deadline=deadline)
         try:
             async for task in stream:

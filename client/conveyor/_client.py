@@ -166,6 +166,11 @@ class Client:
         deadline = _core.deadline_after(timeout, time.monotonic())
         last: Task | None = None
         try:
+            # A task that is already finished costs one unary call, far
+            # cheaper than opening a stream; otherwise watch it.
+            last = self.get(id, rpc_timeout=_core.remaining(deadline, time.monotonic()))
+            if last.is_terminal:
+                return last
             with closing(self._watch(id, 0, deadline=deadline)) as stream:
                 for task in stream:
                     last = task

@@ -53,7 +53,9 @@ class ScriptedService(task_service_pb2_grpc.TaskServiceServicer):
             time.sleep(1)
         if self.calls["GetTask"] <= self.unavailable_gets:
             context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
-        return task_service_pb2.GetTaskResponse(task=_task(request.id, 1, done=True))
+        # Ids starting with "running" are unfinished when read.
+        done = not request.id.startswith("running")
+        return task_service_pb2.GetTaskResponse(task=_task(request.id, 1, done=done))
 
     def SubmitTask(self, request: Any, context: Any) -> Any:
         self.calls["SubmitTask"] += 1

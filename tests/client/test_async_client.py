@@ -165,5 +165,9 @@ async def test_watch_resumes_after_unavailable(scripted: tuple[Any, str]) -> Non
     service, address = scripted
     async with AsyncClient(address) as client:
         assert [task.version async for task in client.watch("t-1")] == [1, 2, 3]
-        assert (await client.wait("t-1", timeout=5)).version == 3
+        # A finished task is read, not watched.
+        assert (await client.wait("t-1", timeout=5)).version == 1
+        assert service.watch_since == [0, 2]
+        # An unfinished one is watched, and the watch resumes after a drop.
+        assert (await client.wait("running-1", timeout=5)).version == 3
     assert service.watch_since == [0, 2, 0, 2]

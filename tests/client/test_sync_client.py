@@ -297,7 +297,11 @@ def test_watch_resumes_from_the_last_version_after_unavailable(
     service, address = scripted
     with Client(address) as client:
         assert [task.version for task in client.watch("t-1")] == [1, 2, 3]
-        assert client.wait("t-1", timeout=5).version == 3
+        # A finished task is read, not watched.
+        assert client.wait("t-1", timeout=5).version == 1
+        assert service.watch_since == [0, 2]
+        # An unfinished one is watched, and the watch resumes after a drop.
+        assert client.wait("running-1", timeout=5).version == 3
     assert service.watch_since == [0, 2, 0, 2]
 
 
