@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import heapq
+import os
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence

@@ -25,9 +25,7 @@ class QueueFull(StoreError):
         if tenant is None:
             message = f"queue is full: {depth} unfinished tasks, limit {limit}"
         else:
-            message = (
-                f"tenant {tenant!r} has {depth} unfinished tasks, its quota is {limit}"
-            )
+            message = f"tenant {tenant!r} has {depth} unfinished tasks, its quota is {limit}"
         super().__init__(message)
         self.depth = depth
         self.limit = limit
