@@ -28,6 +28,7 @@ def _log(ctx: TaskContext, event: str) -> None:
 def logged(ctx: TaskContext, payload: dict[str, Any]) -> Any:
     """Runs for `seconds` unless asked to stop; records every run."""
     _log(ctx, "start")
+    ctx.report_progress(50, f"running in {os.getpid()}")
     if ctx.wait(float(payload.get("seconds", 0))):
         _log(ctx, "stopped")
         ctx.raise_if_cancelled()

@@ -115,6 +115,31 @@ def test_sigterm_of_a_busy_worker_never_runs_its_task_twice_by_draining(
         assert events == [(1, busy.pid, "start"), (1, busy.pid, "end")]
 
 
+def test_watch_and_cancel_cross_from_the_api_replica_to_the_worker(
+    redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    store, run_log = shared(redis_url), tmp_path / "runs.log"
+    api, address = start_server("api", store, run_log, workers=0, lease_seconds=LEASE)
+    processes.append(api)
+    worker = start_worker("worker", store, run_log, workers=2, lease_seconds=LEASE)
+    processes.append(worker)
+    with Client(address) as client:
+        handle = client.submit("logged", {"seconds": 60})
+        # The watcher is on the API replica; the handler runs in the worker.
+        stream = client.watch(handle.id)
+        running = next(t for t in stream if t.progress.percent == 50)
+        assert running.state is TaskState.RUNNING
+        assert running.progress.message == f"running in {worker.pid}"
+        client.cancel(handle.id)
+        rest = list(stream)
+    assert rest[-1].state is TaskState.CANCELLED
+    # The handler itself was stopped, in the worker, well before its 60 s.
+    assert Runs.read(run_log).of(handle.id) == [
+        (1, worker.pid, "start"),
+        (1, worker.pid, "stopped"),
+    ]
+
+
 def observe(client: Client, history: History, done: threading.Event) -> None:
     """Snapshots over time, to catch a task leaving a terminal state."""
     while not done.is_set():
