@@ -105,13 +105,20 @@ def payload_to_python(payload: bytes) -> dict[str, Any]:
     return struct_to_dict(struct)
 
 
+# How deep values may nest in a payload or a result. Clients parse messages
+# at most 100 levels deep (protobuf's default); a value 32 containers down
+# sits 99 levels deep in a GetTaskResponse. One level more and every read of
+# the task fails on the client, though the server stored it.
+MAX_NESTING = 32
+
+
 class ResultNotJSON(TypeError):
     pass
 
 
 def python_to_value(obj: Any, target: struct_pb2.Value, depth: int = 0) -> None:
-    if depth > 64:
-        raise ResultNotJSON("result nests deeper than 64 levels")
+    if depth > MAX_NESTING:
+        raise ResultNotJSON(f"result nests deeper than {MAX_NESTING} levels")
     if obj is None:
         target.null_value = _NULL
     elif obj is True or obj is False:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
 from conveyor.v1 import task_service_pb2 as pb
-from conveyor_server._convert import StructView
+from conveyor_server._convert import MAX_NESTING, StructView
 from conveyor_server._errors import invalid_argument
 from conveyor_server._handlers import HandlerRegistry, InvalidPayload
 from conveyor_server._ids import MAX_ID_LENGTH, SAFE_ID
@@ -35,6 +35,24 @@ def check_id(task_id: str, field: str = "id") -> None:
         else:
             problem = "may only contain letters, digits and . _ : -"
         raise invalid_argument([(field, f"task id {problem}")])
+
+
+def _nests_too_deep(payload: struct_pb2.Struct) -> bool:
+    level: list[struct_pb2.Value] = list(payload.fields.values())
+    depth = 1
+    while level:
+        if depth > MAX_NESTING:
+            return True
+        below: list[struct_pb2.Value] = []
+        for value in level:
+            kind = value.WhichOneof("kind")
+            if kind == "struct_value":
+                below.extend(value.struct_value.fields.values())
+            elif kind == "list_value":
+                below.extend(value.list_value.values)
+        level = below
+        depth += 1
+    return False
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:
@@ -125,6 +143,8 @@ class RequestValidator:
                     f"is {len(payload)} bytes; the limit is {self._max_payload_bytes} bytes",
                 )
             )
+        elif _nests_too_deep(request.payload):
+            problems.append((prefix + "payload", f"nests deeper than {MAX_NESTING} levels"))
         elif registration is not None and registration.validate is not None:
             try:
                 # The Struct is itself a Mapping: validators read only the

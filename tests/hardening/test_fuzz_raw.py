@@ -1,0 +1,129 @@
+"""Every TaskService method fed bytes that are not what the client library
+would send: random bytes, and real requests with bytes flipped, cut,
+inserted or repeated. The server parses them itself; whatever it makes of
+them, the answer is a clean status and, when OK, a response a client can
+parse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from conveyor_testing import ServerThread
+from hardening.fuzz_support import (
+    FUZZ,
+    Answer,
+    Code,
+    answer_of,
+    assert_healthy,
+    auth_metadata,
+    check_clean,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from raw_api import Api
+
+from conveyor.v1 import task_service_pb2 as pb
+
+RAW_EXAMPLES = 2200
+Metadata = tuple[tuple[str, str | bytes], ...]
+METHODS = {
+    method.name: (method.server_streaming, getattr(pb, method.output_type.name))
+    for method in pb.DESCRIPTOR.services_by_name["TaskService"].methods
+}
+
+
+@pytest.fixture(scope="module")
+def seeds(fuzz_api: Api) -> dict[str, list[bytes]]:
+    """Real requests of each method, to mutate."""
+    api = fuzz_api
+    done = api.wait(api.submit("echo", {"n": 1}, labels={"raw": "yes"}).id)
+    failed = api.wait(api.submit("fail_permanently", {}).id)
+    submit = pb.SubmitTaskRequest(
+        type="echo", labels={"raw": "yes"}, idempotency_key="raw-1", max_attempts=2, priority=5
+    )
+    submit.payload.update({"text": "h\u00e9llo", "list": [1, 2.5, None, True], "nested": {"a": {}}})
+    submit.timeout.seconds = 30
+    requests: dict[str, list[Any]] = {
+        "SubmitTask": [submit, pb.SubmitTaskRequest(type="echo")],
+        "BatchSubmitTasks": [pb.BatchSubmitTasksRequest(requests=[submit, submit])],
+        "GetTask": [pb.GetTaskRequest(id=done.id)],
+        "WatchTask": [
+            pb.WatchTaskRequest(id=done.id),
+            pb.WatchTaskRequest(id=failed.id, since_version=1),
+        ],
+        "ListTasks": [
+            pb.ListTasksRequest(page_size=2, states=[3, 4], type="echo", labels={"raw": "yes"})
+        ],
+        "CancelTask": [pb.CancelTaskRequest(id=done.id)],
+        "RetryTask": [pb.RetryTaskRequest(id=failed.id)],
+    }
+    assert set(requests) == set(METHODS)
+    return {name: [r.SerializeToString() for r in found] for name, found in requests.items()}
+
+
+@st.composite
+def mutations(draw: st.DrawFn, seed: bytes) -> bytes:
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(1, 3))):
+        index = draw(st.integers(0, len(data)))
+        edit = draw(st.sampled_from(["flip", "set", "insert", "delete", "cut", "repeat"]))
+        if edit == "flip" and index < len(data):
+            data[index] ^= 1 << draw(st.integers(0, 7))
+        elif edit == "set" and index < len(data):
+            data[index] = draw(st.sampled_from([0x00, 0x7F, 0x80, 0xFF, 0x0A, 0x12]))
+        elif edit == "insert":
+            data[index:index] = draw(st.binary(min_size=1, max_size=8))
+        elif edit == "delete":
+            del data[index : index + draw(st.integers(1, 4))]
+        elif edit == "cut":
+            del data[index:]
+        elif edit == "repeat":
+            data[index:index] = data[max(0, index - 8) : index]
+    return bytes(data)
+
+
+def call_raw(
+    channel: grpc.Channel, method: str, body: bytes, metadata: Metadata
+) -> Callable[[], list[bytes]]:
+    path = f"/conveyor.v1.TaskService/{method}"
+    streaming, _ = METHODS[method]
+    if streaming:
+        stream = channel.unary_stream(path)
+        return lambda: list(stream(body, metadata=metadata, timeout=10))
+    unary = channel.unary_unary(path)
+    return lambda: [unary(body, metadata=metadata, timeout=10)]
+
+
+def test_raw_bytes_fuzz(
+    fuzz_server: ServerThread, fuzz_api: Api, seeds: dict[str, list[bytes]]
+) -> None:
+    ran = 0
+
+    @settings(FUZZ, max_examples=RAW_EXAMPLES)
+    @given(
+        data=st.data(),
+        method=st.sampled_from(sorted(METHODS)),
+        random_bytes=st.booleans(),
+        metadata=auth_metadata,
+    )
+    def send(data: st.DataObject, method: str, random_bytes: bool, metadata: Metadata) -> None:
+        nonlocal ran
+        ran += 1
+        if random_bytes:
+            body = data.draw(st.binary(max_size=300), label="body")
+        else:
+            seed = data.draw(st.sampled_from(seeds[method]), label="seed")
+            body = data.draw(mutations(seed), label="body")
+        answer: Answer = answer_of(call_raw(fuzz_api.channel, method, body, metadata))
+        check_clean(answer)
+        if answer.code is Code.OK:
+            _, response_type = METHODS[method]
+            for message in answer.response:
+                response_type.FromString(message)  # a client can read what it got
+
+    send()
+    assert ran >= RAW_EXAMPLES
+    assert_healthy(fuzz_server, fuzz_api)
