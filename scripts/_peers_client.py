@@ -67,7 +67,7 @@ def require(module: str) -> Any:
 
 
 class ConveyorAdapter:
-    """`Client.submit("sleep", {"seconds": 0})`, then `TaskHandle.wait()` (a WatchTask stream)."""
+    """`Client.submit("sleep", {"seconds": 0})`, then `TaskHandle.wait()` (GetTask, then WatchTask if unfinished)."""
 
     def __init__(self, args: dict[str, Any]) -> None:
         conveyor = require("conveyor")

@@ -320,8 +320,9 @@ waits for each of its tasks in submit order with the system's own wait call
 and checks the result:
 
 - **Conveyor**: `Client.submit("sleep", {{"seconds": 0}})` (the built-in
-  no-op; one `SubmitTask` call), then `TaskHandle.wait()` (a `WatchTask`
-  stream that ends with the terminal snapshot); checks `SUCCEEDED` and the
+  no-op; one `SubmitTask` call), then `TaskHandle.wait()` (one `GetTask`
+  call, and a `WatchTask` stream only if the task has not finished yet);
+  checks `SUCCEEDED` and the
   result `{{"slept": 0.0}}`. One `Client` (one gRPC channel) for all threads.
 - **Celery**: `noop.delay(i)`, then `AsyncResult.get()` (the Redis result
   backend delivers results by pub/sub); checks that it returned `i`.
