@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread, need_server, test_config
+from conveyor_testing import ServerThread, drop_redis_prefix, need_server, test_config
 
 REDIS_HOST = os.environ.get("CONVEYOR_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CONVEYOR_TEST_REDIS_PORT", "6379"))
@@ -34,18 +34,10 @@ def redis_server() -> tuple[str, int]:
 def redis_url(redis_server: tuple[str, int]) -> Iterator[str]:
     """A store URL on the local Redis with a key prefix of this test's own;
     the test's keys are deleted afterwards."""
-    import redis
-
     host, port = redis_server
     prefix = f"conveyor-test-{uuid.uuid4().hex[:12]}"
     yield f"redis://{host}:{port}/0?prefix={prefix}"
-    client = redis.Redis(host=host, port=port, db=0)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
-    finally:
-        client.close()
+    drop_redis_prefix(host, port, prefix)
 
 
 @pytest.fixture(scope="session")

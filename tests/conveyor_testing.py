@@ -116,6 +116,19 @@ class ServerThread:
         self.loop.close()
 
 
+def drop_redis_prefix(host: str, port: int, prefix: str) -> None:
+    """Delete every key a test made under its prefix."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, db=0)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
 def need_server(what: str) -> None:
     """Skip a test whose server is missing; under CI=true, fail it instead."""
     import pytest

@@ -420,3 +420,8 @@ def assert_healthy(thread: ServerThread, api: Api) -> None:
     assert done.result.struct_value.fields["marker"].string_value == marker
     servicer = thread.server.servicer  # type: ignore[union-attr]
     wait_until(lambda: servicer.watchers == 0, 20, "free of open watch streams")
+
+
+def scaled(server: Any, examples: int) -> int:
+    """How many of `examples` cases run against this fuzz server's store."""
+    return max(1, int(examples * getattr(server, "fuzz_scale", 1.0)))

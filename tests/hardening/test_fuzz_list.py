@@ -23,6 +23,7 @@ from hardening.fuzz_support import (
     auth_metadata,
     check_clean,
     int32,
+    scaled,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -171,7 +172,7 @@ def mutated(draw: st.DrawFn, token: str) -> str:
 def test_list_fuzz(fuzz_server: ServerThread, fuzz_api: Api, minted: list[Minted]) -> None:
     ran = 0
 
-    @settings(FUZZ, max_examples=LIST_EXAMPLES)
+    @settings(FUZZ, max_examples=scaled(fuzz_server, LIST_EXAMPLES))
     @given(
         data=st.data(),
         token_kind=st.sampled_from(["none", "random", "base64", "real", "mutated", "mutated"]),
@@ -235,5 +236,5 @@ def test_list_fuzz(fuzz_server: ServerThread, fuzz_api: Api, minted: list[Minted
                 assert ids[:common] == source.next_ids[:common], answer
 
     list_tasks()
-    assert ran >= LIST_EXAMPLES
+    assert ran >= scaled(fuzz_server, LIST_EXAMPLES)
     assert_healthy(fuzz_server, fuzz_api)

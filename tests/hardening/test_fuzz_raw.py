@@ -20,6 +20,7 @@ from hardening.fuzz_support import (
     assert_healthy,
     auth_metadata,
     check_clean,
+    scaled,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,7 +103,7 @@ def test_raw_bytes_fuzz(
 ) -> None:
     ran = 0
 
-    @settings(FUZZ, max_examples=RAW_EXAMPLES)
+    @settings(FUZZ, max_examples=scaled(fuzz_server, RAW_EXAMPLES))
     @given(
         data=st.data(),
         method=st.sampled_from(sorted(METHODS)),
@@ -125,5 +126,5 @@ def test_raw_bytes_fuzz(
                 response_type.FromString(message)  # a client can read what it got
 
     send()
-    assert ran >= RAW_EXAMPLES
+    assert ran >= scaled(fuzz_server, RAW_EXAMPLES)
     assert_healthy(fuzz_server, fuzz_api)

@@ -24,6 +24,7 @@ from hardening.fuzz_support import (
     auth_metadata,
     check_clean,
     int64,
+    scaled,
     wait_until,
 )
 from hypothesis import given, settings
@@ -87,7 +88,7 @@ def test_get_and_watch_fuzz(
     sinces = st.one_of(st.integers(-2, 6), st.integers(-2, 6), int64)
     ran = 0
 
-    @settings(FUZZ, max_examples=READ_EXAMPLES)
+    @settings(FUZZ, max_examples=scaled(fuzz_server, READ_EXAMPLES))
     @given(task_id=ids, since=sinces, use_watch=st.booleans(), metadata=auth_metadata)
     def read(task_id: str, since: int, use_watch: bool, metadata: Metadata) -> None:
         nonlocal ran
@@ -142,7 +143,7 @@ def test_get_and_watch_fuzz(
                 assert versions == [], answer
 
     read()
-    assert ran >= READ_EXAMPLES
+    assert ran >= scaled(fuzz_server, READ_EXAMPLES)
     assert_healthy(fuzz_server, fuzz_api)
 
 
@@ -157,7 +158,7 @@ def test_cancel_and_retry_fuzz(fuzz_server: ServerThread, fuzz_api: Api) -> None
     ids = st.one_of(any_ids, st.sampled_from(targets), st.sampled_from(targets))
     ran = 0
 
-    @settings(FUZZ, max_examples=CHANGE_EXAMPLES)
+    @settings(FUZZ, max_examples=scaled(fuzz_server, CHANGE_EXAMPLES))
     @given(task_id=ids, retry=st.booleans(), metadata=auth_metadata)
     def change(task_id: str, retry: bool, metadata: Metadata) -> None:
         nonlocal ran
@@ -189,7 +190,7 @@ def test_cancel_and_retry_fuzz(fuzz_server: ServerThread, fuzz_api: Api) -> None
             assert state in (task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED), state
 
     change()
-    assert ran >= CHANGE_EXAMPLES
+    assert ran >= scaled(fuzz_server, CHANGE_EXAMPLES)
     for task_id in targets:
         answer = answer_of(
             lambda task_id=task_id: api.stub.CancelTask(

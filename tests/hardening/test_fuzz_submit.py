@@ -22,6 +22,7 @@ from hardening.fuzz_support import (
     check_clean,
     expected_submit,
     payload_depth,
+    scaled,
     struct_of,
     submit_requests,
     unparseable_allowed,
@@ -43,8 +44,9 @@ KeyBook = dict[str, tuple[bytes, str]]
 
 
 @pytest.fixture(scope="module")
-def key_book() -> KeyBook:
-    """The keys the module's server has accepted, shared by its tests."""
+def key_book(fuzz_server: ServerThread) -> KeyBook:
+    """The keys the module's server has accepted, shared by its tests (a
+    new book for each server)."""
     return {}
 
 
@@ -89,7 +91,7 @@ def test_submit_fuzz(fuzz_server: ServerThread, fuzz_api: Api, key_book: KeyBook
     last_keyed: list[pb.SubmitTaskRequest] = []
     ran = 0
 
-    @settings(FUZZ, max_examples=SUBMIT_EXAMPLES)
+    @settings(FUZZ, max_examples=scaled(fuzz_server, SUBMIT_EXAMPLES))
     @given(request=submit_requests(), metadata=auth_metadata, repeat=st.integers(0, 9))
     def submit(request: pb.SubmitTaskRequest, metadata: Metadata, repeat: int) -> None:
         nonlocal ran
@@ -131,7 +133,7 @@ def test_submit_fuzz(fuzz_server: ServerThread, fuzz_api: Api, key_book: KeyBook
             check_clean(cancel, frozenset({Code.OK, Code.FAILED_PRECONDITION}))
 
     submit()
-    assert ran >= SUBMIT_EXAMPLES
+    assert ran >= scaled(fuzz_server, SUBMIT_EXAMPLES)
     assert_healthy(fuzz_server, fuzz_api)
 
 
@@ -188,7 +190,7 @@ def test_batch_submit_fuzz(fuzz_server: ServerThread, fuzz_api: Api, key_book: K
     )
     ran = 0
 
-    @settings(FUZZ, max_examples=BATCH_EXAMPLES)
+    @settings(FUZZ, max_examples=scaled(fuzz_server, BATCH_EXAMPLES))
     @given(items=batches, metadata=auth_metadata)
     def batch(items: list[pb.SubmitTaskRequest], metadata: Metadata) -> None:
         nonlocal ran
@@ -227,7 +229,7 @@ def test_batch_submit_fuzz(fuzz_server: ServerThread, fuzz_api: Api, key_book: K
         assert len(set(unkeyed)) == len(unkeyed), "two requests without a key got one task"
 
     batch()
-    assert ran >= BATCH_EXAMPLES
+    assert ran >= scaled(fuzz_server, BATCH_EXAMPLES)
     assert_healthy(fuzz_server, fuzz_api)
 
 
