@@ -160,7 +160,7 @@ class ConveyorServer:
             logger.warning(
                 "AUTHENTICATION IS OFF: anyone who can reach %s can submit, read and cancel "
                 "every task; give --auth-tokens-file or CONVEYOR_AUTH_TOKENS",
-                self.config.address,
+                f"{self.config.host}:{self.port}",
             )
         elif self._credentials is None:
             logger.warning(
