@@ -28,6 +28,7 @@ import grpc
 from grpc import aio
 
 from conveyor_server._config import ServerConfig
+from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +246,10 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
     """Refuses calls without a known bearer token (UNAUTHENTICATED) and runs
     the others as the token's tenant."""
 
-    def __init__(self, tokens: TokenTable) -> None:
+    def __init__(self, tokens: TokenTable, observer: TaskObserver = NULL_OBSERVER) -> None:
         self._tokens = tokens
+        # Refused calls never reach the servicer, which counts the others.
+        self._observer = observer
         # Wrapped handlers by (method, tenant or refusal): a few per method.
         self._handlers: dict[tuple[str, str], Handler] = {}
 
@@ -273,6 +276,7 @@ class TokenAuthInterceptor(aio.ServerInterceptor):
                 return wrapped
             message = UNKNOWN
         logger.info("refused %s: %s", method, message.partition(":")[0])
+        self._observer.rpc_handled(method.rpartition("/")[2], "UNAUTHENTICATED", None)
         refusal = self._handlers.get((method, message))
         if refusal is None:
             refusal = self._handlers[method, message] = _refusal(handler, message)

@@ -103,7 +103,11 @@ class ConveyorServer:
 
     async def start(self) -> int:
         """Bind, start serving and running tasks; returns the bound port."""
-        interceptors = [] if self._tokens is None else [TokenAuthInterceptor(self._tokens)]
+        interceptors = (
+            []
+            if self._tokens is None
+            else [TokenAuthInterceptor(self._tokens, self.metrics or NULL_OBSERVER)]
+        )
         server = aio.server(options=grpc_server_options(self.config), interceptors=interceptors)
         server.add_generic_rpc_handlers((service_handler(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

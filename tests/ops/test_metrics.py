@@ -281,3 +281,25 @@ def test_a_worker_process_serves_its_task_metrics() -> None:
     asyncio.run(run())
     with pytest.raises(urllib.error.URLError):
         scrape(port)
+
+
+def test_calls_refused_by_authentication_are_counted(
+    make_server: Callable[..., ServerThread], tmp_path: Any
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("a-token-of-team-a-0123456789 team-a\n")
+    port = free_port()
+    server = make_server(metrics_port=port, auth_tokens_file=str(tokens))
+    with Client(server.address, token="not-a-token-of-anyone-000") as stranger:
+        with pytest.raises(conveyor.Unauthenticated):
+            stranger.get("some-task")
+        with pytest.raises(conveyor.Unauthenticated):
+            list(stranger.watch("some-task"))
+    with Client(server.address, token="a-token-of-team-a-0123456789") as member:
+        member.submit("echo", {})
+
+    families = scrape(port)
+    rpcs = "conveyor_rpcs_handled_total"
+    assert value(families, rpcs, method="GetTask", code="UNAUTHENTICATED") == 1
+    assert value(families, rpcs, method="WatchTask", code="UNAUTHENTICATED") == 1
+    assert value(families, rpcs, method="SubmitTask", code="OK") == 1
