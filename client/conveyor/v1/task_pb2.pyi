@@ -201,7 +201,9 @@ class Task(_message.Message):
 
     @_builtins.property
     def result(self) -> _struct_pb2.Value:
-        """The handler's return value; set only when SUCCEEDED."""
+        """The handler's return value; set only when SUCCEEDED. A value nested
+        deeper than 32 levels fails the task with INVALID_RESULT instead.
+        """
 
     @_builtins.property
     def error(self) -> Global___TaskError:

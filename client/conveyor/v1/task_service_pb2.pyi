@@ -66,7 +66,9 @@ class SubmitTaskRequest(_message.Message):
     """-1000 to 1000; higher runs first. Default 0."""
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
-        """Input for the handler; plain JSON from grpcurl."""
+        """Input for the handler; plain JSON from grpcurl. At most 32 levels of
+        nested objects and lists, so that every client can read it back.
+        """
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
