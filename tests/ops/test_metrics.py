@@ -7,7 +7,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import conveyor
 from conveyor import Client, TaskState
 from conveyor_server import ConveyorWorker
-from conveyor_server._memory_store import MemoryStore
 from conveyor_server._model import NewTask
-from conveyor_server._store import LeaseReport
+from conveyor_server._stores import open_store
 
 TOKEN = "metrics-test-token-0123456789"
 TENANT = "acme"
@@ -229,40 +228,20 @@ def test_bad_settings_are_refused(overrides: dict[str, Any], message: str) -> No
         test_config(**overrides)
 
 
-class LeasedMemoryStore:
-    """A memory store that calls itself shared, so that a worker process
-    can run on it in a test."""
-
-    def __init__(self) -> None:
-        self._store = MemoryStore(max_queue=100, retention_count=100)
-
-    @property
-    def lease_seconds(self) -> float | None:
-        return 30.0
-
-    @property
-    def poll_interval(self) -> float | None:
-        return 0.05
-
-    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
-        return LeaseReport()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
-def test_a_worker_process_serves_its_task_metrics() -> None:
+def test_a_worker_process_serves_its_task_metrics(redis_url: str) -> None:
     port = free_port()
-    store = LeasedMemoryStore()
     worker = ConveyorWorker(
-        test_config(metrics_port=port, workers=2), registry=test_registry, store=store
+        test_config(metrics_port=port, workers=2, store=redis_url), registry=test_registry
     )
 
     async def run() -> None:
         await worker.start()
         try:
+            # Tasks submitted elsewhere: another instance on the same Redis.
+            producer = open_store(test_config(store=redis_url))
             new = NewTask("echo", b"", None, 1, 0, None, 0.0, None, None, tenant="beta")
-            await store.create([new, new], time.time())
+            await producer.create([new, new], time.time())
+            await producer.close()
             deadline = time.monotonic() + 10
             while True:
                 families = await asyncio.to_thread(scrape, port)
