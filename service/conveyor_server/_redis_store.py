@@ -52,6 +52,15 @@ DEFAULT_PREFIX = "conveyor"
 DEFAULT_LEASE_MARGIN = 2.0
 POLL_INTERVAL_SECONDS = 1.0
 CLOSE_TIMEOUT_SECONDS = 2.0
+_KEEPALIVE: dict[int, int] = {
+    option: value
+    for option, value in (
+        (getattr(socket, "TCP_KEEPIDLE", None), 10),
+        (getattr(socket, "TCP_KEEPINTVL", None), 5),
+        (getattr(socket, "TCP_KEEPCNT", None), 3),
+    )
+    if option is not None
+}
 # How long the earliest due time a claim read stands in for next_due_time.
 DUE_HINT_SECONDS = 0.05
 # Records the subscription fetcher reads per call.
@@ -236,6 +245,11 @@ class RedisStore:
             "socket_timeout": READ_TIMEOUT_SECONDS,
             # Names the store's connections in CLIENT LIST (no spaces allowed).
             "client_name": "conveyor:" + re.sub(r"[^!-~]", "_", prefix),
+            # A Redis host that vanishes without closing the connection is
+            # noticed in about 25 s, not the system's default two hours: the
+            # pub/sub listener blocks on its read with no timeout of its own.
+            "socket_keepalive": True,
+            "socket_keepalive_options": _KEEPALIVE,
         }
         # One retry, on a fresh connection, for a pooled connection that
         # died while idle (a Redis restart). Timeouts are not retried: the
