@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import os
 from bisect import bisect_left
@@ -22,6 +21,7 @@ from conveyor_server._model import (
 from conveyor_server._store import (
     IdempotencyConflict,
     InvalidTransition,
+    LatestSubscription,
     LeaseReport,
     QueueFull,
     StoreListener,
@@ -41,45 +41,6 @@ def _done_progress(progress: Progress | None) -> Progress:
     if progress is None or progress.percent == 100.0:
         return progress or _DONE
     return Progress(100.0, progress.message, progress.current, progress.total)
-
-
-class MemorySubscription:
-    """Latest-only mailbox for one watcher of one task.
-
-    Holds at most one record and, while its reader waits, one future: a
-    watcher costs a few hundred bytes here, which matters at tens of
-    thousands of streams.
-    """
-
-    __slots__ = ("_closed", "_latest", "_store", "_waiter", "task_id")
-
-    def __init__(self, store: MemoryStore, task_id: str) -> None:
-        self._store = store
-        self.task_id = task_id
-        self._latest: TaskRecord | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-
-    def deliver(self, record: TaskRecord) -> None:
-        self._latest = record
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self) -> TaskRecord:
-        while self._latest is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        record, self._latest = self._latest, None
-        return record
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store._unsubscribe(self)
 
 
 class ChangeObserver(Protocol):
@@ -128,7 +89,7 @@ class MemoryStore:
         self._finished_count = 0
         self._unfinished = 0
         self._keys: dict[tuple[str, str], TaskRecord] = {}
-        self._subscriptions: dict[str, set[MemorySubscription]] = {}
+        self._subscriptions: dict[str, set[LatestSubscription]] = {}
         self._seq = 0
         self._listener: StoreListener | None = None
         self._signing_key = os.urandom(32)
@@ -417,8 +378,8 @@ class MemoryStore:
     async def depth(self) -> int:
         return self._unfinished
 
-    def subscribe(self, task_id: str) -> MemorySubscription:
-        subscription = MemorySubscription(self, task_id)
+    def subscribe(self, task_id: str) -> LatestSubscription:
+        subscription = LatestSubscription(self, task_id)
         self._subscriptions.setdefault(task_id, set()).add(subscription)
         return subscription
 
@@ -593,7 +554,7 @@ class MemoryStore:
             for subscription in subscriptions:
                 subscription.deliver(record)
 
-    def _unsubscribe(self, subscription: MemorySubscription) -> None:
+    def _unsubscribe(self, subscription: LatestSubscription) -> None:
         subscriptions = self._subscriptions.get(subscription.task_id)
         if subscriptions is not None:
             subscriptions.discard(subscription)

@@ -38,6 +38,7 @@ from conveyor_server._redis_scripts import existing_record, number, opt, pack, p
 from conveyor_server._store import (
     IdempotencyConflict,
     InvalidTransition,
+    LatestSubscription,
     LeaseReport,
     QueueFull,
     StoreListener,
@@ -76,40 +77,6 @@ _Result = TypeVar("_Result")
 _CreateBatch = tuple[float, bytes, bytes]
 
 # -- subscriptions ----------------------------------------------------------------
-
-
-class RedisSubscription:
-    """Latest-only mailbox for one watcher of one task in this process."""
-
-    __slots__ = ("_closed", "_latest", "_store", "_waiter", "task_id")
-
-    def __init__(self, store: RedisStore, task_id: str) -> None:
-        self._store = store
-        self.task_id = task_id
-        self._latest: TaskRecord | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-
-    def deliver(self, record: TaskRecord) -> None:
-        self._latest = record
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self) -> TaskRecord:
-        while self._latest is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        record, self._latest = self._latest, None
-        return record
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store._unsubscribe(self)
 
 
 class _GroupCommit(Generic[_Item, _Result]):
@@ -177,7 +144,7 @@ class _Watch:
     __slots__ = ("subscriptions", "version")
 
     def __init__(self) -> None:
-        self.subscriptions: set[RedisSubscription] = set()
+        self.subscriptions: set[LatestSubscription] = set()
         self.version = 0
 
 
@@ -540,8 +507,8 @@ class RedisStore:
         unfinished: int = await self._run(self._depth, [self._prefix])
         return unfinished
 
-    def subscribe(self, task_id: str) -> RedisSubscription:
-        subscription = RedisSubscription(self, task_id)
+    def subscribe(self, task_id: str) -> LatestSubscription:
+        subscription = LatestSubscription(self, task_id)
         watch = self._watches.get(task_id)
         if watch is None:
             watch = self._watches[task_id] = _Watch()
@@ -608,7 +575,7 @@ class RedisStore:
             for subscription in watch.subscriptions:
                 subscription.deliver(record)
 
-    def _unsubscribe(self, subscription: RedisSubscription) -> None:
+    def _unsubscribe(self, subscription: LatestSubscription) -> None:
         watch = self._watches.get(subscription.task_id)
         if watch is not None:
             watch.subscriptions.discard(subscription)

@@ -63,7 +63,7 @@ import time
 from collections.abc import Sequence
 
 from conveyor_server import _sqlite_schema as schema
-from conveyor_server._memory_store import MemoryStore, MemorySubscription
+from conveyor_server._memory_store import MemoryStore
 from conveyor_server._model import (
     ErrorCode,
     ListQuery,
@@ -76,6 +76,7 @@ from conveyor_server._model import (
 )
 from conveyor_server._store import (
     InvalidTransition,
+    LatestSubscription,
     LeaseReport,
     StoreListener,
     StoreUnavailable,
@@ -284,7 +285,7 @@ class SqliteStore:
         self._check()
         return await self._memory.depth()
 
-    def subscribe(self, task_id: str) -> MemorySubscription:
+    def subscribe(self, task_id: str) -> LatestSubscription:
         return self._memory.subscribe(task_id)
 
     @property

@@ -7,6 +7,7 @@ atomic per call: a store never exposes a half-written task.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -95,6 +96,50 @@ class LeaseReport:
     lost: list[str] = field(default_factory=list)
     # Attempts whose task has a cancel request: stop them.
     cancel_requested: list[str] = field(default_factory=list)
+
+
+class SubscriptionOwner(Protocol):
+    def _unsubscribe(self, subscription: LatestSubscription) -> None: ...
+
+
+class LatestSubscription:
+    """Latest-only mailbox for one watcher of one task: the subscription
+    every store hands out, fed by its store on the event loop.
+
+    Holds at most one record and, while its reader waits, one future: a
+    watcher costs a few hundred bytes here, which matters at tens of
+    thousands of streams.
+    """
+
+    __slots__ = ("_closed", "_latest", "_store", "_waiter", "task_id")
+
+    def __init__(self, store: SubscriptionOwner, task_id: str) -> None:
+        self._store = store
+        self.task_id = task_id
+        self._latest: TaskRecord | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def deliver(self, record: TaskRecord) -> None:
+        self._latest = record
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> TaskRecord:
+        while self._latest is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        record, self._latest = self._latest, None
+        return record
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store._unsubscribe(self)
 
 
 class TaskStore(Protocol):
