@@ -13,5 +13,9 @@ MAX_ID_LENGTH = 128
 
 
 def new_task_id() -> str:
-    """22 characters of URL-safe base64 over 128 random bits."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+    """22 characters of URL-safe base64 over 128 random bits, never starting
+    with "-": `conveyor get -0abc...` would read the id as an option."""
+    while True:
+        task_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+        if task_id[0] != "-":
+            return task_id
