@@ -161,21 +161,7 @@ class MemoryStore:
                 records.append(records[repeats])
                 continue
             self._seq += 1
-            record = TaskRecord(
-                id=new_task_id(),
-                type=new.type,
-                payload=new.payload,
-                labels=new.labels,
-                max_attempts=new.max_attempts,
-                priority=new.priority,
-                timeout=new.timeout,
-                idempotency_key=new.idempotency_key,
-                fingerprint=new.fingerprint,
-                create_time=now,
-                scheduled_time=now + new.delay if new.delay > 0 else now,
-                seq=self._seq,
-                tenant=new.tenant,
-            )
+            record = new.record(new_task_id(), now, new.scheduled_time(now), self._seq)
             self._tasks[record.id] = record
             self._order_seqs.append(record.seq)
             self._order_records.append(record)

@@ -191,6 +191,28 @@ class NewTask:
         self.fingerprint = fingerprint
         self.tenant = tenant
 
+    def scheduled_time(self, now: float) -> float:
+        """When a task created at `now` becomes due."""
+        return now + self.delay if self.delay > 0 else now
+
+    def record(self, task_id: str, now: float, scheduled_time: float, seq: int) -> TaskRecord:
+        """The new task's record, as every store creates it."""
+        return TaskRecord(
+            id=task_id,
+            type=self.type,
+            payload=self.payload,
+            labels=self.labels,
+            max_attempts=self.max_attempts,
+            priority=self.priority,
+            timeout=self.timeout,
+            idempotency_key=self.idempotency_key,
+            fingerprint=self.fingerprint,
+            create_time=now,
+            scheduled_time=scheduled_time,
+            seq=seq,
+            tenant=self.tenant,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

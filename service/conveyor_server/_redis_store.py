@@ -311,7 +311,7 @@ class RedisStore:
         scheduled: list[float] = []
         for new in tasks:
             task_id = new_task_id()
-            due = now + new.delay if new.delay > 0 else now
+            due = new.scheduled_time(now)
             ids.append(task_id)
             scheduled.append(due)
             labels = None if new.labels is None else json.dumps(new.labels, separators=(",", ":"))
@@ -342,23 +342,7 @@ class RedisStore:
             elif item < 0:
                 records.append(records[-item - 1])
             else:
-                records.append(
-                    TaskRecord(
-                        id=task_id,
-                        type=new.type,
-                        payload=new.payload,
-                        labels=new.labels,
-                        max_attempts=new.max_attempts,
-                        priority=new.priority,
-                        timeout=new.timeout,
-                        idempotency_key=new.idempotency_key,
-                        fingerprint=new.fingerprint,
-                        create_time=now,
-                        scheduled_time=due,
-                        seq=item,
-                        tenant=new.tenant,
-                    )
-                )
+                records.append(new.record(task_id, now, due, item))
         return records
 
     async def claim(self, limit: int, now: float) -> list[TaskRecord]:
