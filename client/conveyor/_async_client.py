@@ -7,6 +7,7 @@ import builtins
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -162,24 +163,17 @@ class AsyncClient:
             # A task that is already finished costs one unary call, far
             # cheaper than opening a stream; otherwise watch it.
             last = await self.get(id, rpc_timeout=_core.remaining(deadline, time.monotonic()))
+            if last.is_terminal:
+                return last
+            async with aclosing(self._watch(id, 0, deadline=deadline)) as stream:
+                async for task in stream:
+                    last = task
+                    if task.is_terminal:
+                        return task
         except DeadlineExceeded as exc:
             if timeout is None:
                 raise
             raise WaitTimeout(id, timeout, last) from exc
-        if last.is_terminal:
-            return last
-        stream = self._watch(id, 0, deadline=deadline)
-        try:
-            async for task in stream:
-                last = task
-                if task.is_terminal:
-                    return task
-        except DeadlineExceeded as exc:
-            if timeout is None:
-                raise
-            raise WaitTimeout(id, timeout, last) from exc
-        finally:
-            await stream.aclose()
         # The stream ended without a terminal snapshot (a resumed stream can).
         task = await self.get(id)
         if task.is_terminal:
