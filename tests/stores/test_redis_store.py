@@ -16,12 +16,18 @@ from typing import Any
 import pytest
 import redis
 from conveyor_testing import ServerThread
+from stores.store_support import (
+    RecordingListener,
+    current,
+    eventually,
+    new_task,
+    next_change,
+)
 
 from conveyor import Client, TaskState
 from conveyor_server._model import (
     ErrorCode,
     ListQuery,
-    NewTask,
     Outcome,
     Progress,
     State,
@@ -33,63 +39,9 @@ from conveyor_server._store import (
     IdempotencyConflict,
     QueueFull,
     StoreUnavailable,
-    TaskStore,
-    TaskSubscription,
 )
 
-NOTICE_SECONDS = 5.0
 NOW = 1_700_000_000.0
-
-
-def new_task(
-    *,
-    key: str | None = None,
-    request: str = "first",
-    labels: dict[str, str] | None = None,
-    max_attempts: int = 1,
-    delay: float = 0.0,
-) -> NewTask:
-    return NewTask(
-        type="echo",
-        payload=b"\x0a\x00",
-        labels=labels,
-        max_attempts=max_attempts,
-        priority=0,
-        timeout=None,
-        delay=delay,
-        idempotency_key=key,
-        fingerprint=request.encode() if key else None,
-    )
-
-
-class RecordingListener:
-    def __init__(self) -> None:
-        self.work = 0
-        self.cancels: list[str] = []
-
-    def work_available(self) -> None:
-        self.work += 1
-
-    def cancel_requested(self, task_id: str) -> None:
-        self.cancels.append(task_id)
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + NOTICE_SECONDS
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {NOTICE_SECONDS} s: {what}")
-        await asyncio.sleep(0.01)
-
-
-async def next_change(subscription: TaskSubscription) -> TaskRecord:
-    return await asyncio.wait_for(subscription.next(), NOTICE_SECONDS)
-
-
-async def current(store: TaskStore, task_id: str) -> TaskRecord:
-    record = await store.get(task_id)
-    assert record is not None
-    return record
 
 
 OpenStore = Callable[..., RedisStore]
