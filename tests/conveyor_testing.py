@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from conveyor_server import (
@@ -114,6 +117,21 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound and released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command() -> list[str]:
+    """How to run `conveyor-server` from this environment."""
+    script = Path(sys.executable).with_name("conveyor-server")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "conveyor_server"]
 
 
 def drop_redis_prefix(host: str, port: int, prefix: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conveyor_testing import free_port, server_command
 
 from conveyor import Client, TaskState
 from conveyor_server._logging import JsonFormatter, configure_logging
@@ -22,19 +23,6 @@ from conveyor_server._logging import JsonFormatter, configure_logging
 SECRET = "payload-secret-7f3a9c"
 TOKEN = "log-test-token-0123456789abcdef"
 TENANT = "acme"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_command() -> list[str]:
-    script = Path(sys.executable).with_name("conveyor-server")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "conveyor_server"]
 
 
 def format_json(record: logging.LogRecord) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread, test_config, test_registry
+from conveyor_testing import ServerThread, free_port, test_config, test_registry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,12 +23,6 @@ from conveyor_server._stores import open_store
 TOKEN = "metrics-test-token-0123456789"
 TENANT = "acme"
 TASK_COUNTERS = ("submitted", "started", "succeeded", "failed", "cancelled", "retried")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int) -> dict[str, Metric]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conveyor_testing import ServerThread
+from conveyor_testing import ServerThread, free_port, server_command
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from raw_api import Api
@@ -80,19 +79,6 @@ def test_unfinished_tasks_go_back_to_the_queue_without_spending_an_attempt(make_
     assert record.attempt == 0
     api.close()
     thread.server = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_command() -> list[str]:
-    script = Path(sys.executable).with_name("conveyor-server")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "conveyor_server"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

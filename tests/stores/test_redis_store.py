@@ -8,14 +8,13 @@ local Redis.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
-from conveyor_testing import ServerThread
+from conveyor_testing import ServerThread, free_port
 from stores.store_support import (
     RecordingListener,
     current,
@@ -75,13 +74,6 @@ async def open_store(redis_url: str) -> AsyncIterator[OpenStore]:
     yield make
     for store in opened:
         await store.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 # -- two processes ------------------------------------------------------------
@@ -403,7 +395,7 @@ def test_url_options_are_checked() -> None:
 
 
 async def test_unreachable_redis_raises_store_unavailable_quickly() -> None:
-    port = closed_port()
+    port = free_port()
     store = RedisStore(
         f"redis://127.0.0.1:{port}/0?prefix=nowhere",
         max_queue=10,
