@@ -60,7 +60,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from conveyor_server import _sqlite_schema as schema
 from conveyor_server._memory_store import MemoryStore
@@ -217,21 +217,18 @@ class SqliteStore:
 
     async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
         self._check()
-        try:
-            record = await self._memory.cancel(task_id, now, tenant)
-        except InvalidTransition as exc:
-            # The finished state it names must be on disk too.
-            await self._committed([exc.record])
-            raise
-        if record is None:
-            return None
-        [record] = await self._committed([record])
-        return record
+        return await self._committed_one(self._memory.cancel(task_id, now, tenant))
 
     async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
         self._check()
+        return await self._committed_one(self._memory.retry(task_id, now, tenant))
+
+    async def _committed_one(self, change: Awaitable[TaskRecord | None]) -> TaskRecord | None:
+        """The record a change of one task returns, once committed. A change
+        refused with InvalidTransition names a state that must be on disk
+        too before the refusal is answered."""
         try:
-            record = await self._memory.retry(task_id, now, tenant)
+            record = await change
         except InvalidTransition as exc:
             await self._committed([exc.record])
             raise
