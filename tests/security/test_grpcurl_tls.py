@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
-import pytest
-from conveyor_testing import ServerThread
+from conveyor_testing import ServerThread, grpcurl_path
 
-
-def find_grpcurl() -> str | None:
-    beside_python = Path(sys.executable).with_name("grpcurl")
-    if beside_python.exists():
-        return str(beside_python)
-    return shutil.which("grpcurl")
-
-
-GRPCURL = find_grpcurl()
-
-if GRPCURL is None:
-    if os.environ.get("CI") == "true":
-        pytest.fail("grpcurl is missing; CI must run these tests", pytrace=False)
-    pytest.skip("grpcurl is not installed", allow_module_level=True)
+GRPCURL = grpcurl_path()
 
 
 def grpcurl(
@@ -37,7 +19,6 @@ def grpcurl(
     data: Any = None,
     client_cert: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    assert GRPCURL is not None
     cmd = [GRPCURL, "-cacert", str(pki.ca)]
     if client_cert:
         cmd += ["-cert", str(pki.client_cert), "-key", str(pki.client_key)]
