@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread, drop_redis_prefix, need_server, test_config
+
+from tests.support.server import ServerThread, drop_redis_prefix, need_server, test_config
 
 REDIS_HOST = os.environ.get("CONVEYOR_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CONVEYOR_TEST_REDIS_PORT", "6379"))

@@ -22,10 +22,9 @@ from conveyor_server._handlers import (
     default_registry,
     task,
 )
-from conveyor_server._memory_store import MemoryStore
 from conveyor_server._server import ConveyorServer, grpc_server_options
-from conveyor_server._store import TaskStore, TaskSubscription
 from conveyor_server._worker import ConveyorWorker
+from conveyor_server.stores import MemoryStore, TaskStore, TaskSubscription
 
 __all__ = [
     "ConveyorServer",

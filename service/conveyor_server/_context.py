@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 
-from conveyor_server._model import Progress
+from conveyor_server.stores import Progress
 
 logger = logging.getLogger("conveyor_server.tasks")
 _EVENT_LOCK = threading.Lock()

@@ -10,7 +10,7 @@ from google.protobuf import struct_pb2
 
 from conveyor._struct import struct_to_dict, value_to_python
 from conveyor.v1 import task_pb2
-from conveyor_server._model import TaskRecord
+from conveyor_server.stores import TaskRecord
 
 _NULL = struct_pb2.NULL_VALUE
 

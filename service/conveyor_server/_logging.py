@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from conveyor_server._model import TaskRecord
+from conveyor_server.stores import TaskRecord
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

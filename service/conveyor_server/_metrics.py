@@ -35,8 +35,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from conveyor_server._model import State, TaskRecord
-from conveyor_server._store import TaskStore
+from conveyor_server.stores import State, TaskRecord, TaskStore
 
 logger = logging.getLogger(__name__)
 

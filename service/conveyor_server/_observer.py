@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from conveyor_server._model import TaskRecord
+from conveyor_server.stores import TaskRecord
 
 
 class TaskObserver(Protocol):

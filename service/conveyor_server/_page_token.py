@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 
-from conveyor_server._model import ListQuery
+from conveyor_server.stores import ListQuery
 
 
 class BadPageToken(ValueError):

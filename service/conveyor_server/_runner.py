@@ -28,9 +28,17 @@ from conveyor_server._context import TaskCancelled, TaskContext
 from conveyor_server._convert import ResultNotJSON, payload_to_python, result_to_bytes
 from conveyor_server._handlers import HandlerRegistry, InvalidPayload, NonRetryableError
 from conveyor_server._logging import task_fields
-from conveyor_server._model import ErrorCode, Outcome, Progress, State, TaskFailure, TaskRecord
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
-from conveyor_server._store import StoreError, TaskStore
+from conveyor_server.stores import (
+    ErrorCode,
+    Outcome,
+    Progress,
+    State,
+    StoreError,
+    TaskFailure,
+    TaskRecord,
+    TaskStore,
+)
 
 logger = logging.getLogger(__name__)
 

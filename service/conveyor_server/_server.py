@@ -20,11 +20,10 @@ from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._observer import NULL_OBSERVER
 from conveyor_server._page_token import PageTokens
 from conveyor_server._servicer import Gate, TaskServicer, service_handler
-from conveyor_server._store import TaskStore
-from conveyor_server._stores import open_store
 from conveyor_server._tls import server_credentials
 from conveyor_server._validation import RequestValidator
 from conveyor_server._worker import build_metrics, build_registry, build_runner, start_metrics
+from conveyor_server.stores import TaskStore, open_store
 
 logger = logging.getLogger(__name__)
 

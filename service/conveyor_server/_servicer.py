@@ -19,18 +19,19 @@ from conveyor_server._auth import current_tenant
 from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
 from conveyor_server._logging import task_fields
-from conveyor_server._model import ListQuery, State
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
 from conveyor_server._runner import TaskRunner
-from conveyor_server._store import (
+from conveyor_server._validation import RequestValidator, check_id, page_size
+from conveyor_server.stores import (
     IdempotencyConflict,
     InvalidTransition,
+    ListQuery,
     QueueFull,
+    State,
     StoreUnavailable,
     TaskStore,
 )
-from conveyor_server._validation import RequestValidator, check_id, page_size
 
 logger = logging.getLogger(__name__)
 

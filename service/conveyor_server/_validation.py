@@ -12,7 +12,7 @@ from conveyor_server._convert import MAX_NESTING, StructView
 from conveyor_server._errors import invalid_argument
 from conveyor_server._handlers import HandlerRegistry, InvalidPayload
 from conveyor_server._ids import MAX_ID_LENGTH, SAFE_ID
-from conveyor_server._model import NewTask
+from conveyor_server.stores import NewTask
 
 MAX_BATCH = 1000
 MAX_ATTEMPTS = 100

@@ -16,8 +16,7 @@ from conveyor_server._handlers import HandlerRegistry, default_registry, import_
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._runner import RetryPolicy, TaskRunner
-from conveyor_server._store import TaskStore
-from conveyor_server._stores import open_store
+from conveyor_server.stores import TaskStore, open_store
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ import uuid
 from typing import Any
 
 import pytest
-from conveyor_testing import grpcurl_path
+
+from tests.support.server import grpcurl_path
 
 SERVICE = "conveyor.v1.TaskService"
 HEALTH = "grpc.health.v1.Health"

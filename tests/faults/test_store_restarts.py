@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conveyor_testing import need_server
-from faults.checker import History, Runs
-from faults.procs import Process, RedisServer, start_server
 
 from conveyor import Client, ConveyorError, Task
+from tests.support.checker import History, Runs
+from tests.support.procs import Process, RedisServer, start_server
+from tests.support.server import need_server
 
 
 class Submitter(threading.Thread):

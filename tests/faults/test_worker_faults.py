@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from faults.checker import History, Runs
-from faults.procs import Process, start_server, start_worker, wait_until
 
 from conveyor import Client, ConveyorError, Task, TaskState
+from tests.support.checker import History, Runs
+from tests.support.procs import Process, start_server, start_worker, wait_until
 
 LEASE = 2  # seconds; the reaper waits LEASE + MARGIN after the last renewal
 MARGIN = "lease_margin=0.5"

@@ -5,10 +5,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conveyor_testing import ServerThread, drop_redis_prefix, test_config
-from raw_api import Api
 
 from conveyor_server import _runner
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread, drop_redis_prefix, test_config
 
 
 @pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])

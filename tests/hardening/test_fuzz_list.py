@@ -13,9 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conveyor_testing import ServerThread
 from google.protobuf import duration_pb2
-from hardening.fuzz_support import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor.v1 import task_pb2
+from conveyor.v1 import task_service_pb2 as pb
+from tests.support.fuzz import (
     FUZZ,
     Code,
     answer_of,
@@ -25,12 +29,8 @@ from hardening.fuzz_support import (
     int32,
     scaled,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from raw_api import Api
-
-from conveyor.v1 import task_pb2
-from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread
 
 LIST_EXAMPLES = 1400
 STATES = range(1, 6)  # TASK_STATE_PENDING .. TASK_STATE_CANCELLED

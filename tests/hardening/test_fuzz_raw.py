@@ -11,8 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
-from conveyor_testing import ServerThread
-from hardening.fuzz_support import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor.v1 import task_service_pb2 as pb
+from tests.support.fuzz import (
     FUZZ,
     Answer,
     Code,
@@ -22,11 +25,8 @@ from hardening.fuzz_support import (
     check_clean,
     scaled,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from raw_api import Api
-
-from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread
 
 RAW_EXAMPLES = 2200
 Metadata = tuple[tuple[str, str | bytes], ...]

@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conveyor_testing import ServerThread
 from google.protobuf import duration_pb2
-from hardening.fuzz_support import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor.v1 import task_pb2
+from conveyor.v1 import task_service_pb2 as pb
+from tests.support.fuzz import (
     FUZZ,
     SAFE_ID,
     TERMINAL,
@@ -27,12 +31,8 @@ from hardening.fuzz_support import (
     scaled,
     wait_until,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from raw_api import Api
-
-from conveyor.v1 import task_pb2
-from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread
 
 READ_EXAMPLES = 2800
 CHANGE_EXAMPLES = 1400

@@ -9,8 +9,12 @@ task reads back as it was given.
 from __future__ import annotations
 
 import pytest
-from conveyor_testing import ServerThread
-from hardening.fuzz_support import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conveyor.v1 import task_pb2
+from conveyor.v1 import task_service_pb2 as pb
+from tests.support.fuzz import (
     FUZZ,
     MAX_BATCH,
     Answer,
@@ -28,12 +32,8 @@ from hardening.fuzz_support import (
     unparseable_allowed,
     valid_submit_requests,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from raw_api import Api
-
-from conveyor.v1 import task_pb2
-from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread
 
 SUBMIT_EXAMPLES = 2000
 BATCH_EXAMPLES = 400

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread, test_config, test_registry
-from hardening.fuzz_support import Code, answer_of, struct_of
-from raw_api import Api
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server import HandlerRegistry, TaskContext
+from tests.support.fuzz import Code, answer_of, struct_of
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread, test_config, test_registry
 
 registry = HandlerRegistry()
 registry.update(test_registry)

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conveyor_testing import ServerThread
-from hardening.fuzz_support import assert_healthy, eventually, wait_until
-from raw_api import Api
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
+from tests.support.fuzz import assert_healthy, eventually, wait_until
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread
 
 STREAMS = 5000
 ROUNDS = 10
@@ -38,7 +38,7 @@ CHANNELS = 10
 # at once meets that; this one opens them 500 at a time.
 WAVE = 500
 DROPS = ("cancel", "close", "kill")
-CLIENT = Path(__file__).with_name("watch_storm_client.py")
+CLIENT = Path(__file__).parents[1] / "support" / "watch_storm_client.py"
 
 # The bounds on what may remain after 50,000 streams came and went.
 # Python objects: a stream that left anything behind (its generator, its

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conveyor_testing import free_port, server_command
 
 from conveyor import Client, TaskState
 from conveyor_server._logging import JsonFormatter, configure_logging
+from tests.support.server import free_port, server_command
 
 SECRET = "payload-secret-7f3a9c"
 TOKEN = "log-test-token-0123456789abcdef"

@@ -10,15 +10,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread, free_port, test_config, test_registry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 import conveyor
 from conveyor import Client, TaskState
 from conveyor_server import ConveyorWorker
-from conveyor_server._model import NewTask
-from conveyor_server._stores import open_store
+from conveyor_server.stores import NewTask, open_store
+from tests.support.server import ServerThread, free_port, test_config, test_registry
 
 TOKEN = "metrics-test-token-0123456789"
 TENANT = "acme"

@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conveyor_testing import ServerThread
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -20,6 +19,7 @@ from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_server import ServerConfig
 from conveyor_server._auth import load_tokens, parse_token_file, parse_token_list
 from conveyor_server._main import config_from_args
+from tests.support.server import ServerThread
 
 MakeServer = Callable[..., ServerThread]
 

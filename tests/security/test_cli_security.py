@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conveyor_testing import ServerThread
 
 from conveyor._cli_commands import cli
+from tests.support.server import ServerThread
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:

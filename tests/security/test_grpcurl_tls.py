@@ -6,7 +6,7 @@ import json
 import subprocess
 from typing import Any
 
-from conveyor_testing import ServerThread, grpcurl_path
+from tests.support.server import ServerThread, grpcurl_path
 
 GRPCURL = grpcurl_path()
 

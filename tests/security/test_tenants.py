@@ -9,11 +9,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conveyor_testing import ServerThread
 
 from conveyor import AlreadyExists, AsyncClient, Client, TaskNotFound, TaskSpec, TaskState
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from tests.support.server import ServerThread
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from typing import Any
 
 import grpc
 import pytest
-from conveyor_testing import ServerThread
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor import AsyncClient, Client, TaskState, Unavailable, tls
 from conveyor_server import ConveyorServer, ServerConfig
 from conveyor_server._main import config_from_args
+from tests.support.server import ServerThread
 
 MakeServer = Callable[..., ServerThread]
 

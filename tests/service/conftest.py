@@ -4,8 +4,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread
-from raw_api import Api
+
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread
 
 
 @pytest.fixture

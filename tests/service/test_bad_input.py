@@ -8,9 +8,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from raw_api import Api, payload, violations
 
 from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api, payload, violations
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:

@@ -7,11 +7,11 @@ import time
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from raw_api import Api
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
-from conveyor_server._store import StoreUnavailable
+from conveyor_server.stores import StoreUnavailable
+from tests.support.raw_api import Api
 
 PENDING, RUNNING = task_pb2.TASK_STATE_PENDING, task_pb2.TASK_STATE_RUNNING
 SUCCEEDED, FAILED, CANCELLED = (

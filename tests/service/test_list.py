@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 from google.protobuf import duration_pb2
-from raw_api import Api
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api
 
 
 def list_all(api: Api, **filters: object) -> list[task_pb2.Task]:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conveyor_testing import ServerThread, free_port, server_command
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from raw_api import Api
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread, free_port, server_command
 
 SERVICE = "conveyor.v1.TaskService"
 

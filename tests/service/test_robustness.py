@@ -8,9 +8,9 @@ import grpc
 from google.protobuf import duration_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from raw_api import Api
 
 from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api
 
 ACCEPTABLE = {
     grpc.StatusCode.OK,

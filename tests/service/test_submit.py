@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from raw_api import Api, payload
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api, payload
 
 
 def test_submit_returns_pending_task_at_once(api: Api) -> None:

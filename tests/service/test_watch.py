@@ -7,13 +7,13 @@ import time
 
 import grpc
 import pytest
-from conveyor_testing import ServerThread
 from google.protobuf import duration_pb2
-from raw_api import Api
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from tests.support.raw_api import Api
+from tests.support.server import ServerThread
 
 
 def watch(api: Api, task_id: str, since: int = 0) -> list[task_pb2.Task]:

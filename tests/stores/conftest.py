@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from conveyor_server._config import ServerConfig
-from conveyor_server._store import TaskStore
-from conveyor_server._stores import open_store
+from conveyor_server.stores import TaskStore, open_store
 
 # A lease short enough to lapse within a test, with a small margin for
 # clock skew, for the tests of stores shared by several processes.

@@ -13,7 +13,19 @@ import time
 from typing import Any, Protocol
 
 import pytest
-from stores.store_support import (
+
+from conveyor_server.stores import (
+    ErrorCode,
+    IdempotencyConflict,
+    InvalidTransition,
+    ListQuery,
+    Outcome,
+    Progress,
+    QueueFull,
+    State,
+    TaskStore,
+)
+from tests.support.stores import (
     BOOM,
     RecordingListener,
     current,
@@ -23,20 +35,6 @@ from stores.store_support import (
     next_change,
     struct_bytes,
     value_bytes,
-)
-
-from conveyor_server._model import (
-    ErrorCode,
-    ListQuery,
-    Outcome,
-    Progress,
-    State,
-)
-from conveyor_server._store import (
-    IdempotencyConflict,
-    InvalidTransition,
-    QueueFull,
-    TaskStore,
 )
 
 

@@ -14,30 +14,28 @@ from typing import Any
 
 import pytest
 import redis
-from conveyor_testing import ServerThread, free_port
-from stores.store_support import (
+
+from conveyor import Client, TaskState
+from conveyor_server.stores import (
+    ErrorCode,
+    IdempotencyConflict,
+    ListQuery,
+    Outcome,
+    Progress,
+    QueueFull,
+    RedisStore,
+    State,
+    StoreUnavailable,
+    TaskFailure,
+    TaskRecord,
+)
+from tests.support.server import ServerThread, free_port
+from tests.support.stores import (
     RecordingListener,
     current,
     eventually,
     new_task,
     next_change,
-)
-
-from conveyor import Client, TaskState
-from conveyor_server._model import (
-    ErrorCode,
-    ListQuery,
-    Outcome,
-    Progress,
-    State,
-    TaskFailure,
-    TaskRecord,
-)
-from conveyor_server._redis_store import RedisStore
-from conveyor_server._store import (
-    IdempotencyConflict,
-    QueueFull,
-    StoreUnavailable,
 )
 
 NOW = 1_700_000_000.0

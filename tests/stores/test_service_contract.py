@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from conveyor_testing import ServerThread
 
 from conveyor import AlreadyExists, Client, TaskFailed, TaskSpec, TaskState
+from tests.support.server import ServerThread
 
 MakeServer = Callable[..., ServerThread]
 

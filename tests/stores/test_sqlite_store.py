@@ -20,28 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conveyor_testing import ServerThread, test_config
 
 import conveyor
 import conveyor_server
-from conveyor_server import _sqlite_schema
-from conveyor_server._model import (
+from conveyor_server.stores import (
     ErrorCode,
+    IdempotencyConflict,
     ListQuery,
     NewTask,
     Outcome,
     Progress,
+    QueueFull,
+    SqliteStore,
     State,
+    StoreUnavailable,
     TaskFailure,
     TaskRecord,
-)
-from conveyor_server._sqlite_store import SqliteStore
-from conveyor_server._store import (
-    IdempotencyConflict,
-    QueueFull,
-    StoreUnavailable,
     TaskStore,
 )
+from conveyor_server.stores.sqlite import schema as _sqlite_schema
+from tests.support.server import ServerThread, test_config
 
 T0 = 1_700_000_000.0
 
@@ -398,8 +396,8 @@ async def test_calls_after_close_are_refused(stores: Stores) -> None:
 
 CREATOR = """
 import asyncio, sys, time
-from conveyor_server._model import NewTask
-from conveyor_server._sqlite_store import SqliteStore
+from conveyor_server.stores import NewTask
+from conveyor_server.stores import SqliteStore
 
 async def creator(store):
     while True:

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-from conveyor_testing import free_port, server_command
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-HERE = Path(__file__).resolve().parent
+from tests.support.server import free_port, server_command
+
+# The repository root: server processes import `tests.support.fault_tasks`.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
@@ -87,9 +89,9 @@ class Process:
 
 def conveyor_env(run_log: Path, **settings: object) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env["CONVEYOR_TEST_RUN_LOG"] = str(run_log)
-    env["CONVEYOR_TASKS"] = "fault_tasks"
+    env["CONVEYOR_TASKS"] = "tests.support.fault_tasks"
     env["CONVEYOR_UVLOOP"] = "false"
     env["CONVEYOR_RETRY_BACKOFF_SECONDS"] = "0.05"
     env["CONVEYOR_RETRY_BACKOFF_MAX_SECONDS"] = "0.2"

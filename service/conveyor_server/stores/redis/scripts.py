@@ -36,7 +36,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor_server._model import Progress, State, TaskFailure, TaskRecord
+from conveyor_server.stores._records import Progress, State, TaskFailure, TaskRecord
 
 # Tasks a list script examines per call: bounds how long one call holds Redis.
 LIST_SCAN = 500

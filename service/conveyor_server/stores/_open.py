@@ -5,8 +5,8 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 from conveyor_server._config import ServerConfig
-from conveyor_server._memory_store import MemoryStore
-from conveyor_server._store import TaskStore
+from conveyor_server.stores._protocol import TaskStore
+from conveyor_server.stores.memory import MemoryStore
 
 SUPPORTED = ("memory://", "sqlite:///path/to/tasks.db", "redis://host:port/db")
 
@@ -20,7 +20,7 @@ def open_store(config: ServerConfig) -> TaskStore:
             max_queue_per_tenant=config.max_queue_per_tenant or None,
         )
     if url.scheme == "sqlite":
-        from conveyor_server._sqlite_store import SqliteStore
+        from conveyor_server.stores.sqlite.store import SqliteStore
 
         # sqlite:///relative.db and sqlite:////absolute/path.db, as SQLAlchemy
         # spells them; the query may set synchronous=full|normal.
@@ -36,7 +36,7 @@ def open_store(config: ServerConfig) -> TaskStore:
             max_queue_per_tenant=config.max_queue_per_tenant or None,
         )
     if url.scheme in ("redis", "rediss"):
-        from conveyor_server._redis_store import RedisStore
+        from conveyor_server.stores.redis.store import RedisStore
 
         return RedisStore(
             config.store,

@@ -1,5 +1,5 @@
 """Handlers for the fault tests, loaded by server and worker subprocesses
-with `--tasks fault_tasks`.
+with `--tasks tests.support.fault_tasks`.
 
 `logged` appends a line per event to the file named by CONVEYOR_TEST_RUN_LOG:
 `<task id> <attempt> <pid> start|end|stopped`. Lines are short and written

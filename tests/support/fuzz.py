@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from conveyor_testing import ServerThread
 from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from raw_api import Api, violations
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
+from tests.support.raw_api import Api, violations
+from tests.support.server import ServerThread
 
 # Deterministic, so CI runs the same cases every time and a failure can be
 # rerun as is; no example database, so nothing is written to the tree.

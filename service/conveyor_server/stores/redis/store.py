@@ -31,11 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor_server import _redis_scripts as lua
 from conveyor_server._ids import new_task_id
-from conveyor_server._model import ListQuery, NewTask, Outcome, Progress, TaskRecord
-from conveyor_server._redis_scripts import existing_record, number, opt, pack, progress_values
-from conveyor_server._store import (
+from conveyor_server.stores._protocol import (
     IdempotencyConflict,
     InvalidTransition,
     LatestSubscription,
@@ -44,6 +41,9 @@ from conveyor_server._store import (
     StoreListener,
     StoreUnavailable,
 )
+from conveyor_server.stores._records import ListQuery, NewTask, Outcome, Progress, TaskRecord
+from conveyor_server.stores.redis import scripts as lua
+from conveyor_server.stores.redis.scripts import existing_record, number, opt, pack, progress_values
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from conveyor_server._model import ListQuery, NewTask, Outcome, Progress, TaskRecord
+from conveyor_server.stores._records import ListQuery, NewTask, Outcome, Progress, TaskRecord
 
 
 class StoreError(Exception):

@@ -10,21 +10,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from conveyor_server._ids import new_task_id
-from conveyor_server._model import (
-    ListQuery,
-    NewTask,
-    Outcome,
-    Progress,
-    State,
-    TaskRecord,
-)
-from conveyor_server._store import (
+from conveyor_server.stores._protocol import (
     IdempotencyConflict,
     InvalidTransition,
     LatestSubscription,
     LeaseReport,
     QueueFull,
     StoreListener,
+)
+from conveyor_server.stores._records import (
+    ListQuery,
+    NewTask,
+    Outcome,
+    Progress,
+    State,
+    TaskRecord,
 )
 
 # Queue entries carry the record's version at enqueue time: a popped entry

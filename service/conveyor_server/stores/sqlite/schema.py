@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from conveyor_server._model import Progress, State, TaskFailure, TaskRecord
+from conveyor_server.stores._records import Progress, State, TaskFailure, TaskRecord
 
 SCHEMA_VERSION = 1
 

@@ -62,9 +62,14 @@ import threading
 import time
 from collections.abc import Awaitable, Sequence
 
-from conveyor_server import _sqlite_schema as schema
-from conveyor_server._memory_store import MemoryStore
-from conveyor_server._model import (
+from conveyor_server.stores._protocol import (
+    InvalidTransition,
+    LatestSubscription,
+    LeaseReport,
+    StoreListener,
+    StoreUnavailable,
+)
+from conveyor_server.stores._records import (
     ErrorCode,
     ListQuery,
     NewTask,
@@ -74,13 +79,8 @@ from conveyor_server._model import (
     TaskFailure,
     TaskRecord,
 )
-from conveyor_server._store import (
-    InvalidTransition,
-    LatestSubscription,
-    LeaseReport,
-    StoreListener,
-    StoreUnavailable,
-)
+from conveyor_server.stores.memory import MemoryStore
+from conveyor_server.stores.sqlite import schema
 
 logger = logging.getLogger(__name__)
 

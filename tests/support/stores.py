@@ -11,8 +11,15 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from conveyor_server._model import ErrorCode, ListQuery, NewTask, TaskFailure, TaskRecord
-from conveyor_server._store import TaskStore, TaskSubscription
+from conveyor_server.stores import (
+    ErrorCode,
+    ListQuery,
+    NewTask,
+    TaskFailure,
+    TaskRecord,
+    TaskStore,
+    TaskSubscription,
+)
 
 # How long a notification that travels through a server (Redis pub/sub) may take.
 NOTICE_SECONDS = 5.0

@@ -1,0 +1,64 @@
+"""Where tasks live: the `TaskStore` protocol, its vocabulary and its three stores.
+
+A store is chosen by URL with `open_store`:
+
+- `memory://` (`MemoryStore`): the default; fast, lost on restart;
+- `sqlite:///path` (`SqliteStore`): one node, durable;
+- `redis://host:port/db` (`RedisStore`): shared by server replicas and
+  worker processes.
+
+Everything else in the server touches tasks only through the protocol and
+the record types exported here.
+"""
+
+from conveyor_server.stores._open import open_store
+from conveyor_server.stores._protocol import (
+    IdempotencyConflict,
+    InvalidTransition,
+    LatestSubscription,
+    LeaseReport,
+    QueueFull,
+    StoreError,
+    StoreListener,
+    StoreUnavailable,
+    TaskStore,
+    TaskSubscription,
+)
+from conveyor_server.stores._records import (
+    ErrorCode,
+    ListQuery,
+    NewTask,
+    Outcome,
+    Progress,
+    State,
+    TaskFailure,
+    TaskRecord,
+)
+from conveyor_server.stores.memory import MemoryStore
+from conveyor_server.stores.redis import RedisStore
+from conveyor_server.stores.sqlite import SqliteStore
+
+__all__ = [
+    "ErrorCode",
+    "IdempotencyConflict",
+    "InvalidTransition",
+    "LatestSubscription",
+    "LeaseReport",
+    "ListQuery",
+    "MemoryStore",
+    "NewTask",
+    "Outcome",
+    "Progress",
+    "QueueFull",
+    "RedisStore",
+    "SqliteStore",
+    "State",
+    "StoreError",
+    "StoreListener",
+    "StoreUnavailable",
+    "TaskFailure",
+    "TaskRecord",
+    "TaskStore",
+    "TaskSubscription",
+    "open_store",
+]
