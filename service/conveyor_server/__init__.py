@@ -14,6 +14,7 @@ then run `conveyor-server --tasks mypackage.tasks`.
 
 from conveyor_server._config import ServerConfig
 from conveyor_server._context import TaskCancelled, TaskContext
+from conveyor_server._engine import TaskEngine
 from conveyor_server._handlers import (
     HandlerRegistry,
     InvalidPayload,
@@ -36,6 +37,7 @@ __all__ = [
     "ServerConfig",
     "TaskCancelled",
     "TaskContext",
+    "TaskEngine",
     "TaskHandler",
     "TaskStore",
     "TaskSubscription",

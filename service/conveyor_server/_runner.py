@@ -14,27 +14,32 @@ import atexit
 import contextlib
 import logging
 import queue
-import random
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from conveyor_server._context import TaskCancelled, TaskContext
-from conveyor_server._convert import ResultNotJSON, payload_to_python, result_to_bytes
-from conveyor_server._handlers import HandlerRegistry, InvalidPayload, NonRetryableError
-from conveyor_server._logging import task_fields
+from conveyor_server._attempts import (
+    HandlerReturned,
+    ProgressPosted,
+    RetryPolicy,
+    RunningAttempt,
+    log_ended,
+    log_started,
+    run_handler,
+)
+from conveyor_server._context import TaskContext
+from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server.stores import (
     ErrorCode,
     Outcome,
     Progress,
-    State,
     StoreError,
+    StoreListener,
     TaskFailure,
     TaskRecord,
     TaskStore,
@@ -58,109 +63,14 @@ def _release_all_workers() -> None:
 getattr(threading, "_register_atexit", atexit.register)(_release_all_workers)
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    backoff: float
-    backoff_max: float
+class TaskRunner(StoreListener):
+    """Claims due tasks from its store and runs their handlers.
 
-    def retry_at(self, attempt: int, max_attempts: int, now: float) -> float | None:
-        """When to run the next attempt after `attempt` failed, or None."""
-        if attempt >= max_attempts:
-            return None
-        ceiling = min(self.backoff_max, self.backoff * 2.0 ** (attempt - 1))
-        # Equal jitter: at least half the delay, so retries neither stampede
-        # nor collapse to zero.
-        return now + ceiling * random.uniform(0.5, 1.0)
+    The store is the runner's only source of news (`StoreListener`): it
+    says when work is due, when a running task is asked to stop, and when
+    an attempt was lost to another process.
+    """
 
-
-class _Running:
-    """One attempt in flight on this runner."""
-
-    __slots__ = (
-        "attempt",
-        "ctx",
-        "finished",
-        "max_attempts",
-        "progress",
-        "progress_posted",
-        "stop_timer",
-        "task_id",
-        "tenant",
-        "timeout_timer",
-    )
-
-    def __init__(self, record: TaskRecord, ctx: TaskContext) -> None:
-        self.task_id = record.id
-        self.tenant = record.tenant
-        self.attempt = record.attempt
-        self.max_attempts = record.max_attempts
-        self.ctx = ctx
-        # Set once the store has been told how the attempt ended, perhaps
-        # before the handler's thread returns (timeout, cancel, shutdown).
-        self.finished = False
-        self.progress: Progress | None = None
-        self.progress_posted = False
-        self.timeout_timer: asyncio.TimerHandle | None = None
-        self.stop_timer: asyncio.TimerHandle | None = None
-
-    def log_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "task_id": self.task_id,
-            "task_type": self.ctx.type,
-            "attempt": self.attempt,
-        }
-        if self.tenant:
-            fields["tenant"] = self.tenant
-        return fields
-
-
-def _log_started(records: Sequence[TaskRecord]) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        for record in records:
-            logger.debug(
-                "task %s attempt %d started", record.id, record.attempt, extra=task_fields(record)
-            )
-
-
-def _log_ended(records: Sequence[TaskRecord]) -> None:
-    """One line per attempt the store recorded the end of: DEBUG for a
-    success (thousands a second would flood INFO), INFO otherwise."""
-    debug = logger.isEnabledFor(logging.DEBUG)
-    for record in records:
-        state = record.state
-        if state is State.SUCCEEDED:
-            if debug:
-                logger.debug(
-                    "task %s attempt %d succeeded",
-                    record.id,
-                    record.attempt,
-                    extra=task_fields(record),
-                )
-        elif state is State.CANCELLED:
-            logger.info(
-                "task %s cancelled in attempt %d",
-                record.id,
-                record.attempt,
-                extra=task_fields(record),
-            )
-        elif state is State.FAILED or state is State.PENDING:
-            error = record.error
-            logger.info(
-                "task %s attempt %d failed: %s: %s%s",
-                record.id,
-                record.attempt,
-                error.code if error is not None else "",
-                error.message if error is not None else "",
-                "; will retry" if state is State.PENDING else "",
-                extra=task_fields(record),
-            )
-
-
-# What a handler thread reports: (running, result bytes, failure)
-_Done = tuple[_Running, bytes | None, TaskFailure | None]
-
-
-class TaskRunner:
     def __init__(
         self,
         store: TaskStore,
@@ -184,14 +94,16 @@ class TaskRunner:
         )
         # Each executor thread runs one long-lived loop over this queue: a
         # put is far cheaper than a Future per task.
-        self._jobs: queue.SimpleQueue[tuple[_Running, Any, bytes] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[RunningAttempt, Any, bytes] | None] = (
+            queue.SimpleQueue()
+        )
         self._due_timer: asyncio.TimerHandle | None = None
         self._due_at: float | None = None
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, RunningAttempt] = {}
         # Threads occupied by a handler; can exceed len(_running) while a
         # handler that was given up on (timeout, cancel) has not returned.
         self._busy = 0
-        self._from_threads: deque[tuple[str, Any]] = deque()
+        self._from_threads: deque[ProgressPosted | HandlerReturned] = deque()
         self._signalled = False
         self._local_outcomes: list[Outcome] = []
         self._wake = asyncio.Event()
@@ -201,7 +113,6 @@ class TaskRunner:
         self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._leases: asyncio.Task[None] | None = None
 
     @property
     def running_count(self) -> int:
@@ -214,27 +125,19 @@ class TaskRunner:
         for _ in range(self._workers):
             self._executor.submit(self._worker_loop)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="conveyor-dispatcher")
-        if self._store.lease_seconds is not None:
-            self._leases = asyncio.create_task(self._keep_leases(), name="conveyor-leases")
 
     # -- what the store tells us (StoreListener) -------------------------
 
-    def work_available(self) -> None:
-        if self._claiming:
-            self._wake.set()
-
-    def cancel_requested(self, task_id: str) -> None:
-        self.cancel_running(task_id)
-
-    def notify(self, due: float | None = None) -> None:
-        """New work is due at `due` (now when None); called on the loop after
-        submit and retry. A task due after the dispatcher's next wake-up
-        needs no wake-up of its own."""
-        if due is not None and self._due_at is not None and due >= self._due_at:
+    def work_available(self, due_time: float | None = None) -> None:
+        # A task due after the dispatcher's next wake-up needs no wake-up
+        # of its own.
+        if not self._claiming or (
+            due_time is not None and self._due_at is not None and due_time >= self._due_at
+        ):
             return
         self._wake.set()
 
-    def cancel_running(self, task_id: str) -> None:
+    def cancel_requested(self, task_id: str) -> None:
         """Ask the local handler of a task to stop; finish it as CANCELLED
         when it returns, or after the stop grace at the latest."""
         running = self._running.get(task_id)
@@ -274,9 +177,6 @@ class TaskRunner:
     async def close(self) -> None:
         self._stopped = True
         self._wake.set()
-        if self._leases is not None:
-            self._leases.cancel()
-            await asyncio.gather(self._leases, return_exceptions=True)
         if self._dispatcher is not None:
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._due_timer is not None:
@@ -286,40 +186,13 @@ class TaskRunner:
         # the process must be able to exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    # -- leases of a shared store ---------------------------------------
+    # -- attempts lost to another process ---------------------------------
 
-    async def _keep_leases(self) -> None:
-        """Renew the leases of running attempts every third of a lease, and
-        reap attempts of dead processes every lease."""
-        lease = self._store.lease_seconds
-        assert lease is not None
-        interval = lease / 3
-        next_reap = 0.0
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                held = [(r.task_id, r.attempt) for r in self._running.values()]
-                if held:
-                    report = await self._store.renew(held, self._clock())
-                    for task_id in report.lost:
-                        self._lose(task_id)
-                    for task_id in report.cancel_requested:
-                        self.cancel_running(task_id)
-                if time.monotonic() >= next_reap:
-                    # Jittered, so replicas do not all reap at once.
-                    next_reap = time.monotonic() + lease * random.uniform(0.5, 1.0)
-                    if await self._store.reap(self._clock()):
-                        self._wake.set()
-            except StoreError:
-                logger.warning("could not renew leases; the store is unavailable")
-            except Exception:
-                logger.exception("lease upkeep failed")
-
-    def _lose(self, task_id: str) -> None:
+    def attempt_lost(self, task_id: str, attempt: int) -> None:
         """Another process owns this task now: stop the local handler and
         report nothing (the store would refuse it anyway)."""
         running = self._running.get(task_id)
-        if running is None or running.finished:
+        if running is None or running.finished or running.attempt != attempt:
             return
         logger.warning(
             "task %s attempt %d lost its lease; stopping it here",
@@ -347,17 +220,10 @@ class TaskRunner:
                         claimed = await self._store.claim(free, now)
                         if claimed:
                             self._observer.tasks_started(claimed, now)
-                            _log_started(claimed)
+                            log_started(claimed)
                         for record in claimed:
                             self._start(record)
                 due = await self._store.next_due_time() if self._claiming else None
-                poll = self._store.poll_interval
-                if poll is not None and self._claiming:
-                    # A shared store: look again soon even with no news, in
-                    # case a notification from another process was lost.
-                    due = (
-                        min(due, self._clock() + poll) if due is not None else self._clock() + poll
-                    )
             except StoreError:
                 logger.exception("store call failed; retrying in 1s")
                 due = self._clock() + 1.0
@@ -392,14 +258,14 @@ class TaskRunner:
         progress: dict[str, tuple[str, int, Progress]] = {}
         now = self._clock()
         while events:
-            kind, item = events.popleft()
-            if kind == "progress":
-                running: _Running = item
+            event = events.popleft()
+            if isinstance(event, ProgressPosted):
+                running = event.running
                 running.progress_posted = False
                 if running.progress is not None and not running.finished:
                     progress[running.task_id] = (running.task_id, running.attempt, running.progress)
             else:
-                outcome = self._on_thread_done(item, now)
+                outcome = self._on_thread_done(event, now)
                 if outcome is not None:
                     progress.pop(outcome.task_id, None)
                     outcomes.append(outcome)
@@ -417,7 +283,7 @@ class TaskRunner:
             raise
         if ended:
             self._observer.attempts_ended(ended, now)
-            _log_ended(ended)
+            log_ended(ended)
         if not self._running:
             self._idle.set()
 
@@ -430,7 +296,7 @@ class TaskRunner:
             labels=record.labels or {},
             on_progress=self._progress_from_thread,
         )
-        running = _Running(record, ctx)
+        running = RunningAttempt(record, ctx)
         registration = self._registry.get(record.type)
         if registration is None:
             # Possible when a store outlives a deployment that knew the type.
@@ -454,8 +320,8 @@ class TaskRunner:
             assert self._loop is not None
             running.timeout_timer = self._loop.call_later(record.timeout, self._on_timeout, running)
 
-    def _on_thread_done(self, done: _Done, now: float) -> Outcome | None:
-        running, result, failure = done
+    def _on_thread_done(self, done: HandlerReturned, now: float) -> Outcome | None:
+        running, result, failure = done.running, done.result, done.failure
         self._busy -= 1
         for timer in (running.timeout_timer, running.stop_timer):
             if timer is not None:
@@ -485,12 +351,12 @@ class TaskRunner:
             progress=running.progress,
         )
 
-    def _finish_locally(self, running: _Running) -> None:
+    def _finish_locally(self, running: RunningAttempt) -> None:
         running.finished = True
         if self._running.get(running.task_id) is running:
             del self._running[running.task_id]
 
-    def _timeout_outcome(self, running: _Running, now: float) -> Outcome:
+    def _timeout_outcome(self, running: RunningAttempt, now: float) -> Outcome:
         failure = TaskFailure(
             ErrorCode.TIMEOUT,
             f"attempt {running.attempt} exceeded its execution timeout",
@@ -498,13 +364,13 @@ class TaskRunner:
         retry_at = self._retry.retry_at(running.attempt, running.max_attempts, now)
         return Outcome(running.task_id, running.attempt, failure=failure, retry_at=retry_at)
 
-    def _on_timeout(self, running: _Running) -> None:
+    def _on_timeout(self, running: RunningAttempt) -> None:
         if running.finished:
             return
         running.ctx.request_stop("timeout")
         self._arm_stop_timer(running, self._timeout_outcome(running, self._clock()))
 
-    def _arm_stop_timer(self, running: _Running, outcome: Outcome) -> None:
+    def _arm_stop_timer(self, running: RunningAttempt, outcome: Outcome) -> None:
         if running.stop_timer is not None:
             return
         assert self._loop is not None
@@ -512,7 +378,7 @@ class TaskRunner:
             self._stop_grace, self._give_up, running, outcome
         )
 
-    def _give_up(self, running: _Running, outcome: Outcome) -> None:
+    def _give_up(self, running: RunningAttempt, outcome: Outcome) -> None:
         """The handler did not stop within the grace: finish without it."""
         if running.finished:
             return
@@ -529,8 +395,8 @@ class TaskRunner:
 
     # -- handler threads ------------------------------------------------
 
-    def _post(self, kind: str, item: Any) -> None:
-        self._from_threads.append((kind, item))
+    def _post(self, event: ProgressPosted | HandlerReturned) -> None:
+        self._from_threads.append(event)
         if not self._signalled:
             self._signalled = True
             assert self._loop is not None
@@ -545,35 +411,14 @@ class TaskRunner:
         running.progress = progress
         if not running.progress_posted:
             running.progress_posted = True
-            self._post("progress", running)
+            self._post(ProgressPosted(running))
 
     def _worker_loop(self) -> None:
         get = self._jobs.get
-        run = self._run
+        post = self._post
         while (job := get()) is not None:
-            run(*job)
+            run_handler(*job, post)
 
     def _release_workers(self) -> None:
         for _ in range(self._workers):
             self._jobs.put(None)
-
-    def _run(self, running: _Running, handler: Any, payload: bytes) -> None:
-        result: bytes | None = None
-        failure: TaskFailure | None = None
-        try:
-            value = handler(running.ctx, payload_to_python(payload))
-            result = result_to_bytes(value)
-        except InvalidPayload as exc:
-            failure = TaskFailure(ErrorCode.INVALID_PAYLOAD, str(exc), type(exc).__name__)
-        except NonRetryableError as exc:
-            failure = TaskFailure(ErrorCode.NON_RETRYABLE, str(exc), type(exc).__name__)
-        except TaskCancelled as exc:
-            failure = TaskFailure(ErrorCode.INTERRUPTED, str(exc), type(exc).__name__)
-        except ResultNotJSON as exc:
-            failure = TaskFailure(ErrorCode.INVALID_RESULT, str(exc), type(exc).__name__)
-        except Exception as exc:
-            running.ctx.logger.info("handler raised %s", type(exc).__name__, exc_info=True)
-            message = str(exc) or type(exc).__name__
-            failure = TaskFailure(ErrorCode.HANDLER_ERROR, message[:4096], type(exc).__name__)
-        finally:
-            self._post("done", (running, result, failure))

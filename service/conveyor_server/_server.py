@@ -1,12 +1,9 @@
-"""Assembles a Conveyor server: store, runner, servicer, health, reflection."""
+"""ConveyorServer: a TaskEngine behind gRPC (servicer, health, reflection,
+authentication, TLS)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import os
-import time
 from typing import Any
 
 from grpc import aio
@@ -16,19 +13,19 @@ from grpc_reflection.v1alpha import reflection
 from conveyor.v1 import task_service_pb2
 from conveyor_server._auth import TokenAuthInterceptor, load_tokens
 from conveyor_server._config import ServerConfig
+from conveyor_server._engine import TaskEngine
 from conveyor_server._handlers import HandlerRegistry
-from conveyor_server._observer import NULL_OBSERVER
+from conveyor_server._metrics import ServerMetrics
 from conveyor_server._page_token import PageTokens
+from conveyor_server._runner import TaskRunner
 from conveyor_server._servicer import Gate, TaskServicer, service_handler
 from conveyor_server._tls import server_credentials
 from conveyor_server._validation import RequestValidator
-from conveyor_server._worker import build_metrics, build_registry, build_runner, start_metrics
-from conveyor_server.stores import TaskStore, open_store
+from conveyor_server.stores import TaskStore
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
-PURGE_INTERVAL_SECONDS = 1.0
 
 
 def grpc_server_options(config: ServerConfig) -> list[tuple[str, Any]]:
@@ -72,43 +69,58 @@ class ConveyorServer:
         # Read before anything opens, so a bad file stops the start at once.
         self._credentials = server_credentials(config)
         self._tokens = load_tokens(config)
-        self.registry = build_registry(config, registry)
-        self.store: TaskStore = store if store is not None else open_store(config)
-        self.metrics = build_metrics(config)
-        observer = self.metrics or NULL_OBSERVER
-        self.runner = build_runner(config, self.store, self.registry, observer)
+        self.engine = TaskEngine(config, registry, store)
         self.gate = Gate()
-        self.servicer = TaskServicer(
-            self.store,
-            self.runner,
+        # Built at start, once the store's signing key for page tokens is known.
+        self.servicer: TaskServicer | None = None
+        self._health = health.aio.HealthServicer()
+        self._server: aio.Server | None = None
+        self.port: int | None = None
+        self._stopping = False
+
+    @property
+    def store(self) -> TaskStore:
+        return self.engine.store
+
+    @property
+    def registry(self) -> HandlerRegistry:
+        return self.engine.registry
+
+    @property
+    def runner(self) -> TaskRunner:
+        return self.engine.runner
+
+    @property
+    def metrics(self) -> ServerMetrics | None:
+        return self.engine.metrics
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.engine.metrics_port
+
+    async def start(self) -> int:
+        """Bind, start serving and running tasks; returns the bound port."""
+        config = self.config
+        engine = self.engine
+        servicer = self.servicer = TaskServicer(
+            engine.store,
             RequestValidator(
-                self.registry,
+                engine.registry,
                 max_payload_bytes=config.max_payload_bytes,
                 default_max_attempts=config.default_max_attempts,
                 default_timeout=config.default_timeout_seconds or None,
             ),
-            PageTokens(os.urandom(32)),
+            PageTokens(await engine.store.signing_key()),
             self.gate,
             max_watchers=config.max_watchers,
             max_watchers_per_tenant=config.max_watchers_per_tenant or None,
-            observer=observer,
+            observer=engine.observer,
         )
-        self._health = health.aio.HealthServicer()
-        self._server: aio.Server | None = None
-        self._maintenance: asyncio.Task[None] | None = None
-        self.port: int | None = None
-        self.metrics_port: int | None = None
-        self._stopping = False
-
-    async def start(self) -> int:
-        """Bind, start serving and running tasks; returns the bound port."""
         interceptors = (
-            []
-            if self._tokens is None
-            else [TokenAuthInterceptor(self._tokens, self.metrics or NULL_OBSERVER)]
+            [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
         )
-        server = aio.server(options=grpc_server_options(self.config), interceptors=interceptors)
-        server.add_generic_rpc_handlers((service_handler(self.servicer),))
+        server = aio.server(options=grpc_server_options(config), interceptors=interceptors)
+        server.add_generic_rpc_handlers((service_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -124,16 +136,10 @@ class ConveyorServer:
             port = server.add_secure_port(self.config.address, self._credentials)
         if port == 0:
             raise OSError(f"cannot listen on {self.config.address}")
-        servicer = self.servicer
-        self.metrics_port = await start_metrics(
-            self.metrics, self.config, self.store, self.runner, lambda: servicer.watchers
-        )
-        self.servicer.page_tokens = PageTokens(await self.store.signing_key())
-        await self.runner.start()
+        await engine.start(watchers=lambda: servicer.watchers)
         await server.start()
         self._server = server
         self.port = port
-        self._maintenance = asyncio.create_task(self._purge_loop(), name="conveyor-retention")
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "conveyor serving on %s:%d (store %s, %d workers, task types: %s)",
@@ -175,14 +181,6 @@ class ConveyorServer:
         await self._health.set("", status)
         await self._health.set(SERVICE_NAME, status)
 
-    async def _purge_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PURGE_INTERVAL_SECONDS)
-            try:
-                await self.store.purge(time.time() - self.config.retention_seconds)
-            except Exception:
-                logger.exception("retention sweep failed")
-
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, refuse new work, give running
         tasks `grace` seconds (default: the configured shutdown grace), hand
@@ -190,23 +188,12 @@ class ConveyorServer:
         if self._server is None or self._stopping:
             return
         self._stopping = True
-        grace = self.config.shutdown_grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
         self.gate.open = False
-        logger.info("shutting down: %d running tasks get %gs", self.runner.running_count, grace)
-        handed_back = await self.runner.drain(grace)
-        if handed_back:
-            logger.info("handed %d unfinished tasks back to the queue", handed_back)
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        await self.engine.drain(self.config.shutdown_grace_seconds if grace is None else grace)
         # Open watch streams end here; clients resume elsewhere.
         await self._server.stop(1.0)
-        await self.runner.close()
-        await self.store.close()
-        if self.metrics is not None:
-            await self.metrics.stop()
+        await self.engine.close()
         logger.info("stopped")
 
     async def wait_for_termination(self) -> None:

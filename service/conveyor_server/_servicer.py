@@ -1,4 +1,4 @@
-"""TaskService: the gRPC face of the store and the runner."""
+"""TaskService: the gRPC face of the store."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from conveyor_server._errors import ServiceError, invalid_argument, not_found
 from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
-from conveyor_server._runner import TaskRunner
 from conveyor_server._validation import RequestValidator, check_id, page_size
 from conveyor_server.stores import (
+    CancelOutcome,
     IdempotencyConflict,
     InvalidTransition,
     ListQuery,
@@ -75,7 +75,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     def __init__(
         self,
         store: TaskStore,
-        runner: TaskRunner,
         validator: RequestValidator,
         page_tokens: PageTokens,
         gate: Gate,
@@ -86,10 +85,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
         self._store = store
-        self._runner = runner
         self.observer = observer
         self._validator = validator
-        # Replaced at start by one signed with the store's shared key.
         self.page_tokens = page_tokens
         self._gate = gate
         self._max_watchers = max_watchers
@@ -108,7 +105,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         records = await self._store.create([new], now)
         self.observer.tasks_submitted(records, now)
         [record] = records
-        self._runner.notify(record.scheduled_time)
         response = pb.SubmitTaskResponse()
         fill_task(response.task, record)
         return response
@@ -121,7 +117,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         now = self._clock()
         records = await self._store.create(tasks, now)
         self.observer.tasks_submitted(records, now)
-        self._runner.notify(min(record.scheduled_time for record in records))
         response = pb.BatchSubmitTasksResponse()
         add = response.tasks.add
         for record in records:
@@ -256,13 +251,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.CancelTaskResponse:
         check_id(request.id)
         now = self._clock()
-        record = await self._store.cancel(request.id, now, current_tenant())
-        if record is None:
+        cancellation = await self._store.cancel(request.id, now, current_tenant())
+        if cancellation is None:
             raise not_found(request.id)
-        end = record.end_time
-        # Cancelled by this call, while pending (a store keeps `now` to a
-        # millisecond); the end of a running task is the runner's to report.
-        if record.state is State.CANCELLED and end is not None and now - end <= 0.001:
+        record = cancellation.record
+        # The end of a running task is the runner's to report.
+        if cancellation.outcome is CancelOutcome.CANCELLED:
             self.observer.task_cancelled(record)
             logger.info(
                 "task %s cancelled while pending",
@@ -283,7 +277,6 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         record = await self._store.retry(request.id, self._clock(), current_tenant())
         if record is None:
             raise not_found(request.id)
-        self._runner.notify()
         response = pb.RetryTaskResponse()
         fill_task(response.task, record)
         return response

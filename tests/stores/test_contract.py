@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import pytest
 
 from conveyor_server.stores import (
+    CancelOutcome,
     ErrorCode,
     IdempotencyConflict,
     InvalidTransition,
@@ -337,7 +338,8 @@ async def test_requeue_gives_the_attempt_back(store: TaskStore, now: float) -> N
 async def test_cancel_pending_is_immediate(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task(delay=60.0)], now)
     cancelled = await store.cancel(task.id, now + 1)
-    assert cancelled is not None and cancelled.state is State.CANCELLED
+    assert cancelled is not None and cancelled.record.state is State.CANCELLED
+    assert cancelled.outcome is CancelOutcome.CANCELLED
     record = await current(store, task.id)
     assert record.state is State.CANCELLED
     assert record.end_time == pytest.approx(now + 1, abs=1e-3)
@@ -347,7 +349,8 @@ async def test_cancel_pending_is_immediate(store: TaskStore, now: float) -> None
 
     # Cancelling again is a no-op, not an error.
     again = await store.cancel(task.id, now + 2)
-    assert again is not None and (again.state, again.version) == (State.CANCELLED, version)
+    assert again is not None and again.outcome is CancelOutcome.UNCHANGED
+    assert (again.record.state, again.record.version) == (State.CANCELLED, version)
     assert await store.cancel("no-such-task", now) is None
 
 
@@ -359,8 +362,10 @@ async def test_cancel_running_flags_it_and_tells_the_listener(store: TaskStore, 
     claimed_version = claimed.version
 
     flagged = await store.cancel(task.id, now + 1)
-    assert flagged is not None
-    assert (flagged.state, flagged.cancel_requested) == (State.RUNNING, True)
+    assert flagged is not None and flagged.outcome is CancelOutcome.REQUESTED
+    assert (flagged.record.state, flagged.record.cancel_requested) == (State.RUNNING, True)
+    again = await store.cancel(task.id, now + 1)
+    assert again is not None and again.outcome is CancelOutcome.UNCHANGED
     record = await current(store, task.id)
     assert record.cancel_requested and record.version > claimed_version
     await eventually(lambda: task.id in listener.cancels, "the listener hears of the cancel")

@@ -17,6 +17,7 @@ import redis
 
 from conveyor import Client, TaskState
 from conveyor_server.stores import (
+    CancelOutcome,
     ErrorCode,
     IdempotencyConflict,
     ListQuery,
@@ -65,6 +66,9 @@ async def open_store(redis_url: str) -> AsyncIterator[OpenStore]:
             retention_count=retention_count,
             lease_seconds=lease_seconds,
             max_queue_per_tenant=max_queue_per_tenant,
+            # The tests pass NOW to every call; an attached store's own
+            # lease upkeep keeps the same time.
+            clock=lambda: NOW,
         )
         opened.append(store)
         return store
@@ -124,8 +128,8 @@ async def test_cancel_on_one_process_reaches_the_runner_of_another(
     await b.claim(1, NOW)
 
     cancelled = await a.cancel(task.id, NOW + 1)
-    assert cancelled is not None
-    assert (cancelled.state, cancelled.cancel_requested) == (State.RUNNING, True)
+    assert cancelled is not None and cancelled.outcome is CancelOutcome.REQUESTED
+    assert (cancelled.record.state, cancelled.record.cancel_requested) == (State.RUNNING, True)
     await eventually(lambda: there.cancels == [task.id], "B's runner is asked to stop")
     # The requesting process is told once, not again by the echo.
     await asyncio.sleep(0.2)

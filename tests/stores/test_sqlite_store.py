@@ -129,9 +129,9 @@ def test_every_task_field_has_a_column() -> None:
 
 async def test_is_a_task_store(stores: Stores) -> None:
     store: TaskStore = stores.open()
-    assert store.lease_seconds is None
-    assert store.poll_interval is None
-    assert await store.reap(T0) == 0
+    # A store of one process: no leases to renew or reap, no worker processes.
+    assert store.shared is False
+    assert not hasattr(store, "reap")
 
 
 def test_synchronous_must_be_full_or_normal(tmp_path: Path) -> None:

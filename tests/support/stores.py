@@ -72,12 +72,16 @@ class RecordingListener:
     def __init__(self) -> None:
         self.work = 0
         self.cancels: list[str] = []
+        self.lost: list[tuple[str, int]] = []
 
-    def work_available(self) -> None:
+    def work_available(self, due_time: float | None = None) -> None:
         self.work += 1
 
     def cancel_requested(self, task_id: str) -> None:
         self.cancels.append(task_id)
+
+    def attempt_lost(self, task_id: str, attempt: int) -> None:
+        self.lost.append((task_id, attempt))
 
 
 async def eventually(check: Callable[[], bool], what: str) -> None:

@@ -11,20 +11,18 @@ Everything else in the server touches tasks only through the protocol and
 the record types exported here.
 """
 
-from conveyor_server.stores._open import open_store
-from conveyor_server.stores._protocol import (
+from conveyor_server.stores._errors import (
     IdempotencyConflict,
     InvalidTransition,
-    LatestSubscription,
-    LeaseReport,
     QueueFull,
     StoreError,
-    StoreListener,
     StoreUnavailable,
-    TaskStore,
-    TaskSubscription,
 )
+from conveyor_server.stores._open import open_store
+from conveyor_server.stores._protocol import StoreListener, TaskStore, TaskSubscription
 from conveyor_server.stores._records import (
+    Cancellation,
+    CancelOutcome,
     ErrorCode,
     ListQuery,
     NewTask,
@@ -39,11 +37,11 @@ from conveyor_server.stores.redis import RedisStore
 from conveyor_server.stores.sqlite import SqliteStore
 
 __all__ = [
+    "CancelOutcome",
+    "Cancellation",
     "ErrorCode",
     "IdempotencyConflict",
     "InvalidTransition",
-    "LatestSubscription",
-    "LeaseReport",
     "ListQuery",
     "MemoryStore",
     "NewTask",

@@ -3,59 +3,26 @@
 Every method is a coroutine so that stores backed by a database or a network
 server can do real I/O without blocking the event loop. State changes are
 atomic per call: a store never exposes a half-written task.
+
+Signals have one owner: the store. It alone tells its listener (the runner
+of its process) that work became due and that a running attempt is asked to
+stop, whichever process made the change; nobody else wakes the runner.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from conveyor_server.stores._records import ListQuery, NewTask, Outcome, Progress, TaskRecord
-
-
-class StoreError(Exception):
-    """Base of the errors a store raises for a request it refuses."""
-
-
-class QueueFull(StoreError):
-    """Too many unfinished tasks: in all, or (`tenant` set) of one tenant."""
-
-    def __init__(self, depth: int, limit: int, tenant: str | None = None) -> None:
-        if tenant is None:
-            message = f"queue is full: {depth} unfinished tasks, limit {limit}"
-        else:
-            message = f"tenant {tenant!r} has {depth} unfinished tasks, its quota is {limit}"
-        super().__init__(message)
-        self.depth = depth
-        self.limit = limit
-        self.tenant = tenant
-
-
-class IdempotencyConflict(StoreError):
-    """A key seen before with a different request; `task_id` is None when
-    the earlier use is in the same batch."""
-
-    def __init__(self, key: str, task_id: str | None) -> None:
-        where = f"by task {task_id}" if task_id is not None else "earlier in this batch"
-        super().__init__(
-            f"idempotency key {key!r} was already used {where} with a different request"
-        )
-        self.key = key
-        self.task_id = task_id
-
-
-class InvalidTransition(StoreError):
-    """The task is not in a state that allows the change (cancel, retry)."""
-
-    def __init__(self, record: TaskRecord, message: str) -> None:
-        super().__init__(message)
-        self.record = record
-
-
-class StoreUnavailable(StoreError):
-    """The backing store cannot be reached; the call may be retried."""
+from conveyor_server.stores._records import (
+    Cancellation,
+    ListQuery,
+    NewTask,
+    Outcome,
+    Progress,
+    State,
+    TaskRecord,
+)
 
 
 class TaskSubscription(Protocol):
@@ -74,93 +41,38 @@ class TaskSubscription(Protocol):
 class StoreListener(Protocol):
     """What a store tells the runner of its process, on the event loop.
 
-    A store shared by several processes calls these when another process
-    (or this one) makes a change the runner must act on.
+    A store calls these for changes made by any process, this one included,
+    once they are durable.
     """
 
-    def work_available(self) -> None:
-        """Tasks may have become claimable: look for work now."""
+    def work_available(self, due_time: float | None = None) -> None:
+        """Tasks become claimable at `due_time` (now when None): look for
+        work then."""
         ...
 
     def cancel_requested(self, task_id: str) -> None:
-        """A cancel was asked for a running task; stop it if it runs here."""
+        """A stop was asked of a running task; stop it if it runs here. May
+        be told more than once."""
         ...
 
-
-@dataclass(frozen=True, slots=True)
-class LeaseReport:
-    """What `renew` found out about the attempts a runner holds."""
-
-    # Attempts this runner no longer holds (the lease lapsed and the task was
-    # re-queued or finished elsewhere): stop them without reporting.
-    lost: list[str] = field(default_factory=list)
-    # Attempts whose task has a cancel request: stop them.
-    cancel_requested: list[str] = field(default_factory=list)
-
-
-class SubscriptionOwner(Protocol):
-    def _unsubscribe(self, subscription: LatestSubscription) -> None: ...
-
-
-class LatestSubscription:
-    """Latest-only mailbox for one watcher of one task: the subscription
-    every store hands out, fed by its store on the event loop.
-
-    Holds at most one record and, while its reader waits, one future: a
-    watcher costs a few hundred bytes here, which matters at tens of
-    thousands of streams.
-    """
-
-    __slots__ = ("_closed", "_latest", "_store", "_waiter", "task_id")
-
-    def __init__(self, store: SubscriptionOwner, task_id: str) -> None:
-        self._store = store
-        self.task_id = task_id
-        self._latest: TaskRecord | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-
-    def deliver(self, record: TaskRecord) -> None:
-        self._latest = record
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self) -> TaskRecord:
-        while self._latest is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        record, self._latest = self._latest, None
-        return record
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store._unsubscribe(self)
+    def attempt_lost(self, task_id: str, attempt: int) -> None:
+        """This process no longer holds `attempt` of the task (on a store
+        shared by several processes, its lease lapsed and another process
+        took over): stop it without reporting."""
+        ...
 
 
 class TaskStore(Protocol):
     """Persistence, queueing and change events for tasks.
 
-    Leases: a store shared by several processes (`lease_seconds` is not
-    None) gives each claimed attempt a lease of that many seconds. The runner
-    renews the leases of its running attempts every third of that, and every
-    process calls `reap` now and then to re-queue attempts whose lease
-    lapsed (their process died). Fencing by attempt number keeps a late
-    report of a lapsed attempt from overwriting a newer one.
-    Stores of one process set `lease_seconds` and `poll_interval` to None.
+    Fencing by attempt number keeps a late report of an attempt that is no
+    longer the task's running one from overwriting a newer state.
     """
 
     @property
-    def lease_seconds(self) -> float | None: ...
-
-    @property
-    def poll_interval(self) -> float | None:
-        """How often the runner looks for work it may not have been told
-        about (a lost notification); None when every change is notified."""
+    def shared(self) -> bool:
+        """Whether other processes can open this store too (and so run its
+        tasks in worker processes); False for a store of one process."""
         ...
 
     async def signing_key(self) -> bytes:
@@ -169,18 +81,8 @@ class TaskStore(Protocol):
         ...
 
     def attach(self, listener: StoreListener) -> None:
-        """Set who hears of work and cancel requests (the local runner)."""
-        ...
-
-    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
-        """Extend the leases of these running (task id, attempt) pairs."""
-        ...
-
-    async def reap(self, now: float) -> int:
-        """Handle running attempts whose lease lapsed before `now` minus a
-        margin for clock skew: re-queue the task when it has attempts left
-        (the interrupted attempt counts), else fail it with INTERRUPTED.
-        Returns how many were handled."""
+        """Set who hears of due work and cancel requests (the local runner),
+        and start whatever upkeep claims of this process need."""
         ...
 
     async def create(self, tasks: Sequence[NewTask], now: float) -> list[TaskRecord]:
@@ -223,12 +125,12 @@ class TaskStore(Protocol):
         """Hand a running attempt back to the queue without spending it."""
         ...
 
-    async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+    async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:
         """Cancel a pending task at once or flag a running one; the flag
         reaches the listener of the process running it (`cancel_requested`).
 
-        Returns None for an unknown id; raises InvalidTransition for a
-        SUCCEEDED or FAILED task.
+        Returns None for an unknown id, else the task and what the call did;
+        raises InvalidTransition for a SUCCEEDED or FAILED task.
         """
         ...
 
@@ -249,3 +151,16 @@ class TaskStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def announce(listener: StoreListener | None, record: TaskRecord) -> None:
+    """Tell `listener` what a durable change of `record` means for a runner:
+    a pending task is due at its time; a running one may be asked to stop.
+    The one rule every store applies to its changes."""
+    if listener is None:
+        return
+    state = record.state
+    if state is State.PENDING:
+        listener.work_available(record.scheduled_time)
+    elif state is State.RUNNING and record.cancel_requested:
+        listener.cancel_requested(record.id)

@@ -243,3 +243,25 @@ class ListQuery:
     # List only tasks created before this sequence number (exclusive).
     before_seq: int | None = None
     tenant: str = ""
+
+
+class CancelOutcome(enum.Enum):
+    """What a call to `TaskStore.cancel` did."""
+
+    # The task was PENDING: it is CANCELLED now.
+    CANCELLED = "cancelled"
+    # The task was RUNNING: its attempt is asked to stop, and ends CANCELLED
+    # when it does.
+    REQUESTED = "requested"
+    # Nothing to do: the task was CANCELLED already, or a stop was already
+    # asked of its running attempt.
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """The answer of `TaskStore.cancel`: the task after the call, and what
+    the call did to it."""
+
+    record: TaskRecord
+    outcome: CancelOutcome

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import heapq
 import os
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from conveyor_server._ids import new_task_id
-from conveyor_server.stores._protocol import (
-    IdempotencyConflict,
-    InvalidTransition,
-    LatestSubscription,
-    LeaseReport,
-    QueueFull,
-    StoreListener,
-)
+from conveyor_server.stores._errors import IdempotencyConflict, InvalidTransition, QueueFull
+from conveyor_server.stores._protocol import StoreListener, announce
+from conveyor_server.stores._queue import DueQueue
 from conveyor_server.stores._records import (
+    Cancellation,
+    CancelOutcome,
     ListQuery,
     NewTask,
     Outcome,
@@ -26,13 +21,7 @@ from conveyor_server.stores._records import (
     State,
     TaskRecord,
 )
-
-# Queue entries carry the record's version at enqueue time: a popped entry
-# whose version no longer matches is stale (the task was cancelled or
-# re-queued since) and is skipped.
-_ReadyEntry = tuple[int, TaskRecord]
-_DelayedEntry = tuple[float, int, int, TaskRecord]
-
+from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
 
 _DONE = Progress(100.0)
 
@@ -43,29 +32,27 @@ def _done_progress(progress: Progress | None) -> Progress:
     return Progress(100.0, progress.message, progress.current, progress.total)
 
 
-class ChangeObserver(Protocol):
-    """Hears of every change of a MemoryStore, in the order made: how a
-    durable store keeps its copy in step with the in-memory index."""
-
-    def changed(self, record: TaskRecord) -> None:
-        """`record` was created or changed; with an observer, watchers get
-        the change only when the observer hands it to `deliver`."""
-        ...
-
-    def dropped(self, record: TaskRecord) -> None:
-        """A finished `record` was dropped (retention or purge)."""
-        ...
-
-
 class MemoryStore:
     """In-process store: dicts and heaps, no I/O.
 
     All mutation happens on the event loop thread, so every method is atomic
     without locks.
+
+    By default the store hands each change to its own watchers and tells
+    its listener of due work and cancel requests. A store that keeps its
+    index here (`SqliteStore`) passes `publish`, which then gets every
+    change instead, in the order made, and `drop`, which gets every
+    finished record dropped (retention or purge).
     """
 
     def __init__(
-        self, *, max_queue: int, retention_count: int, max_queue_per_tenant: int | None = None
+        self,
+        *,
+        max_queue: int,
+        retention_count: int,
+        max_queue_per_tenant: int | None = None,
+        publish: Callable[[TaskRecord], None] | None = None,
+        drop: Callable[[TaskRecord], None] | None = None,
     ) -> None:
         self._max_queue = max_queue
         self._max_per_tenant = max_queue_per_tenant
@@ -81,41 +68,30 @@ class MemoryStore:
         # Due tasks: one FIFO per priority, and a heap of the priorities that
         # have one (negated, highest first). O(1) per task at one priority,
         # where a single heap of tasks costs O(log n) comparisons of tuples.
-        self._ready: dict[int, deque[_ReadyEntry]] = {}
-        self._priorities: list[int] = []
-        self._delayed: list[_DelayedEntry] = []
+        self._queue = DueQueue()
         self._running: dict[str, TaskRecord] = {}
         self._finished: deque[TaskRecord] = deque()
         self._finished_count = 0
         self._unfinished = 0
         self._keys: dict[tuple[str, str], TaskRecord] = {}
-        self._subscriptions: dict[str, set[LatestSubscription]] = {}
+        self._subscriptions = Subscriptions()
         self._seq = 0
         self._listener: StoreListener | None = None
         self._signing_key = os.urandom(32)
-        self._observer: ChangeObserver | None = None
+        self._publish = self._tell if publish is None else publish
+        self._drop_hook = drop
 
-    # -- one process: no leases, every change is seen here ---------------
-
-    @property
-    def lease_seconds(self) -> float | None:
-        return None
+    # -- one process: every change is seen here --------------------------
 
     @property
-    def poll_interval(self) -> float | None:
-        return None
+    def shared(self) -> bool:
+        return False
 
     async def signing_key(self) -> bytes:
         return self._signing_key
 
     def attach(self, listener: StoreListener) -> None:
         self._listener = listener
-
-    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
-        return LeaseReport()
-
-    async def reap(self, now: float) -> int:
-        return 0
 
     # -- writes ---------------------------------------------------------
 
@@ -169,9 +145,8 @@ class MemoryStore:
                 self._keys[(new.tenant, new.idempotency_key)] = record
             self._unfinished += 1
             self._count_tenant(record.tenant, 1)
-            self._enqueue(record, now)
-            if self._observer is not None:
-                self._observer.changed(record)
+            self._queue.push(record, now)
+            self._publish(record)
             records.append(record)
         return records
 
@@ -197,17 +172,8 @@ class MemoryStore:
             self._tenant_depth.pop(tenant, None)
 
     async def claim(self, limit: int, now: float) -> list[TaskRecord]:
-        self._promote_due(now)
-        claimed: list[TaskRecord] = []
-        ready = self._ready
-        priorities = self._priorities
-        while priorities and len(claimed) < limit:
-            fifo = ready[-priorities[0]]
-            version, record = fifo.popleft()
-            if not fifo:
-                del ready[-heapq.heappop(priorities)]
-            if record.state is not State.PENDING or record.version != version:
-                continue
+        claimed = self._queue.pop_due(limit, now)
+        for record in claimed:
             record.state = State.RUNNING
             record.attempt += 1
             record.start_time = now
@@ -215,18 +181,11 @@ class MemoryStore:
             record.progress = None
             record.version += 1
             self._running[record.id] = record
-            claimed.append(record)
             self._publish(record)
         return claimed
 
     async def next_due_time(self) -> float | None:
-        delayed = self._delayed
-        while delayed:
-            _, _, version, record = delayed[0]
-            if record.state is State.PENDING and record.version == version:
-                return record.scheduled_time
-            heapq.heappop(delayed)
-        return None
+        return self._queue.next_due_time()
 
     async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
         for task_id, attempt, progress in updates:
@@ -274,27 +233,28 @@ class MemoryStore:
         self._make_pending(record, now, now)
         return record
 
-    async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+    async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:
         record = self._visible(task_id, tenant)
         if record is None:
             return None
         if record.state is State.PENDING:
             self._finish(record, State.CANCELLED, now)
-        elif record.state is State.RUNNING:
-            if not record.cancel_requested:
-                record.cancel_requested = True
-                record.update_time = now
-                record.version += 1
-                self._publish(record)
-                if self._listener is not None:
-                    self._listener.cancel_requested(task_id)
-        elif record.state is not State.CANCELLED:
-            raise InvalidTransition(
-                record,
-                f"task {task_id} already finished as {record.state.name}; "
-                "only PENDING or RUNNING tasks can be cancelled",
-            )
-        return record
+            return Cancellation(record, CancelOutcome.CANCELLED)
+        if record.state is State.RUNNING:
+            if record.cancel_requested:
+                return Cancellation(record, CancelOutcome.UNCHANGED)
+            record.cancel_requested = True
+            record.update_time = now
+            record.version += 1
+            self._publish(record)
+            return Cancellation(record, CancelOutcome.REQUESTED)
+        if record.state is State.CANCELLED:
+            return Cancellation(record, CancelOutcome.UNCHANGED)
+        raise InvalidTransition(
+            record,
+            f"task {task_id} already finished as {record.state.name}; "
+            "only PENDING or RUNNING tasks can be cancelled",
+        )
 
     async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
         record = self._visible(task_id, tenant)
@@ -365,9 +325,7 @@ class MemoryStore:
         return self._unfinished
 
     def subscribe(self, task_id: str) -> LatestSubscription:
-        subscription = LatestSubscription(self, task_id)
-        self._subscriptions.setdefault(task_id, set()).add(subscription)
-        return subscription
+        return self._subscriptions.subscribe(task_id)
 
     async def close(self) -> None:
         self._subscriptions.clear()
@@ -377,32 +335,18 @@ class MemoryStore:
         """Tasks held, finished ones included."""
         return len(self._tasks)
 
-    # -- for a durable store that keeps its index here -------------------
+    # -- seeding --------------------------------------------------------------
 
-    def observe(self, observer: ChangeObserver) -> None:
-        """Report every change and drop to `observer` from now on."""
-        self._observer = observer
-
-    def deliver(self, record: TaskRecord) -> None:
-        """Hand a change to the watchers of its task (an observer's call)."""
-        subscriptions = self._subscriptions.get(record.id)
-        if subscriptions:
-            for subscription in subscriptions:
-                subscription.deliver(record)
-
-    def has_watchers(self, task_id: str) -> bool:
-        return task_id in self._subscriptions
-
-    def restore(
+    def load(
         self, records: Iterable[TaskRecord], now: float, last_seq: int = 0
     ) -> list[TaskRecord]:
-        """Take back records a durable store saved, as they are.
+        """Take in saved records as they are, publishing nothing: for an
+        empty store, before any other call.
 
-        For an empty store, before any other call and before `observe`.
         Pending tasks are queued again (priority, then creation order, the
         delayed ones by their time); new tasks are numbered after `last_seq`
-        and every restored seq. Returns the finished records dropped to keep
-        within retention_count.
+        and every loaded seq. Returns the finished records dropped to keep
+        within retention_count (not passed to `drop`).
         """
         finished: list[TaskRecord] = []
         for record in sorted(records, key=lambda r: r.seq):
@@ -420,7 +364,7 @@ class MemoryStore:
             if record.state is State.RUNNING:
                 self._running[record.id] = record
             else:
-                self._enqueue(record, now)
+                self._queue.push(record, now)
         self._seq = max(self._seq, last_seq)
         finished.sort(key=lambda r: (r.end_time or 0.0, r.seq))
         self._finished.extend(finished)
@@ -428,7 +372,7 @@ class MemoryStore:
         dropped: list[TaskRecord] = []
         while self._finished_count > self._retention_count and self._finished:
             oldest = self._finished.popleft()
-            self._drop(oldest)
+            self._drop(oldest, tell=False)
             dropped.append(oldest)
         return dropped
 
@@ -449,9 +393,7 @@ class MemoryStore:
             if State.RUNNING in query.states:
                 pool.extend(self._running.values())
             if State.PENDING in query.states:
-                for fifo in self._ready.values():
-                    pool.extend(e[1] for e in fifo if e[1].state is State.PENDING)
-                pool.extend(e[3] for e in self._delayed if e[3].state is State.PENDING)
+                pool.extend(self._queue.pending())
             unique = {r.seq: r for r in pool if before is None or r.seq < before}
             yield from (unique[seq] for seq in sorted(unique, reverse=True))
             return
@@ -470,30 +412,8 @@ class MemoryStore:
         record.scheduled_time = scheduled_time
         record.update_time = now
         record.version += 1
-        self._enqueue(record, now)
+        self._queue.push(record, now)
         self._publish(record)
-
-    def _enqueue(self, record: TaskRecord, now: float) -> None:
-        if record.scheduled_time > now:
-            heapq.heappush(
-                self._delayed, (record.scheduled_time, record.seq, record.version, record)
-            )
-        else:
-            self._make_ready(record, record.version)
-
-    def _make_ready(self, record: TaskRecord, version: int) -> None:
-        fifo = self._ready.get(record.priority)
-        if fifo is None:
-            fifo = self._ready[record.priority] = deque()
-            heapq.heappush(self._priorities, -record.priority)
-        fifo.append((version, record))
-
-    def _promote_due(self, now: float) -> None:
-        delayed = self._delayed
-        while delayed and delayed[0][0] <= now:
-            _, _, version, record = heapq.heappop(delayed)
-            if record.state is State.PENDING and record.version == version:
-                self._make_ready(record, version)
 
     def _finish(self, record: TaskRecord, state: State, now: float) -> None:
         record.state = state
@@ -511,15 +431,15 @@ class MemoryStore:
             if oldest.state.is_terminal and self._tasks.get(oldest.id) is oldest:
                 self._drop(oldest)
 
-    def _drop(self, record: TaskRecord) -> None:
+    def _drop(self, record: TaskRecord, *, tell: bool = True) -> None:
         del self._tasks[record.id]
         self._finished_count -= 1
         if record.idempotency_key is not None:
             key = (record.tenant, record.idempotency_key)
             if self._keys.get(key) is record:
                 del self._keys[key]
-        if self._observer is not None:
-            self._observer.dropped(record)
+        if tell and self._drop_hook is not None:
+            self._drop_hook(record)
         self._order_dead += 1
         if self._order_dead > 1024 and self._order_dead * 2 > len(self._order_seqs):
             self._compact_order()
@@ -531,18 +451,8 @@ class MemoryStore:
         self._order_seqs = [r.seq for r in kept]
         self._order_dead = 0
 
-    def _publish(self, record: TaskRecord) -> None:
-        if self._observer is not None:
-            self._observer.changed(record)
-            return
-        subscriptions = self._subscriptions.get(record.id)
-        if subscriptions:
-            for subscription in subscriptions:
-                subscription.deliver(record)
-
-    def _unsubscribe(self, subscription: LatestSubscription) -> None:
-        subscriptions = self._subscriptions.get(subscription.task_id)
-        if subscriptions is not None:
-            subscriptions.discard(subscription)
-            if not subscriptions:
-                del self._subscriptions[subscription.task_id]
+    def _tell(self, record: TaskRecord) -> None:
+        """Publish a change: to the task's watchers, and to the listener
+        what it means for the runner."""
+        self._subscriptions.deliver(record)
+        announce(self._listener, record)

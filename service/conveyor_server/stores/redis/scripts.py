@@ -510,8 +510,9 @@ return save(e)
 """
 
 # ARGV: prefix, now, id, tenant, retention_count.
-# Returns {"none"}, {"ok", record[, 1 when a running task was flagged now]}
-# or {"invalid", record}.
+# Returns {"none"}, {"ok", record[, "cancelled" when a pending task was
+# cancelled now, "requested" when a running one was flagged now]} or
+# {"invalid", record}.
 CANCEL = r"""
 local now_s, tenant = ARGV[2], ARGV[4]
 local e = open(ARGV[3])
@@ -522,7 +523,7 @@ if state == '1' then
   local cancelled = save(e)
   keep_retention(tonumber(ARGV[5]))
   notify()
-  return {'ok', cancelled}
+  return {'ok', cancelled, 'cancelled'}
 elseif state == '2' then
   if e.r[F.cancel_requested] ~= '1' then
     put(e, 'cancel_requested', '1')
@@ -530,7 +531,7 @@ elseif state == '2' then
     save(e)
     notify()
     redis.call('PUBLISH', P .. ':cancel', e.id)
-    return {'ok', e.r, 1}
+    return {'ok', e.r, 'requested'}
   end
   return {'ok', e.r}
 elseif state == '5' then

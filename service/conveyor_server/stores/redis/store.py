@@ -1,11 +1,16 @@
 """`redis://host:port/db?prefix=name`: one store shared by several processes.
 
 Server replicas and worker-only processes open the same URL and prefix.
-Each state change is one Lua script (see `_redis_scripts`); changes reach
-other processes on pub/sub channels: task versions for watchers, cancel
-requests for runners, and word of new work. Times are the `now` values
-callers pass, never Redis's clock, so every process agrees with its own
-runner.
+Each state change is one Lua script (see `scripts`); changes reach other
+processes on pub/sub channels: task versions for watchers, cancel requests
+for runners, and word of new work. Times are the `now` values callers pass,
+never Redis's clock, so every process agrees with its own runner.
+
+The store keeps the claims of its own process alive: once attached to a
+runner it renews the leases of the attempts it claimed, reaps the lapsed
+leases of dead processes, and looks for work now and then in case a word of
+new work was lost. It tells its listener everything a runner must act on:
+due work, cancel requests and attempts lost to another process.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import os
 import random
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -32,16 +39,23 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor_server._ids import new_task_id
-from conveyor_server.stores._protocol import (
+from conveyor_server.stores._errors import (
     IdempotencyConflict,
     InvalidTransition,
-    LatestSubscription,
-    LeaseReport,
     QueueFull,
-    StoreListener,
     StoreUnavailable,
 )
-from conveyor_server.stores._records import ListQuery, NewTask, Outcome, Progress, TaskRecord
+from conveyor_server.stores._protocol import StoreListener, announce
+from conveyor_server.stores._records import (
+    Cancellation,
+    CancelOutcome,
+    ListQuery,
+    NewTask,
+    Outcome,
+    Progress,
+    TaskRecord,
+)
+from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
 from conveyor_server.stores.redis import scripts as lua
 from conveyor_server.stores.redis.scripts import existing_record, number, opt, pack, progress_values
 
@@ -138,14 +152,15 @@ class _GroupCommit(Generic[_Item, _Result]):
             self._next_wave()
 
 
-class _Watch:
-    """The local subscriptions of one task, and the newest version they got."""
+@dataclass(frozen=True, slots=True)
+class LeaseReport:
+    """What `RedisStore.renew` found out about the attempts it renewed."""
 
-    __slots__ = ("subscriptions", "version")
-
-    def __init__(self) -> None:
-        self.subscriptions: set[LatestSubscription] = set()
-        self.version = 0
+    # Attempts this process no longer holds (the lease lapsed and the task
+    # was re-queued or finished elsewhere).
+    lost: list[str] = field(default_factory=list)
+    # Attempts whose task has a cancel request.
+    cancel_requested: list[str] = field(default_factory=list)
 
 
 # -- the store ------------------------------------------------------------------
@@ -169,6 +184,7 @@ class RedisStore:
         retention_count: int,
         lease_seconds: float,
         max_queue_per_tenant: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         parts = urlsplit(url)
         prefix = DEFAULT_PREFIX
@@ -255,10 +271,15 @@ class RedisStore:
         self._gets = _GroupCommit(self._send_gets)
 
         self._listener: StoreListener | None = None
-        self._watches: dict[str, _Watch] = {}
+        self._subscriptions = Subscriptions()
         self._to_fetch: set[str] = set()
         self._listening: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[None] | None = None
+        self._upkeep: asyncio.Task[None] | None = None
+        self._clock = clock
+        # The attempts this process claimed and has not reported the end
+        # of: their leases are renewed while they run.
+        self._held: dict[str, int] = {}
         # Cancel requests this process made and already told its listener
         # of; their echo on the cancel channel is not passed on again.
         self._cancels_told: set[str] = set()
@@ -268,12 +289,12 @@ class RedisStore:
     # -- leases and notifications ----------------------------------------
 
     @property
-    def lease_seconds(self) -> float | None:
-        return self._lease_seconds
+    def shared(self) -> bool:
+        return True
 
     @property
-    def poll_interval(self) -> float | None:
-        return POLL_INTERVAL_SECONDS
+    def lease_seconds(self) -> float:
+        return self._lease_seconds
 
     async def signing_key(self) -> bytes:
         if self._signing_key is None:
@@ -283,6 +304,54 @@ class RedisStore:
     def attach(self, listener: StoreListener) -> None:
         self._listener = listener
         self._start_listening()
+        if self._upkeep is None and not self._closed:
+            self._upkeep = asyncio.create_task(self._keep_up(), name="conveyor-redis-upkeep")
+
+    async def _keep_up(self) -> None:
+        """Renew the leases of held attempts every third of a lease; reap
+        attempts of dead processes about every lease (jittered, so replicas
+        do not all reap at once); every poll interval, tell the listener if
+        work is due, in case a word of new work was lost."""
+        interval = min(self._lease_seconds / 3, POLL_INTERVAL_SECONDS)
+        next_renew = next_reap = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            listener = self._listener
+            assert listener is not None
+            try:
+                if time.monotonic() >= next_renew and self._held:
+                    next_renew = time.monotonic() + self._lease_seconds / 3
+                    held = list(self._held.items())
+                    report = await self.renew(held, self._clock())
+                    attempts = dict(held)
+                    for task_id in report.lost:
+                        if self._held.get(task_id) == attempts[task_id]:
+                            del self._held[task_id]
+                        listener.attempt_lost(task_id, attempts[task_id])
+                    for task_id in report.cancel_requested:
+                        listener.cancel_requested(task_id)
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + self._lease_seconds * random.uniform(0.5, 1.0)
+                    if await self.reap(self._clock()):
+                        listener.work_available()
+                if await self._work_is_due():
+                    listener.work_available()
+            except StoreUnavailable:
+                logger.warning("could not renew leases; %s is unavailable", self._where)
+            except Exception:
+                logger.exception("lease upkeep failed")
+
+    async def _work_is_due(self) -> bool:
+        """Whether a task is claimable now: how a word of new work that was
+        lost (pub/sub down, a message dropped) is made up for."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(f"{self._prefix}:ready")
+                pipe.zrange(f"{self._prefix}:delayed", 0, 0, withscores=True)
+                ready, earliest = await pipe.execute()
+        except _DOWN as exc:
+            raise self._unavailable(exc) from exc
+        return bool(ready) or bool(earliest and earliest[0][1] <= self._clock())
 
     async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
         if not leases:
@@ -343,6 +412,12 @@ class RedisStore:
                 records.append(records[-item - 1])
             else:
                 records.append(new.record(task_id, now, due, item))
+        # Other processes hear of new work on the work channel; this one's
+        # runner is told here (and its echo is ignored).
+        listener = self._listener
+        if listener is not None:
+            for record in records:
+                announce(listener, record)
         return records
 
     async def claim(self, limit: int, now: float) -> list[TaskRecord]:
@@ -352,7 +427,10 @@ class RedisStore:
         # The runner asks for the next due time right after claiming: the
         # claim read it already.
         self._due_hint = (asyncio.get_running_loop().time(), earliest)
-        return self._delivered(existing_record(values) for values in claimed)
+        records = self._delivered(existing_record(values) for values in claimed)
+        for record in records:
+            self._held[record.id] = record.attempt
+        return records
 
     async def next_due_time(self) -> float | None:
         hint, self._due_hint = self._due_hint, None
@@ -398,16 +476,19 @@ class RedisStore:
         reply = await self._run(
             self._complete, [self._prefix, now, self._retention_count, self._owner, *pack(values)]
         )
-        return self._delivered(existing_record(values) for values in reply)
+        for outcome in outcomes:
+            self._release(outcome.task_id, outcome.attempt)
+        return self._changed(existing_record(values) for values in reply)
 
     async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
         reply = await self._run(self._requeue, [self._prefix, now, task_id, attempt])
+        self._release(task_id, attempt)
         if reply is None:
             return None
-        [record] = self._delivered([existing_record(reply)])
+        [record] = self._changed([existing_record(reply)])
         return record
 
-    async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+    async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:
         reply = await self._run(
             self._cancel, [self._prefix, now, task_id, tenant, self._retention_count]
         )
@@ -420,12 +501,17 @@ class RedisStore:
                 f"task {task_id} already finished as {record.state.name}; "
                 "only PENDING or RUNNING tasks can be cancelled",
             )
-        self._delivered([record])
-        if len(reply) > 2 and self._listener is not None:
-            # Tell this process's runner now rather than after the echo.
+        did = reply[2] if len(reply) > 2 else b""
+        if did == b"requested":
+            # This process's runner is told now; not again by the echo.
             self._cancels_told.add(task_id)
-            self._listener.cancel_requested(task_id)
-        return record
+            outcome = CancelOutcome.REQUESTED
+        elif did == b"cancelled":
+            outcome = CancelOutcome.CANCELLED
+        else:
+            outcome = CancelOutcome.UNCHANGED
+        self._changed([record])
+        return Cancellation(record, outcome)
 
     async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
         reply = await self._run(
@@ -443,7 +529,7 @@ class RedisStore:
                 f"task {task_id} is {record.state.name}; only FAILED or CANCELLED tasks "
                 "can be retried",
             )
-        self._delivered([record])
+        self._changed([record])
         return record
 
     async def purge(self, finished_before: float) -> int:
@@ -492,23 +578,19 @@ class RedisStore:
         return unfinished
 
     def subscribe(self, task_id: str) -> LatestSubscription:
-        subscription = LatestSubscription(self, task_id)
-        watch = self._watches.get(task_id)
-        if watch is None:
-            watch = self._watches[task_id] = _Watch()
-        watch.subscriptions.add(subscription)
+        subscription = self._subscriptions.subscribe(task_id)
         self._start_listening()
         return subscription
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._listening, self._fetching) if t is not None]
+        tasks = [t for t in (self._listening, self._fetching, self._upkeep) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_SECONDS)
-        self._listening = self._fetching = None
-        self._watches.clear()
+        self._listening = self._fetching = self._upkeep = None
+        self._subscriptions.clear()
         for client in (self._redis, self._pubsub_redis):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
@@ -547,24 +629,27 @@ class RedisStore:
         """Hand records this process just changed to its own watchers at
         once; the echo on the events channel then finds nothing newer."""
         records = list(records)
-        if self._watches:
+        subscriptions = self._subscriptions
+        if subscriptions:
             for record in records:
-                self._deliver(record)
+                subscriptions.deliver(record)
         return records
 
-    def _deliver(self, record: TaskRecord) -> None:
-        watch = self._watches.get(record.id)
-        if watch is not None and record.version > watch.version:
-            watch.version = record.version
-            for subscription in watch.subscriptions:
-                subscription.deliver(record)
+    def _changed(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
+        """Records this process just changed: to its watchers, and what
+        they mean to its runner (due work, a cancel request) to its
+        listener at once, rather than after a round trip through pub/sub."""
+        records = self._delivered(records)
+        listener = self._listener
+        if listener is not None:
+            for record in records:
+                announce(listener, record)
+        return records
 
-    def _unsubscribe(self, subscription: LatestSubscription) -> None:
-        watch = self._watches.get(subscription.task_id)
-        if watch is not None:
-            watch.subscriptions.discard(subscription)
-            if not watch.subscriptions:
-                del self._watches[subscription.task_id]
+    def _release(self, task_id: str, attempt: int) -> None:
+        """The end of a held attempt was reported: its lease needs no renewal."""
+        if self._held.get(task_id) == attempt:
+            del self._held[task_id]
 
     def _start_listening(self) -> None:
         if self._closed or (self._listening is not None and not self._listening.done()):
@@ -604,7 +689,7 @@ class RedisStore:
                 if self._listener is not None:
                     self._listener.work_available()
                 self._cancels_told.clear()
-                self._fetch_later(self._watches)
+                self._fetch_later(self._subscriptions)
                 # Blocking reads: a read with a timeout can swallow a cancel
                 # that arrives as it times out. A dead Redis closes the
                 # socket; a vanished host is found by TCP keepalive.
@@ -637,15 +722,14 @@ class RedisStore:
         channel = message["channel"]
         data: bytes = message["data"]
         if channel == self._events_channel:
-            if not self._watches:
+            subscriptions = self._subscriptions
+            if not subscriptions:
                 return
-            watches = self._watches
             stale: list[str] = []
             for change in data.split():
                 task_id_bytes, _, version = change.rpartition(b":")
                 task_id = task_id_bytes.decode()
-                watch = watches.get(task_id)
-                if watch is not None and int(version) > watch.version:
+                if subscriptions.behind(task_id, int(version)):
                     stale.append(task_id)
             if stale:
                 self._fetch_later(stale)
@@ -658,7 +742,7 @@ class RedisStore:
         elif (
             channel == self._work_channel
             and self._listener is not None
-            # Work this process made is known to its runner already.
+            # Work this process made was announced to its runner already.
             and data != self._owner_bytes
         ):
             self._listener.work_available()
@@ -673,9 +757,10 @@ class RedisStore:
         that fails is tried again until it succeeds or nobody watches."""
         delay = 0.05
         while self._to_fetch:
-            task_ids = [i for i in self._to_fetch if i in self._watches][:FETCH_CHUNK]
+            subscriptions = self._subscriptions
+            task_ids = [i for i in self._to_fetch if subscriptions.watching(i)][:FETCH_CHUNK]
             self._to_fetch.difference_update(task_ids)
-            self._to_fetch.intersection_update(self._watches)
+            self._to_fetch = {i for i in self._to_fetch if subscriptions.watching(i)}
             if not task_ids:
                 continue
             try:
@@ -689,4 +774,4 @@ class RedisStore:
             for values in replies:
                 record = lua.record_from(values)
                 if record is not None:
-                    self._deliver(record)
+                    subscriptions.deliver(record)

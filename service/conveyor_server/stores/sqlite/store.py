@@ -62,14 +62,10 @@ import threading
 import time
 from collections.abc import Awaitable, Sequence
 
-from conveyor_server.stores._protocol import (
-    InvalidTransition,
-    LatestSubscription,
-    LeaseReport,
-    StoreListener,
-    StoreUnavailable,
-)
+from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
+from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._records import (
+    Cancellation,
     ErrorCode,
     ListQuery,
     NewTask,
@@ -79,6 +75,7 @@ from conveyor_server.stores._records import (
     TaskFailure,
     TaskRecord,
 )
+from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
 from conveyor_server.stores.memory import MemoryStore
 from conveyor_server.stores.sqlite import schema
 
@@ -157,11 +154,17 @@ class SqliteStore:
                 "normal: it survives a crash of the server only)"
             )
         self.path = path
+        # The index publishes its changes to us; we hand them to watchers
+        # and the listener once committed.
         self._memory = MemoryStore(
             max_queue=max_queue,
             retention_count=retention_count,
             max_queue_per_tenant=max_queue_per_tenant,
+            publish=self._changed,
+            drop=self._dropped,
         )
+        self._subscriptions = Subscriptions()
+        self._listener: StoreListener | None = None
         self._connection = _connect(path, mode)
         try:
             self._saved_seq = self._load(time.time())
@@ -171,7 +174,6 @@ class SqliteStore:
         except BaseException:
             self._connection.close()
             raise
-        self._memory.observe(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open: _Batch | None = None
         self._batches = 0
@@ -186,27 +188,17 @@ class SqliteStore:
         )
         self._writer.start()
 
-    # -- one process: no leases, every change is seen here ---------------
+    # -- one process: every change is seen here ---------------------------
 
     @property
-    def lease_seconds(self) -> float | None:
-        return None
-
-    @property
-    def poll_interval(self) -> float | None:
-        return None
+    def shared(self) -> bool:
+        return False
 
     async def signing_key(self) -> bytes:
         return await self._memory.signing_key()
 
     def attach(self, listener: StoreListener) -> None:
-        self._memory.attach(listener)
-
-    async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
-        return LeaseReport()
-
-    async def reap(self, now: float) -> int:
-        return 0
+        self._listener = listener
 
     # -- writes the client sees: answered once committed -----------------
 
@@ -215,9 +207,17 @@ class SqliteStore:
         records = await self._memory.create(tasks, now)
         return await self._committed(records)
 
-    async def cancel(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
+    async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:
         self._check()
-        return await self._committed_one(self._memory.cancel(task_id, now, tenant))
+        try:
+            cancellation = await self._memory.cancel(task_id, now, tenant)
+        except InvalidTransition as exc:
+            await self._committed([exc.record])
+            raise
+        if cancellation is None:
+            return None
+        [record] = await self._committed([cancellation.record])
+        return Cancellation(record, cancellation.outcome)
 
     async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
         self._check()
@@ -283,7 +283,7 @@ class SqliteStore:
         return await self._memory.depth()
 
     def subscribe(self, task_id: str) -> LatestSubscription:
-        return self._memory.subscribe(task_id)
+        return self._subscriptions.subscribe(task_id)
 
     @property
     def size(self) -> int:
@@ -301,16 +301,17 @@ class SqliteStore:
         self._queue.put(None)
         await asyncio.to_thread(self._writer.join)
         await self._memory.close()
+        self._subscriptions.clear()
 
-    # -- the index tells us of its changes (ChangeObserver) --------------
+    # -- the index publishes its changes here ------------------------------
 
-    def changed(self, record: TaskRecord) -> None:
+    def _changed(self, record: TaskRecord) -> None:
         batch = self._open or self._new_batch()
         values = schema.snapshot(record)
         batch.upserts[record.id] = values
         self._inflight[record.id] = (batch, values)
 
-    def dropped(self, record: TaskRecord) -> None:
+    def _dropped(self, record: TaskRecord) -> None:
         batch = self._open or self._new_batch()
         batch.deletes.append(record.id)
 
@@ -372,7 +373,8 @@ class SqliteStore:
         if error is not None and self._failure is None:
             self._failure = error
         inflight = self._inflight
-        memory = self._memory
+        subscriptions = self._subscriptions
+        listener = self._listener
         for batch in group:
             batch.done = True
             batch.error = error
@@ -381,8 +383,10 @@ class SqliteStore:
                     entry = inflight.get(task_id)
                     if entry is not None and entry[0] is batch:
                         del inflight[task_id]
-                    if memory.has_watchers(task_id):
-                        memory.deliver(schema.record_from_snapshot(values))
+                    if subscriptions.watching(task_id):
+                        subscriptions.deliver(schema.record_from_snapshot(values))
+                    if listener is not None and _announces(values):
+                        announce(listener, schema.record_from_snapshot(values))
             for waiter in batch.waiters:
                 if waiter.done():
                     continue  # its caller was cancelled
@@ -478,7 +482,7 @@ class SqliteStore:
                     recover_interrupted(record, now)
                     recovered.append(record)
                 records.append(record)
-            dropped = self._memory.restore(records, now, last_seq)
+            dropped = self._memory.load(records, now, last_seq)
             schema.write_rows(
                 connection, [schema.row_from_snapshot(schema.snapshot(r)) for r in recovered]
             )
@@ -499,6 +503,17 @@ class SqliteStore:
                 len(dropped),
             )
         return top
+
+
+_STATE = TaskRecord.__slots__.index("state")
+_CANCEL_REQUESTED = TaskRecord.__slots__.index("cancel_requested")
+
+
+def _announces(values: schema.Snapshot) -> bool:
+    """Whether a committed change has news for the listener (see
+    `announce`): most changes (claims, progress, ends) have none."""
+    state = values[_STATE]
+    return state is State.PENDING or (state is State.RUNNING and bool(values[_CANCEL_REQUESTED]))
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:

@@ -1,0 +1,114 @@
+"""TaskEngine: what runs tasks, with or without an API in front.
+
+The engine is the handler registry, the store, the runner, the metrics and
+the retention sweep, started and stopped together. `ConveyorServer` wraps
+it with gRPC; `ConveyorWorker` runs it alone on a shared store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from conveyor_server._attempts import RetryPolicy
+from conveyor_server._builtin_tasks import register_builtin_tasks
+from conveyor_server._config import ServerConfig
+from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
+from conveyor_server._metrics import ServerMetrics
+from conveyor_server._observer import NULL_OBSERVER, TaskObserver
+from conveyor_server._runner import TaskRunner
+from conveyor_server.stores import TaskStore, open_store
+
+logger = logging.getLogger(__name__)
+
+RETENTION_SWEEP_SECONDS = 1.0
+
+
+def build_registry(config: ServerConfig, registry: HandlerRegistry | None) -> HandlerRegistry:
+    """Built-in tasks, then the configured modules' and the given handlers."""
+    combined = HandlerRegistry()
+    register_builtin_tasks(combined)
+    import_task_modules(list(config.tasks))
+    combined.update(registry if registry is not None else default_registry)
+    return combined
+
+
+class TaskEngine:
+    """Runs the tasks of one store in this process.
+
+    >>> engine = TaskEngine(ServerConfig(store="redis://localhost:6379/0"))
+    >>> await engine.start()
+    >>> ...
+    >>> await engine.drain(30.0)
+    >>> await engine.close()
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: HandlerRegistry | None = None,
+        store: TaskStore | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = build_registry(config, registry)
+        self.store: TaskStore = store if store is not None else open_store(config)
+        # Without --metrics-port nothing is recorded.
+        self.metrics = ServerMetrics() if config.metrics_port else None
+        self.observer: TaskObserver = self.metrics or NULL_OBSERVER
+        self.runner = TaskRunner(
+            self.store,
+            self.registry,
+            workers=config.workers,
+            retry_policy=RetryPolicy(
+                config.retry_backoff_seconds, config.retry_backoff_max_seconds
+            ),
+            stop_grace=config.stop_grace_seconds,
+            observer=self.observer,
+        )
+        self.metrics_port: int | None = None
+        self._retention: asyncio.Task[None] | None = None
+
+    async def start(self, watchers: Callable[[], int] | None = None) -> None:
+        """Serve metrics (`watchers` counts open watch streams for them),
+        start running tasks and sweeping finished ones."""
+        if self.metrics is not None:
+            runner = self.runner
+            self.metrics_port = await self.metrics.start(
+                self.config.metrics_host or self.config.host,
+                self.config.metrics_port,
+                self.store,
+                running=lambda: runner.running_count,
+                watchers=watchers,
+            )
+        await self.runner.start()
+        self._retention = asyncio.create_task(self._sweep(), name="conveyor-retention")
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, give running tasks `grace` seconds, then hand the
+        rest back to the queue without spending an attempt."""
+        logger.info("shutting down: %d running tasks get %gs", self.runner.running_count, grace)
+        handed_back = await self.runner.drain(grace)
+        if handed_back:
+            logger.info("handed %d unfinished tasks back to the queue", handed_back)
+
+    async def close(self) -> None:
+        """Stop the sweep and the runner, close the store and the metrics."""
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+        await self.runner.close()
+        await self.store.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_SWEEP_SECONDS)
+            try:
+                await self.store.purge(time.time() - self.config.retention_seconds)
+            except Exception:
+                logger.exception("retention sweep failed")
