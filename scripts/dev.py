@@ -144,6 +144,7 @@ def lint(args: list[str]) -> int:
     if (ROOT / "examples" / "sdk_usage.py").exists():
         steps.append(("mypy examples", [BIN / "mypy", "--strict", "examples/sdk_usage.py"], ROOT))
     steps.append(("generated code", [python, "scripts/gen_protos.py", "--check"], ROOT))
+    steps.append(("config docs", [python, "scripts/gen_config_docs.py", "--check"], ROOT))
     failed: list[str] = []
     for name, cmd, cwd in steps:
         if run(cmd, cwd) != 0:
