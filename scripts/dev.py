@@ -11,6 +11,12 @@ the project installed with `pip install -e '.[dev]'`. The install is redone only
 when pyproject.toml changed since the last one (a stamp file in `.venv` keeps
 its hash). Exit codes of the underlying tools are passed through; a test run
 that collects no test (pytest's exit code 5) fails like any other.
+
+`lint` runs `buf lint` and `buf breaking` in proto/: the contract must stay
+wire- and source-compatible (buf.yaml's FILE rules) with the latest release tag,
+or with HEAD's parent while there is no tag. A clone without that commit (a
+shallow one) says so and skips the check; `--require-buf` fails when buf is
+missing, and a breaking change fails lint either way.
 """
 
 from __future__ import annotations
@@ -127,6 +133,37 @@ def find_buf(install: bool) -> Path | None:
     return BUF_LOCAL
 
 
+def git(*args: str) -> str | None:
+    """Output of a git command in the repository, or None when it fails."""
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def breaking_baseline() -> tuple[str, str] | None:
+    """The git ref the contract must stay compatible with, and its name: the
+    latest release tag when there is one, else HEAD's parent, so that each
+    commit on main is checked against the one before it (uncommitted changes
+    included). None, said aloud, when there is nothing to compare with."""
+    if git("rev-parse", "--is-inside-work-tree") != "true":
+        say("not a git checkout: skipping buf breaking")
+        return None
+    tag = git("describe", "--tags", "--abbrev=0", "HEAD")
+    name = f"tag {tag}" if tag else "HEAD~1"
+    commit = git("rev-parse", "--verify", "--quiet", f"{tag or 'HEAD~1'}^{{commit}}")
+    if commit is None:
+        say(
+            "HEAD has no parent commit in this clone (its first commit, or a shallow clone): "
+            "skipping buf breaking"
+        )
+        return None
+    return (tag or commit), f"{name}, {commit[:12]}"
+
+
 def lint(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dev.py lint")
     parser.add_argument(
@@ -144,6 +181,7 @@ def lint(args: list[str]) -> int:
     if (ROOT / "examples" / "sdk_usage.py").exists():
         steps.append(("mypy examples", [BIN / "mypy", "--strict", "examples/sdk_usage.py"], ROOT))
     steps.append(("generated code", [python, "scripts/gen_protos.py", "--check"], ROOT))
+    steps.append(("config docs", [python, "scripts/gen_config_docs.py", "--check"], ROOT))
     failed: list[str] = []
     for name, cmd, cwd in steps:
         if run(cmd, cwd) != 0:
@@ -151,11 +189,19 @@ def lint(args: list[str]) -> int:
     buf = find_buf(install=True)
     if buf is None:
         if options.require_buf:
-            failed.append("buf lint (buf unavailable)")
+            failed.append("buf lint and buf breaking (buf unavailable)")
         else:
-            say("buf is not available: skipping buf lint")
-    elif run([buf, "lint"], ROOT / "proto") != 0:
-        failed.append("buf lint")
+            say("buf is not available: skipping buf lint and buf breaking")
+    else:
+        if run([buf, "lint"], ROOT / "proto") != 0:
+            failed.append("buf lint")
+        baseline = breaking_baseline()
+        if baseline is not None:
+            ref, name = baseline
+            say(f"buf breaking: the contract must stay compatible with {name}")
+            against = f"../.git#ref={ref},subdir=proto"
+            if run([buf, "breaking", "--against", against], ROOT / "proto") != 0:
+                failed.append(f"buf breaking (against {name})")
     if failed:
         say("lint failed: " + ", ".join(failed))
         return 1

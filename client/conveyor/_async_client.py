@@ -1,13 +1,11 @@
-"""The asyncio client, on grpc.aio."""
+"""The asyncio client, on grpc.aio: drives the flows of `_flows` with awaited calls."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, closing
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -15,21 +13,16 @@ from typing import Any, Self, TypeVar
 import grpc
 import grpc.aio
 
-from conveyor import _core
-from conveyor._errors import (
-    ConveyorError,
-    DeadlineExceeded,
-    WaitTimeout,
-    translate_rpc_errors,
-)
+from conveyor import _core, _flows
+from conveyor._flows import shares_doc
 from conveyor._handle import AsyncTaskHandle
 from conveyor._types import Task, TaskSpec, TaskState
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
-_log = logging.getLogger(__name__)
-
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
+_R = TypeVar("_R")
+_WatchCall = grpc.aio.UnaryStreamCall[
+    task_service_pb2.WatchTaskRequest, task_service_pb2.WatchTaskResponse
+]
 
 
 class AsyncClient:
@@ -60,11 +53,9 @@ class AsyncClient:
     ) -> None:
         # Checked before the channel opens, so a bad token leaks nothing.
         self._metadata = _core.call_metadata(metadata, token)
-        channel_options = _core.channel_options(options)
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=channel_options)
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
+        self._channel = _core.open_channel(
+            grpc.aio.insecure_channel, grpc.aio.secure_channel, target, credentials, options
+        )
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._target = target
         self._timeout = timeout
@@ -87,8 +78,9 @@ class AsyncClient:
         """Close the channel; streams still open are cancelled."""
         await self._channel.close()
 
-    # --- calls ----------------------------------------------------------------------
+    # --- calls (the decisions are in _flows) ---------------------------------------
 
+    @shares_doc(_flows.submit)
     async def submit(
         self,
         type: str,
@@ -102,84 +94,32 @@ class AsyncClient:
         priority: int = 0,
         rpc_timeout: float | None = None,
     ) -> AsyncTaskHandle:
-        """Submit one task and return its handle at once (the task is PENDING)."""
         spec = TaskSpec(
-            type=type,
-            payload=payload,
-            labels=labels,
-            idempotency_key=idempotency_key,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            delay=delay,
-            priority=priority,
+            type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        response = await self._unary(
-            self._stub.SubmitTask,
-            _core.submit_request(spec),
-            retry=_core.submit_retry([spec]),
-            rpc_timeout=rpc_timeout,
-        )
-        return AsyncTaskHandle(self, _core.task_from_proto(response.task))
+        return AsyncTaskHandle(self, await self._run(_flows.submit(spec, rpc_timeout)))
 
+    @shares_doc(_flows.submit_batch)
     async def submit_batch(
         self, specs: Sequence[TaskSpec], *, rpc_timeout: float | None = None
     ) -> builtins.list[AsyncTaskHandle]:
-        """Submit several tasks at once: all are accepted, or none (the error says why)."""
-        response = await self._unary(
-            self._stub.BatchSubmitTasks,
-            _core.batch_request(specs),
-            retry=_core.submit_retry(specs),
-            rpc_timeout=rpc_timeout,
-        )
-        return [AsyncTaskHandle(self, _core.task_from_proto(task)) for task in response.tasks]
+        tasks = await self._run(_flows.submit_batch(specs, rpc_timeout))
+        return [AsyncTaskHandle(self, task) for task in tasks]
 
+    @shares_doc(_flows.get)
     async def get(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        """The current snapshot of a task; raises `TaskNotFound` for an unknown id."""
-        response = await self._unary(
-            self._stub.GetTask,
-            task_service_pb2.GetTaskRequest(id=id),
-            retry=_core.DEFAULT_RETRY,
-            rpc_timeout=rpc_timeout,
-        )
-        return _core.task_from_proto(response.task)
+        return await self._run(_flows.get(id, rpc_timeout))
 
+    @shares_doc(_flows.watch)
     def watch(self, id: str, *, since_version: int = 0) -> AsyncIterator[Task]:
-        """Yield the task's snapshots: the current one, then one per change.
-
-        The iterator ends after the terminal snapshot. The stream has no
-        deadline; after UNAVAILABLE it reopens from the last version seen.
-        """
-        return self._watch(id, since_version, deadline=None)
+        return self._drive(_flows.FlowRun(_flows.watch(id, since_version)))
 
     # `timeout` mirrors Client.wait; it becomes the watch stream's deadline.
+    @shares_doc(_flows.wait)
     async def wait(self, id: str, *, timeout: float | None = None) -> Task:  # noqa: ASYNC109
-        """Wait until the task is finished and return its terminal snapshot.
+        return await self._run(_flows.wait(id, timeout))
 
-        Raises `WaitTimeout` when `timeout` seconds pass first.
-        """
-        deadline = _core.deadline_after(timeout, time.monotonic())
-        last: Task | None = None
-        try:
-            # A task that is already finished costs one unary call, far
-            # cheaper than opening a stream; otherwise watch it.
-            last = await self.get(id, rpc_timeout=_core.remaining(deadline, time.monotonic()))
-            if last.is_terminal:
-                return last
-            async with aclosing(self._watch(id, 0, deadline=deadline)) as stream:
-                async for task in stream:
-                    last = task
-                    if task.is_terminal:
-                        return task
-        except DeadlineExceeded as exc:
-            if timeout is None:
-                raise
-            raise WaitTimeout(id, timeout, last) from exc
-        # The stream ended without a terminal snapshot (a resumed stream can).
-        task = await self.get(id)
-        if task.is_terminal:
-            return task
-        raise _core.watch_ended_early(id)
-
+    @shares_doc(_flows.list_tasks)
     def list(
         self,
         *,
@@ -189,113 +129,50 @@ class AsyncClient:
         page_size: int = 100,
         limit: int | None = None,
     ) -> AsyncIterator[Task]:
-        """Yield tasks, newest first, fetching further pages as needed.
+        flow = _flows.list_tasks(states, type, labels, page_size, limit)
+        return self._drive(_flows.FlowRun(flow))
 
-        Filters combine: any of `states`, this `type`, every one of `labels`.
-        `limit` caps the number of tasks yielded.
-        """
-        size = _core.list_page_size(page_size, limit)
-        return self._list(states, type, labels, size, limit)
-
+    @shares_doc(_flows.cancel)
     async def cancel(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        """Cancel a task: a pending one at once, a running one by asking it to stop.
+        return await self._run(_flows.cancel(id, rpc_timeout))
 
-        Raises `FailedPrecondition` when the task already SUCCEEDED or FAILED.
-        """
-        response = await self._unary(
-            self._stub.CancelTask,
-            task_service_pb2.CancelTaskRequest(id=id),
-            retry=_core.DEFAULT_RETRY,
-            rpc_timeout=rpc_timeout,
-        )
-        return _core.task_from_proto(response.task)
-
+    @shares_doc(_flows.retry)
     async def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        """Run a FAILED or CANCELLED task again, with a fresh set of attempts."""
-        response = await self._unary(
-            self._stub.RetryTask,
-            task_service_pb2.RetryTaskRequest(id=id),
-            retry=_core.NO_RETRY,
-            rpc_timeout=rpc_timeout,
-        )
-        return _core.task_from_proto(response.task)
+        return await self._run(_flows.retry(id, rpc_timeout))
 
-    # --- I/O ------------------------------------------------------------------------
+    # --- the asyncio driver ----------------------------------------------------------
 
-    async def _unary(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
-        request: _Request,
-        *,
-        retry: _core.RetryPolicy,
-        rpc_timeout: float | None,
-    ) -> _Response:
-        timeout = self._timeout if rpc_timeout is None else rpc_timeout
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                with translate_rpc_errors():
-                    return await method(request, timeout=timeout, metadata=self._metadata)
-            except ConveyorError as exc:
-                delay = retry.backoff(exc.code, tries)
-                if delay is None:
-                    raise
-                _log.debug("retrying after %s (try %d) in %.2f s", exc.code.name, tries, delay)
-                await asyncio.sleep(delay)
+    async def _run(self, flow: _flows.Flow[_R]) -> _R:
+        """Drive a flow that returns a value (and emits no tasks)."""
+        run = _flows.FlowRun(flow)
+        async with aclosing(self._drive(run)) as tasks:
+            async for _task in tasks:
+                pass
+        return run.result
 
-    async def _watch(
-        self, id: str, since_version: int, *, deadline: float | None
-    ) -> AsyncGenerator[Task, None]:
-        version = since_version
-        failures = 0
-        while True:
-            call = self._stub.WatchTask(
-                task_service_pb2.WatchTaskRequest(id=id, since_version=version),
-                timeout=_core.remaining(deadline, time.monotonic()),
-                metadata=self._metadata,
-            )
-            try:
-                with translate_rpc_errors():
-                    async for response in call:
-                        task = _core.task_from_proto(response.task)
-                        version = task.version
-                        failures = 0
+    async def _drive(self, run: _flows.FlowRun[Any]) -> AsyncGenerator[Task, None]:
+        """Perform the flow's steps with awaited calls, yielding the tasks it emits."""
+        stream: _WatchCall | None = None
+        with closing(run):
+            for step in run.steps():
+                match step:
+                    case _flows.Sleep(seconds):
+                        await asyncio.sleep(seconds)
+                    case _flows.Call():
+                        with run.answering():
+                            run.reply = await self._call(step)
+                    case _flows.Receive() if stream is not None:
+                        with run.answering():
+                            response = await stream.read()
+                            run.reply = None if response is grpc.aio.EOF else response
+                    case _flows.OpenWatch(request, timeout):
+                        stream = run.opened(
+                            self._stub.WatchTask(request, timeout=timeout, metadata=self._metadata)
+                        )
+                    case _flows.Emit(task):
                         yield task
-                return
-            except ConveyorError as exc:
-                failures += 1
-                delay = _core.DEFAULT_RETRY.backoff(exc.code, failures)
-                if delay is None:
-                    raise
-                _log.debug("reopening the watch of %s from version %d", id, version)
-                left = _core.remaining(deadline, time.monotonic())
-                await asyncio.sleep(delay if left is None else min(delay, left))
-            finally:
-                call.cancel()
 
-    async def _list(
-        self,
-        states: Sequence[TaskState] | None,
-        type: str | None,
-        labels: Mapping[str, str] | None,
-        page_size: int,
-        limit: int | None,
-    ) -> AsyncIterator[Task]:
-        yielded = 0
-        token = ""
-        while limit is None or yielded < limit:
-            request = _core.list_request(
-                states=states, type=type, labels=labels, page_size=page_size, page_token=token
-            )
-            response = await self._unary(
-                self._stub.ListTasks, request, retry=_core.DEFAULT_RETRY, rpc_timeout=None
-            )
-            for message in response.tasks:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield _core.task_from_proto(message)
-            token = response.next_page_token
-            if not token:
-                return
+    async def _call(self, step: _flows.Call) -> Any:
+        method = getattr(self._stub, step.method)
+        timeout = self._timeout if step.rpc_timeout is None else step.rpc_timeout
+        return await method(step.request, timeout=timeout, metadata=self._metadata)

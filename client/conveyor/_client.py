@@ -1,33 +1,32 @@
-"""The blocking client."""
+"""The blocking client: drives the flows of `_flows` with blocking gRPC calls."""
 
 from __future__ import annotations
 
 import builtins
-import logging
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import closing
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
-from conveyor import _core
-from conveyor._errors import (
-    ConveyorError,
-    DeadlineExceeded,
-    WaitTimeout,
-    translate_rpc_errors,
-)
+from conveyor import _core, _flows
+from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
 from conveyor._types import Task, TaskSpec, TaskState
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
-_log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
+
+class _WatchCall(Protocol):
+    """What the driver uses of a WatchTask call."""
+
+    def __next__(self) -> task_service_pb2.WatchTaskResponse: ...
+
+    def cancel(self) -> bool: ...
 
 
 class Client:
@@ -63,12 +62,28 @@ class Client:
     ) -> None:
         # Checked before the channel opens, so a bad token leaks nothing.
         self._metadata = _core.call_metadata(metadata, token)
-        channel_options = _core.channel_options(options)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
-        self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        channel = _core.open_channel(
+            grpc.insecure_channel, grpc.secure_channel, target, credentials, options
+        )
+        self._attach(channel, target, timeout)
+
+    @classmethod
+    def _on_channel(
+        cls,
+        channel: grpc.Channel,
+        *,
+        timeout: float = _core.DEFAULT_TIMEOUT,
+        token: str | None = None,
+    ) -> Self:
+        """A client on a channel made elsewhere, such as a test's fake channel."""
+        client = cls.__new__(cls)
+        client._metadata = _core.call_metadata((), token)
+        client._attach(channel, "<channel>", timeout)
+        return client
+
+    def _attach(self, channel: grpc.Channel, target: str, timeout: float) -> None:
+        self._channel = channel
+        self._stub = task_service_pb2_grpc.TaskServiceStub(channel)
         self._target = target
         self._timeout = timeout
 
@@ -90,8 +105,9 @@ class Client:
         """Close the channel; streams still open are cancelled."""
         self._channel.close()
 
-    # --- calls ----------------------------------------------------------------------
+    # --- calls (the decisions are in _flows) ---------------------------------------
 
+    @shares_doc(_flows.submit)
     def submit(
         self,
         type: str,
@@ -105,87 +121,31 @@ class Client:
         priority: int = 0,
         rpc_timeout: float | None = None,
     ) -> TaskHandle:
-        """Submit one task and return its handle at once (the task is PENDING).
-
-        `timeout` is the execution timeout of one attempt and `delay` the wait
-        before the first one, in seconds; `rpc_timeout` is this call's deadline.
-        """
         spec = TaskSpec(
-            type=type,
-            payload=payload,
-            labels=labels,
-            idempotency_key=idempotency_key,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            delay=delay,
-            priority=priority,
+            type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        response = self._unary(
-            self._stub.SubmitTask,
-            _core.submit_request(spec),
-            retry=_core.submit_retry([spec]),
-            rpc_timeout=rpc_timeout,
-        )
-        return TaskHandle(self, _core.task_from_proto(response.task))
+        return TaskHandle(self, self._run(_flows.submit(spec, rpc_timeout)))
 
+    @shares_doc(_flows.submit_batch)
     def submit_batch(
         self, specs: Sequence[TaskSpec], *, rpc_timeout: float | None = None
     ) -> builtins.list[TaskHandle]:
-        """Submit several tasks at once: all are accepted, or none (the error says why)."""
-        response = self._unary(
-            self._stub.BatchSubmitTasks,
-            _core.batch_request(specs),
-            retry=_core.submit_retry(specs),
-            rpc_timeout=rpc_timeout,
-        )
-        return [TaskHandle(self, _core.task_from_proto(task)) for task in response.tasks]
+        tasks = self._run(_flows.submit_batch(specs, rpc_timeout))
+        return [TaskHandle(self, task) for task in tasks]
 
+    @shares_doc(_flows.get)
     def get(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        """The current snapshot of a task; raises `TaskNotFound` for an unknown id."""
-        response = self._unary(
-            self._stub.GetTask,
-            task_service_pb2.GetTaskRequest(id=id),
-            retry=_core.DEFAULT_RETRY,
-            rpc_timeout=rpc_timeout,
-        )
-        return _core.task_from_proto(response.task)
+        return self._run(_flows.get(id, rpc_timeout))
 
+    @shares_doc(_flows.watch)
     def watch(self, id: str, *, since_version: int = 0) -> Iterator[Task]:
-        """Yield the task's snapshots: the current one, then one per change.
+        return self._drive(_flows.FlowRun(_flows.watch(id, since_version)))
 
-        The iterator ends after the terminal snapshot. The stream has no
-        deadline; after UNAVAILABLE it reopens from the last version seen.
-        """
-        return self._watch(id, since_version, deadline=None)
-
+    @shares_doc(_flows.wait)
     def wait(self, id: str, *, timeout: float | None = None) -> Task:
-        """Block until the task is finished and return its terminal snapshot.
+        return self._run(_flows.wait(id, timeout))
 
-        Raises `WaitTimeout` when `timeout` seconds pass first.
-        """
-        deadline = _core.deadline_after(timeout, time.monotonic())
-        last: Task | None = None
-        try:
-            # A task that is already finished costs one unary call, far
-            # cheaper than opening a stream; otherwise watch it.
-            last = self.get(id, rpc_timeout=_core.remaining(deadline, time.monotonic()))
-            if last.is_terminal:
-                return last
-            with closing(self._watch(id, 0, deadline=deadline)) as stream:
-                for task in stream:
-                    last = task
-                    if task.is_terminal:
-                        return task
-        except DeadlineExceeded as exc:
-            if timeout is None:
-                raise
-            raise WaitTimeout(id, timeout, last) from exc
-        # The stream ended without a terminal snapshot (a resumed stream can).
-        task = self.get(id)
-        if task.is_terminal:
-            return task
-        raise _core.watch_ended_early(id)
-
+    @shares_doc(_flows.list_tasks)
     def list(
         self,
         *,
@@ -195,113 +155,48 @@ class Client:
         page_size: int = 100,
         limit: int | None = None,
     ) -> Iterator[Task]:
-        """Yield tasks, newest first, fetching further pages as needed.
+        flow = _flows.list_tasks(states, type, labels, page_size, limit)
+        return self._drive(_flows.FlowRun(flow))
 
-        Filters combine: any of `states`, this `type`, every one of `labels`.
-        `limit` caps the number of tasks yielded.
-        """
-        size = _core.list_page_size(page_size, limit)
-        return self._list(states, type, labels, size, limit)
-
+    @shares_doc(_flows.cancel)
     def cancel(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        """Cancel a task: a pending one at once, a running one by asking it to stop.
+        return self._run(_flows.cancel(id, rpc_timeout))
 
-        Raises `FailedPrecondition` when the task already SUCCEEDED or FAILED.
-        """
-        response = self._unary(
-            self._stub.CancelTask,
-            task_service_pb2.CancelTaskRequest(id=id),
-            retry=_core.DEFAULT_RETRY,
-            rpc_timeout=rpc_timeout,
-        )
-        return _core.task_from_proto(response.task)
-
+    @shares_doc(_flows.retry)
     def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        """Run a FAILED or CANCELLED task again, with a fresh set of attempts."""
-        response = self._unary(
-            self._stub.RetryTask,
-            task_service_pb2.RetryTaskRequest(id=id),
-            retry=_core.NO_RETRY,
-            rpc_timeout=rpc_timeout,
-        )
-        return _core.task_from_proto(response.task)
+        return self._run(_flows.retry(id, rpc_timeout))
 
-    # --- I/O ------------------------------------------------------------------------
+    # --- the blocking driver ---------------------------------------------------------
 
-    def _unary(
-        self,
-        method: grpc.UnaryUnaryMultiCallable[_Request, _Response],
-        request: _Request,
-        *,
-        retry: _core.RetryPolicy,
-        rpc_timeout: float | None,
-    ) -> _Response:
-        timeout = self._timeout if rpc_timeout is None else rpc_timeout
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                with translate_rpc_errors():
-                    return method(request, timeout=timeout, metadata=self._metadata)
-            except ConveyorError as exc:
-                delay = retry.backoff(exc.code, tries)
-                if delay is None:
-                    raise
-                _log.debug("retrying after %s (try %d) in %.2f s", exc.code.name, tries, delay)
-                time.sleep(delay)
+    def _run(self, flow: _flows.Flow[_R]) -> _R:
+        """Drive a flow that returns a value (and emits no tasks)."""
+        run = _flows.FlowRun(flow)
+        for _task in self._drive(run):
+            pass
+        return run.result
 
-    def _watch(
-        self, id: str, since_version: int, *, deadline: float | None
-    ) -> Generator[Task, None, None]:
-        version = since_version
-        failures = 0
-        while True:
-            call = self._stub.WatchTask(
-                task_service_pb2.WatchTaskRequest(id=id, since_version=version),
-                timeout=_core.remaining(deadline, time.monotonic()),
-                metadata=self._metadata,
-            )
-            try:
-                with translate_rpc_errors():
-                    for response in call:
-                        task = _core.task_from_proto(response.task)
-                        version = task.version
-                        failures = 0
+    def _drive(self, run: _flows.FlowRun[Any]) -> Generator[Task, None, None]:
+        """Perform the flow's steps with blocking calls, yielding the tasks it emits."""
+        stream: _WatchCall | None = None
+        with closing(run):
+            for step in run.steps():
+                match step:
+                    case _flows.Sleep(seconds):
+                        time.sleep(seconds)
+                    case _flows.Call():
+                        with run.answering():
+                            run.reply = self._call(step)
+                    case _flows.Receive() if stream is not None:
+                        with run.answering():
+                            run.reply = next(stream, None)
+                    case _flows.OpenWatch(request, timeout):
+                        stream = run.opened(
+                            self._stub.WatchTask(request, timeout=timeout, metadata=self._metadata)
+                        )
+                    case _flows.Emit(task):
                         yield task
-                return
-            except ConveyorError as exc:
-                failures += 1
-                delay = _core.DEFAULT_RETRY.backoff(exc.code, failures)
-                if delay is None:
-                    raise
-                _log.debug("reopening the watch of %s from version %d", id, version)
-                left = _core.remaining(deadline, time.monotonic())
-                time.sleep(delay if left is None else min(delay, left))
-            finally:
-                call.cancel()
 
-    def _list(
-        self,
-        states: Sequence[TaskState] | None,
-        type: str | None,
-        labels: Mapping[str, str] | None,
-        page_size: int,
-        limit: int | None,
-    ) -> Iterator[Task]:
-        yielded = 0
-        token = ""
-        while limit is None or yielded < limit:
-            request = _core.list_request(
-                states=states, type=type, labels=labels, page_size=page_size, page_token=token
-            )
-            response = self._unary(
-                self._stub.ListTasks, request, retry=_core.DEFAULT_RETRY, rpc_timeout=None
-            )
-            for message in response.tasks:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield _core.task_from_proto(message)
-            token = response.next_page_token
-            if not token:
-                return
+    def _call(self, step: _flows.Call) -> Any:
+        method = getattr(self._stub, step.method)
+        timeout = self._timeout if step.rpc_timeout is None else step.rpc_timeout
+        return method(step.request, timeout=timeout, metadata=self._metadata)

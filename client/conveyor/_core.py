@@ -6,10 +6,10 @@ Nothing here does I/O, so the sync and asyncio clients share all of it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
@@ -18,6 +18,8 @@ from conveyor._errors import Unavailable
 from conveyor._struct import struct_to_dict, value_to_python
 from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState
 from conveyor.v1 import task_pb2, task_service_pb2
+
+_Channel = TypeVar("_Channel")
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 10.0
@@ -49,6 +51,20 @@ def channel_options(options: Iterable[tuple[str, Any]] = ()) -> list[tuple[str, 
     merged = dict(DEFAULT_CHANNEL_OPTIONS)
     merged.update(options)
     return list(merged.items())
+
+
+def open_channel(
+    insecure: Callable[..., _Channel],
+    secure: Callable[..., _Channel],
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Iterable[tuple[str, Any]],
+) -> _Channel:
+    """A channel of `grpc` or `grpc.aio` (whose factories are passed in), TLS
+    when there are credentials, with the SDK's default options."""
+    if credentials is None:
+        return insecure(target, options=channel_options(options))
+    return secure(target, credentials, options=channel_options(options))
 
 
 def call_metadata(

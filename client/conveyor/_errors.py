@@ -11,10 +11,14 @@ import grpc.aio
 from google.protobuf import any_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
+from conveyor._types import TaskState
+
 if TYPE_CHECKING:
     from conveyor._types import Task
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# The ErrorInfo domain of a task's own error, in `TaskFailed.details`.
+_ERROR_DOMAIN = "conveyor"
 
 # The google.rpc detail messages a server may attach; anything else stays an Any.
 _DETAIL_TYPES: dict[str, type[message.Message]] = {
@@ -116,26 +120,66 @@ _ERROR_CLASSES: dict[grpc.StatusCode, type[ConveyorError]] = {
 }
 
 
-class TaskFailed(Exception):
-    """The task ended FAILED or CANCELLED; `task` is its terminal snapshot."""
+class TaskFailed(ConveyorError):
+    """The task ended FAILED or CANCELLED; `task` is its terminal snapshot.
+
+    An outcome of the task, not a failed call, so `code` says how it ended:
+    `CANCELLED` for a cancelled task, `UNKNOWN` for a failed one (the code gRPC
+    gives an error raised by application code, here the task's handler).
+    `details` holds a `google.rpc.ErrorInfo` whose `reason` is the task's own
+    error code (such as `HANDLER_ERROR`) when the task carries an error.
+    `str()` is the message alone.
+    """
 
     def __init__(self, task: Task) -> None:
         reason = f": {task.error.code}: {task.error.message}" if task.error else ""
-        super().__init__(f"task {task.id} ended {task.state.name}{reason}")
+        super().__init__(
+            f"task {task.id} ended {task.state.name}{reason}",
+            code=_outcome_code(task),
+            details=_outcome_details(task),
+        )
         self.task = task
 
+    def __str__(self) -> str:
+        return self.message
 
-class WaitTimeout(TimeoutError):
+
+class WaitTimeout(ConveyorError, TimeoutError):
     """The task was not finished when the wait timed out.
 
-    `task` is the last snapshot seen, or None when none arrived.
+    `task` is the last snapshot seen, or None when none arrived. `code` is
+    `DEADLINE_EXCEEDED`, the wait's own deadline; it is still a `TimeoutError`
+    too. `str()` is the message alone.
     """
 
     def __init__(self, task_id: str, timeout: float, task: Task | None = None) -> None:
-        super().__init__(f"task {task_id} did not finish within {timeout:g} s")
+        super().__init__(
+            f"task {task_id} did not finish within {timeout:g} s",
+            code=grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
         self.task_id = task_id
         self.timeout = timeout
         self.task = task
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _outcome_code(task: Task) -> grpc.StatusCode:
+    if task.state is TaskState.CANCELLED:
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def _outcome_details(task: Task) -> list[Any]:
+    if task.error is None:
+        return []
+    metadata = {"task_id": task.id}
+    if task.error.exception_type:
+        metadata["exception_type"] = task.error.exception_type
+    return [
+        error_details_pb2.ErrorInfo(reason=task.error.code, domain=_ERROR_DOMAIN, metadata=metadata)
+    ]
 
 
 def _decode_detail(detail: any_pb2.Any) -> Any:

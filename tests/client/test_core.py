@@ -322,3 +322,40 @@ def test_task_failed_and_wait_timeout_messages() -> None:
     assert isinstance(timeout, TimeoutError)
     assert timeout.task is None
     assert "0.5 s" in str(timeout)
+
+
+def test_task_failed_is_a_conveyor_error_with_the_task_error_as_error_info() -> None:
+    message = _task_message(state=task_pb2.TASK_STATE_FAILED)
+    message.error.code = "HANDLER_ERROR"
+    message.error.message = "boom"
+    message.error.exception_type = "builtins.RuntimeError"
+    failed = TaskFailed(_core.task_from_proto(message))
+    assert isinstance(failed, ConveyorError)
+    assert failed.code is grpc.StatusCode.UNKNOWN
+    assert failed.message == str(failed) == "task t-1 ended FAILED: HANDLER_ERROR: boom"
+    [info] = failed.details
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert info.reason == "HANDLER_ERROR"
+    assert info.domain == "conveyor"
+    assert dict(info.metadata) == {"task_id": "t-1", "exception_type": "builtins.RuntimeError"}
+    assert failed.field_violations == []
+
+
+def test_task_failed_of_a_cancelled_task_is_cancelled() -> None:
+    failed = TaskFailed(_core.task_from_proto(_task_message(state=task_pb2.TASK_STATE_CANCELLED)))
+    assert failed.code is grpc.StatusCode.CANCELLED
+    assert failed.details == []
+    assert str(failed) == "task t-1 ended CANCELLED"
+
+
+def test_wait_timeout_is_a_deadline_exceeded_conveyor_error_and_a_timeout_error() -> None:
+    last = _core.task_from_proto(_task_message(state=task_pb2.TASK_STATE_RUNNING))
+    timeout = WaitTimeout("t-1", 0.5, last)
+    assert isinstance(timeout, ConveyorError)
+    assert isinstance(timeout, TimeoutError)
+    assert timeout.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert timeout.message == str(timeout) == "task t-1 did not finish within 0.5 s"
+    assert timeout.details == []
+    assert timeout.task is last
+    assert timeout.task_id == "t-1"
+    assert timeout.timeout == 0.5

@@ -19,6 +19,7 @@ from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_server import ServerConfig
 from conveyor_server._auth import load_tokens, parse_token_file, parse_token_list
 from conveyor_server._main import config_from_args
+from conveyor_server.stores import ListQuery
 from tests.support.server import ServerThread
 
 MakeServer = Callable[..., ServerThread]
@@ -79,10 +80,11 @@ def test_every_call_without_a_valid_token_is_unauthenticated(
 
 
 def test_a_refused_submit_creates_no_task(
-    stub: pb_grpc.TaskServiceStub, tokens: dict[str, str]
+    auth_server: ServerThread, stub: pb_grpc.TaskServiceStub, tokens: dict[str, str]
 ) -> None:
-    with pytest.raises(grpc.RpcError):
+    with pytest.raises(grpc.RpcError) as caught:
         stub.SubmitTask(pb.SubmitTaskRequest(type="echo", labels={"refused": "yes"}), timeout=5)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
     listed = stub.ListTasks(
         pb.ListTasksRequest(labels={"refused": "yes"}),
@@ -90,6 +92,17 @@ def test_a_refused_submit_creates_no_task(
         metadata=(("authorization", f"Bearer {tokens['team-a']}"),),
     )
     assert list(listed.tasks) == []
+    # A task that slipped through would belong to no tenant (""), which no
+    # token can list: ask the store itself, for that tenant and every other.
+    # The server is fresh, so it must hold no task at all, finished or not.
+    server = auth_server.server
+    assert server is not None
+    store = server.store
+    for tenant in ["", *tokens]:
+        page, _ = auth_server.call(
+            lambda tenant=tenant: store.list_page(ListQuery(page_size=10, tenant=tenant))
+        )
+        assert page == [], f"a refused submit created a task of tenant {tenant!r}"
 
 
 def test_sdk_raises_unauthenticated_without_a_token(auth_server: ServerThread) -> None:

@@ -1,4 +1,4 @@
-"""The Celery side of scripts/bench_peers.py: one app and one no-op task.
+"""The Celery side of bench/peers.py: one app and one no-op task.
 
 Imported by the Celery worker (`celery -A _peers_celery_app worker ...`) and by
 the benchmark's client process; the Redis URL comes from BENCH_PEERS_REDIS_URL.

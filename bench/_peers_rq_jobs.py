@@ -1,4 +1,4 @@
-"""The RQ side of scripts/bench_peers.py: the no-op job function.
+"""The RQ side of bench/peers.py: the no-op job function.
 
 RQ imports it by name in the worker (`rq worker ...` with this directory on the
 import path), so it lives in a module of its own and needs no RQ import.

@@ -1,8 +1,8 @@
-"""Client side of scripts/bench_peers.py: drives one system, writes the result as JSON.
+"""Client side of bench/peers.py: drives one system, writes the result as JSON.
 
-Run by bench_peers.py, not by hand:
+Run by peers.py, not by hand:
 
-    python scripts/_peers_client.py SYSTEM '{"tasks": 10000, ...}' RESULT.json
+    python bench/_peers_client.py SYSTEM '{"tasks": 10000, ...}' RESULT.json
 
 SYSTEM is conveyor, celery, rq or dramatiq. Each has an adapter with the same
 two calls, made through that system's own client API: `submit(index)` sends one
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-SCRIPTS = Path(__file__).resolve().parent
+BENCH = Path(__file__).resolve().parent
 INSTALL_HINT = "install the peers with: pip install -e '.[bench]'"
 
 
@@ -91,7 +91,7 @@ class CeleryAdapter:
 
     def __init__(self, args: dict[str, Any]) -> None:
         require("celery")
-        sys.path.insert(0, str(SCRIPTS))
+        sys.path.insert(0, str(BENCH))
         from _peers_celery_app import app, noop
 
         self._app = app
@@ -115,7 +115,7 @@ class RqAdapter:
     def __init__(self, args: dict[str, Any]) -> None:
         rq = require("rq")
         redis = require("redis")
-        sys.path.insert(0, str(SCRIPTS))
+        sys.path.insert(0, str(BENCH))
         from _peers_rq_jobs import QUEUE, noop
 
         self._connection = redis.Redis.from_url(args["redis_url"])
@@ -145,7 +145,7 @@ class DramatiqAdapter:
 
     def __init__(self, args: dict[str, Any]) -> None:
         require("dramatiq")
-        sys.path.insert(0, str(SCRIPTS))
+        sys.path.insert(0, str(BENCH))
         from _peers_dramatiq_app import backend, broker, noop
 
         self._backend = backend

@@ -1,4 +1,4 @@
-"""Subprocesses of scripts/bench_peers.py: started in their own process groups,
+"""Subprocesses of bench/peers.py: started in their own process groups,
 logged to files, and always stopped, on errors and Ctrl-C too."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark Conveyor against its targets, in one run on one machine.
 
 Usage:
-    .venv/bin/python scripts/bench.py [--quick] [--only a,b,...] [--out FILE]
+    .venv/bin/python bench/core.py [--quick] [--only a,b,...] [--out FILE]
 
 Parts (each starts its own fresh server subprocess; clients are separate processes):
   a  SubmitTask calls/s against a bare grpc.aio echo server with Conveyor's own
@@ -45,10 +45,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_client import noop_request
+from _core_client import noop_request
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ROOT / "scripts"
+BENCH = ROOT / "bench"
 SERVER_BIN = Path(sys.executable).with_name("conveyor-server")
 SERVICE_NAME = "conveyor.v1.TaskService"
 STARTUP_TIMEOUT_S = 30.0
@@ -279,7 +279,7 @@ def echo_server(log_dir: Path) -> Iterator[tuple[Server, dict[str, Any]]]:
     log = log_dir / "echo.log"
     with log.open("w") as sink:
         process = popen(
-            [sys.executable, str(SCRIPTS / "_bench_echo_server.py"), str(port)],
+            [sys.executable, str(BENCH / "_core_echo_server.py"), str(port)],
             stdout=subprocess.PIPE,
             stderr=sink,
             text=True,
@@ -302,7 +302,7 @@ def start_client(workload: str, args: dict[str, Any]) -> subprocess.Popen[str]:
     process = popen(
         [
             sys.executable,
-            str(SCRIPTS / "_bench_client.py"),
+            str(BENCH / "_core_client.py"),
             workload,
             json.dumps(args),
             result_path,
@@ -700,7 +700,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="scale every count down ~20x")
     parser.add_argument("--only", default="abcdef", help="parts to run, such as a,c,e")
-    parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "bench.json")
+    parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "core.json")
     parser.add_argument("--clients", type=int, default=1, help="client processes for part a")
     parser.add_argument("--channels", type=int, default=1, help="channels per client in part a")
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight per channel")
@@ -724,7 +724,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     options = parse_args(argv)
     scale = QUICK if options.quick else FULL
-    log_dir = options.out.parent / "logs"
+    log_dir = ROOT / ".bench" / "core-logs"  # kept out of the results folder
     log_dir.mkdir(parents=True, exist_ok=True)
     report = Report()
     bench = Bench(options, scale, Conveyor(log_dir, options.server_arg), report, log_dir)

@@ -1,4 +1,4 @@
-"""The Dramatiq side of scripts/bench_peers.py: a Redis broker with the Results
+"""The Dramatiq side of bench/peers.py: a Redis broker with the Results
 middleware on a Redis backend, and one no-op actor that stores its result.
 
 Imported by the Dramatiq worker (`dramatiq _peers_dramatiq_app ...`) and by the

@@ -1,4 +1,4 @@
-"""Report of scripts/bench_peers.py: machine facts, the Markdown table and section, the chart."""
+"""Report of bench/peers.py: machine facts, the Markdown table and section, the chart."""
 
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ def render_markdown(report: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     load = " / ".join(f"{x:g}" for x in machine["load_average_before"])
     text = f"""### Compared with Celery, RQ and Dramatiq{quick}
 
-`scripts/bench_peers.py` runs Conveyor and three Python task queues side by
+`bench/peers.py` runs Conveyor and three Python task queues side by
 side, in one run, on one machine, against the same local Redis server. Each
 system completes the same {settings["tasks"]:,} no-op tasks, submitted one per
 call through its own client API, and every result is fetched and checked.
@@ -283,7 +283,7 @@ matplotlib; a Redis server must listen on 127.0.0.1:6379):
 
 {markdown_table(rows)}
 
-![Tasks/s and latency of Conveyor, Celery, RQ and Dramatiq](docs/bench-peers.png)
+![Tasks/s and latency of Conveyor, Celery, RQ and Dramatiq](peers.png)
 
 - **tasks/s**: {settings["tasks"]:,} tasks, from the first submit to the last
   result observed. A system that lost, failed or timed out on any task gets none.

@@ -1,4 +1,4 @@
-"""The systems scripts/bench_peers.py compares: how each one's workers are started.
+"""The systems bench/peers.py compares: how each one's workers are started.
 
 Every system is one entry of SYSTEMS: a start function that launches its
 server and worker processes (through `Processes`, so they are always stopped)
@@ -17,7 +17,7 @@ from typing import Any
 
 from _peers_processes import Processes, free_port, wait_serving
 
-SCRIPTS = Path(__file__).resolve().parent
+BENCH = Path(__file__).resolve().parent
 SERVER_BIN = Path(sys.executable).with_name("conveyor-server")
 INSTALL_HINT = "pip install -e '.[bench]'"
 QUEUE = "bench_peers"
@@ -61,7 +61,7 @@ class Context:
     startup_timeout: float
 
     def peer_env(self) -> dict[str, str]:
-        path = os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")]))
+        path = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
         return {**os.environ, "BENCH_PEERS_REDIS_URL": self.redis.url, "PYTHONPATH": path}
 
 
@@ -136,7 +136,7 @@ def start_celery(ctx: Context, key: str) -> dict[str, Any]:
     cmd += ["--pool", "threads", "--concurrency", str(ctx.workers), "--loglevel", "WARNING"]
     cmd += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     cmd += ["--hostname", f"{QUEUE}@%h", "--queues", QUEUE]
-    ctx.processes.start(key, cmd, env=ctx.peer_env(), cwd=SCRIPTS)
+    ctx.processes.start(key, cmd, env=ctx.peer_env(), cwd=BENCH)
     return {}
 
 
@@ -144,7 +144,7 @@ def rq_workers(processes: int) -> Callable[[Context, str], dict[str, Any]]:
     def start(ctx: Context, key: str) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "rq.cli", "worker"]
         cmd += ["--worker-class", "rq.worker.SimpleWorker", "--url", ctx.redis.url]
-        cmd += ["--logging_level", "WARNING", "--path", str(SCRIPTS), QUEUE]
+        cmd += ["--logging_level", "WARNING", "--path", str(BENCH), QUEUE]
         for number in range(1, processes + 1):
             ctx.processes.start(f"{key}-{number}", cmd, env=ctx.peer_env())
         return {}
@@ -154,8 +154,8 @@ def rq_workers(processes: int) -> Callable[[Context, str], dict[str, Any]]:
 
 def start_dramatiq(ctx: Context, key: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "dramatiq", "_peers_dramatiq_app", "--processes", "1"]
-    cmd += ["--threads", str(ctx.workers), "--queues", QUEUE, "--path", str(SCRIPTS)]
-    ctx.processes.start(key, cmd, env=ctx.peer_env(), cwd=SCRIPTS)
+    cmd += ["--threads", str(ctx.workers), "--queues", QUEUE, "--path", str(BENCH)]
+    ctx.processes.start(key, cmd, env=ctx.peer_env(), cwd=BENCH)
     return {}
 
 

@@ -1,6 +1,6 @@
-"""The baseline for scripts/bench.py: a bare grpc.aio server that echoes request bytes.
+"""The baseline for bench/core.py: a bare grpc.aio server that echoes request bytes.
 
-Run by bench.py, not by hand:  python scripts/_bench_echo_server.py PORT
+Run by core.py, not by hand:  python bench/_core_echo_server.py PORT
 
 It uses Conveyor's own gRPC server options and event loop (from
 `conveyor_server.ServerConfig` and `conveyor_server.grpc_server_options`), so the

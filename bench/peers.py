@@ -1,7 +1,7 @@
 """Benchmark Conveyor side by side with Celery, RQ and Dramatiq, in one run on one machine.
 
 Usage:
-    .venv/bin/python scripts/bench_peers.py [--quick] [--tasks N] [--only celery,rq,...]
+    .venv/bin/python bench/peers.py [--quick] [--tasks N] [--only celery,rq,...]
 
 Needs the peers: pip install -e '.[bench]'. Every system uses the same local
 Redis server (--redis-host/--redis-port) and one dedicated database
@@ -9,7 +9,7 @@ Redis server (--redis-host/--redis-port) and one dedicated database
 system; the run refuses to start when that database holds keys.
 
 For each system the script starts its worker process(es) fresh, then one
-separate client process (scripts/_peers_client.py) that warms it up, submits
+separate client process (bench/_peers_client.py) that warms it up, submits
 --tasks no-op tasks one per call from --lanes threads and waits for every
 result (tasks/s from the first submit to the last result observed), then
 measures submit-to-result latency with one task in flight. Prints a Markdown
@@ -42,7 +42,7 @@ from _peers_report import filesystem_of, machine_facts, render_chart, render_mar
 from _peers_systems import BY_KEY, INSTALL_HINT, Context, RedisDb, System
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ROOT / "scripts"
+BENCH = ROOT / "bench"
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def run_client(
         **extra,
     }
     out = ctx.tmp / f"{system.key}-result.json"
-    cmd = [sys.executable, str(SCRIPTS / "_peers_client.py"), system.client, json.dumps(args)]
+    cmd = [sys.executable, str(BENCH / "_peers_client.py"), system.client, json.dumps(args)]
     process = ctx.processes.start(f"{system.key}-client", [*cmd, str(out)], env=ctx.peer_env())
     # Warm-up, throughput and latency each have their own deadline inside the
     # client; this one only catches a client that hangs outside of them.
@@ -134,7 +134,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--redis-db", type=int, default=15, help="emptied between systems (default 15)"
     )
-    parser.add_argument("--out-dir", type=Path, help="default docs/, or .bench/ with --quick")
+    parser.add_argument(
+        "--out-dir", type=Path, help="default bench/results/, or .bench/ with --quick"
+    )
     parser.add_argument(
         "--render", type=Path, metavar="JSON", help="only rewrite the table, chart and section"
     )
@@ -161,12 +163,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         latency_warmup=base.latency_warmup,
     )
     if options.out_dir is None:
-        options.out_dir = ROOT / (".bench" if options.quick else "docs")
+        options.out_dir = (ROOT / ".bench") if options.quick else (BENCH / "results")
     return options
 
 
 def command_line(argv: list[str]) -> str:
-    return shlex.join([".venv/bin/python", "scripts/bench_peers.py", *argv])
+    return shlex.join([".venv/bin/python", "bench/peers.py", *argv])
 
 
 @contextmanager
@@ -261,11 +263,11 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
     print()
     print(markdown)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "bench-peers.json"
+    json_path = out_dir / "peers.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
-    render_chart(report, out_dir / "bench-peers.png")
-    (out_dir / "bench-peers.md").write_text(markdown)
-    print(f"\nwritten: {json_path} and bench-peers.png, bench-peers.md beside it")
+    render_chart(report, out_dir / "peers.png")
+    (out_dir / "peers.md").write_text(markdown)
+    print(f"\nwritten: {json_path} and peers.png, peers.md beside it")
 
 
 if __name__ == "__main__":

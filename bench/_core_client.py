@@ -1,8 +1,8 @@
-"""Client side of scripts/bench.py: one workload per process, result as JSON on stdout.
+"""Client side of bench/core.py: one workload per process, result as JSON on stdout.
 
 Run by bench.py, not by hand:
 
-    python scripts/_bench_client.py WORKLOAD '{"target": "127.0.0.1:PORT", ...}'
+    python bench/_core_client.py WORKLOAD '{"target": "127.0.0.1:PORT", ...}'
 
 Every workload runs on one asyncio loop (uvloop when installed, for every target
 alike, so the harness is the same for the echo server and for Conveyor). The
