@@ -25,6 +25,7 @@ import json
 import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
+from importlib import resources
 from typing import Any, TypeVar
 
 from conveyor_server.stores._records import Progress, State, TaskFailure, TaskRecord
@@ -33,43 +34,12 @@ SCHEMA_VERSION = 1
 
 T = TypeVar("T")
 
-CREATE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    tenant TEXT NOT NULL,
-    type TEXT NOT NULL,
-    state INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    result BLOB,
-    error_code TEXT,
-    error_message TEXT,
-    error_exception_type TEXT,
-    progress_percent REAL,
-    progress_message TEXT,
-    progress_current INTEGER,
-    progress_total INTEGER,
-    attempt INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    labels TEXT,
-    create_time REAL NOT NULL,
-    start_time REAL,
-    end_time REAL,
-    update_time REAL NOT NULL,
-    scheduled_time REAL NOT NULL,
-    timeout REAL,
-    idempotency_key TEXT,
-    fingerprint BLOB,
-    cancel_requested INTEGER NOT NULL,
-    version INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (seq);
-"""
+# The CREATE statements, run at every open.
+CREATE_SCHEMA = (
+    resources.files("conveyor_server.stores.sqlite")
+    .joinpath("schema.sql")
+    .read_text(encoding="utf-8")
+)
 
 COLUMNS = (
     "id",
