@@ -32,49 +32,24 @@ distinct from a missing one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from conveyor_server.stores._records import Progress, State, TaskFailure, TaskRecord
+from conveyor_server.stores import _flat
+from conveyor_server.stores._records import Progress, State, TaskRecord
 
 # Tasks a list script examines per call: bounds how long one call holds Redis.
 LIST_SCAN = 500
 # Finished tasks a purge script looks at per call, for the same reason.
 PURGE_CHUNK = 500
 
-# The fields of a task hash, in the order scripts return them (HMGET).
-FIELDS = (
-    "id",
-    "type",
-    "state",
-    "payload",
-    "result",
-    "error_code",
-    "error_message",
-    "error_type",
-    "progress_percent",
-    "progress_message",
-    "progress_current",
-    "progress_total",
-    "attempt",
-    "max_attempts",
-    "priority",
-    "labels",
-    "create_time",
-    "start_time",
-    "end_time",
-    "update_time",
-    "scheduled_time",
-    "timeout",
-    "idempotency_key",
-    "fingerprint",
-    "cancel_requested",
-    "version",
-    "seq",
-    "tenant",
-)
+# The hash field of each flat field of a task, in `_flat.FIELDS` order: the
+# order scripts return them in (HMGET). One name differs from the SQLite
+# column: the hash field of `error_exception_type` has always been
+# `error_type`, and stored hashes keep it.
+_HASH_FIELD = {"error_exception_type": "error_type"}
+FIELDS = tuple(_HASH_FIELD.get(name, name) for name in _flat.NAMES)
 
 # The fields scripts read and write besides those: the member a pending
 # task has in its queue, and the process that runs it.
@@ -142,80 +117,24 @@ def progress_values(progress: Progress | None) -> tuple[bytes, bytes, bytes, byt
     )
 
 
-_STATES = {str(int(s)).encode(): s for s in State}
-
-
-def record_from(values: Sequence[Any]) -> TaskRecord | None:
-    """A TaskRecord from the FIELDS of a task hash; None for a task that
-    is gone."""
-    (
-        task_id,
-        task_type,
-        state,
-        payload,
-        result,
-        error_code,
-        error_message,
-        error_type,
-        percent,
-        progress_message,
-        progress_current,
-        progress_total,
-        attempt,
-        max_attempts,
-        priority,
-        labels,
-        create_time,
-        start_time,
-        end_time,
-        update_time,
-        scheduled_time,
-        timeout,
-        idempotency_key,
-        fingerprint,
-        cancel_requested,
-        version,
-        seq,
-        tenant,
-        *_,  # the fields only scripts use
-    ) = values
-    if task_id is None:
-        return None
-    record = TaskRecord.__new__(TaskRecord)
-    record.id = task_id.decode()
-    record.type = task_type.decode()
-    record.state = _STATES[state]
-    record.payload = payload
-    record.result = result
-    record.error = (
-        None
-        if error_code is None
-        else TaskFailure(error_code.decode(), error_message.decode(), error_type.decode())
-    )
-    record.progress = (
-        None
-        if percent is None
-        else Progress(
-            float(percent), progress_message.decode(), int(progress_current), int(progress_total)
-        )
-    )
-    record.attempt = int(attempt)
-    record.max_attempts = int(max_attempts)
-    record.priority = int(priority)
-    record.labels = None if labels is None else json.loads(labels)
-    record.create_time = float(create_time)
-    record.start_time = None if start_time is None else float(start_time)
-    record.end_time = None if end_time is None else float(end_time)
-    record.update_time = float(update_time)
-    record.scheduled_time = float(scheduled_time)
-    record.timeout = None if timeout is None else float(timeout)
-    record.idempotency_key = None if idempotency_key is None else idempotency_key.decode()
-    record.fingerprint = fingerprint
-    record.cancel_requested = cancel_requested == b"1"
-    record.version = int(version)
-    record.seq = int(seq)
-    record.tenant = tenant.decode()
-    return record
+# How a task hash spells each kind of value: everything is bytes, and an
+# optional value that is None is an absent field (HMGET gives None).
+_DECODE: _flat.Spelling = {
+    _flat.Kind.TEXT: "{}.decode()",
+    _flat.Kind.INT: "int({})",
+    _flat.Kind.REAL: "float({})",
+    _flat.Kind.STATE: "_states[{}]",
+    _flat.Kind.FLAG: "{} == b'1'",
+    _flat.Kind.JSON: "_from_json({})",
+}
+# A TaskRecord from the STORE_FIELDS of a task hash (the values past FIELDS
+# are those only scripts use); None for a task that is gone.
+record_from = _flat.unflattener(
+    _DECODE,
+    {"_states": {str(int(s)).encode(): s for s in State}},
+    trailing=True,
+    none_without_id=True,
+)
 
 
 def existing_record(values: Sequence[Any]) -> TaskRecord:
