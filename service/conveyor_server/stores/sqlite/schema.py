@@ -8,7 +8,8 @@ Schema version 1:
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
     tasks(...)
-        one row per task, a column per `TaskRecord` field: `payload`,
+        one row per task, a column per flat field of a task (`_flat.FIELDS`,
+        in the order of schema.sql): `payload`,
         `result` and `fingerprint` as BLOB, `labels` as JSON text (NULL for
         none), `error_*` and `progress_*` spelled out (NULL when unset),
         `state` as the `TaskState` number, times as REAL seconds since the
@@ -21,86 +22,29 @@ A row always holds a whole task: every write replaces it.
 from __future__ import annotations
 
 import functools
-import json
 import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
+from importlib import resources
 from typing import Any, TypeVar
 
-from conveyor_server.stores._records import Progress, State, TaskFailure, TaskRecord
+from conveyor_server.stores import _flat
+from conveyor_server.stores._records import TaskRecord
 
 SCHEMA_VERSION = 1
 
 T = TypeVar("T")
 
-CREATE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    tenant TEXT NOT NULL,
-    type TEXT NOT NULL,
-    state INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    result BLOB,
-    error_code TEXT,
-    error_message TEXT,
-    error_exception_type TEXT,
-    progress_percent REAL,
-    progress_message TEXT,
-    progress_current INTEGER,
-    progress_total INTEGER,
-    attempt INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    labels TEXT,
-    create_time REAL NOT NULL,
-    start_time REAL,
-    end_time REAL,
-    update_time REAL NOT NULL,
-    scheduled_time REAL NOT NULL,
-    timeout REAL,
-    idempotency_key TEXT,
-    fingerprint BLOB,
-    cancel_requested INTEGER NOT NULL,
-    version INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (seq);
-"""
-
-COLUMNS = (
-    "id",
-    "seq",
-    "tenant",
-    "type",
-    "state",
-    "payload",
-    "result",
-    "error_code",
-    "error_message",
-    "error_exception_type",
-    "progress_percent",
-    "progress_message",
-    "progress_current",
-    "progress_total",
-    "attempt",
-    "max_attempts",
-    "priority",
-    "labels",
-    "create_time",
-    "start_time",
-    "end_time",
-    "update_time",
-    "scheduled_time",
-    "timeout",
-    "idempotency_key",
-    "fingerprint",
-    "cancel_requested",
-    "version",
+# The CREATE statements, run at every open.
+CREATE_SCHEMA = (
+    resources.files("conveyor_server.stores.sqlite")
+    .joinpath("schema.sql")
+    .read_text(encoding="utf-8")
 )
+
+# The columns of `tasks`, one per flat field of a task; SQLite stores the
+# flat values as Python gives them.
+COLUMNS = _flat.NAMES
 
 SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM tasks ORDER BY seq"
 
@@ -166,26 +110,6 @@ _SLOT = {name: index for index, name in enumerate(TaskRecord.__slots__)}
 ID = _SLOT["id"]
 VERSION = _SLOT["version"]
 _SEQ = _SLOT["seq"]
-_TENANT = _SLOT["tenant"]
-_TYPE = _SLOT["type"]
-_STATE = _SLOT["state"]
-_PAYLOAD = _SLOT["payload"]
-_RESULT = _SLOT["result"]
-_ERROR = _SLOT["error"]
-_PROGRESS = _SLOT["progress"]
-_ATTEMPT = _SLOT["attempt"]
-_MAX_ATTEMPTS = _SLOT["max_attempts"]
-_PRIORITY = _SLOT["priority"]
-_LABELS = _SLOT["labels"]
-_CREATE_TIME = _SLOT["create_time"]
-_START_TIME = _SLOT["start_time"]
-_END_TIME = _SLOT["end_time"]
-_UPDATE_TIME = _SLOT["update_time"]
-_SCHEDULED_TIME = _SLOT["scheduled_time"]
-_TIMEOUT = _SLOT["timeout"]
-_IDEMPOTENCY_KEY = _SLOT["idempotency_key"]
-_FINGERPRINT = _SLOT["fingerprint"]
-_CANCEL_REQUESTED = _SLOT["cancel_requested"]
 
 
 def record_from_snapshot(values: Snapshot) -> TaskRecord:
@@ -200,101 +124,9 @@ def seq_of(values: Snapshot) -> int:
     return seq
 
 
-def row_from_snapshot(v: Snapshot) -> tuple[Any, ...]:
-    """The `tasks` row of a snapshot, in `COLUMNS` order."""
-    error: TaskFailure | None = v[_ERROR]
-    progress: Progress | None = v[_PROGRESS]
-    labels: dict[str, str] | None = v[_LABELS]
-    return (
-        v[ID],
-        v[_SEQ],
-        v[_TENANT],
-        v[_TYPE],
-        int(v[_STATE]),
-        v[_PAYLOAD],
-        v[_RESULT],
-        None if error is None else error.code,
-        None if error is None else error.message,
-        None if error is None else error.exception_type,
-        None if progress is None else progress.percent,
-        None if progress is None else progress.message,
-        None if progress is None else progress.current,
-        None if progress is None else progress.total,
-        v[_ATTEMPT],
-        v[_MAX_ATTEMPTS],
-        v[_PRIORITY],
-        None if labels is None else json.dumps(labels, separators=(",", ":")),
-        v[_CREATE_TIME],
-        v[_START_TIME],
-        v[_END_TIME],
-        v[_UPDATE_TIME],
-        v[_SCHEDULED_TIME],
-        v[_TIMEOUT],
-        v[_IDEMPOTENCY_KEY],
-        v[_FINGERPRINT],
-        int(v[_CANCEL_REQUESTED]),
-        v[VERSION],
-    )
+# The `tasks` row of a snapshot, in `COLUMNS` order: `_flat.flatten` of the
+# record the snapshot was taken of.
+row_from_snapshot = _flat.flattener(_flat.PYTHON_ENCODE, snapshot=TaskRecord.__slots__)
 
-
-def record_from_row(row: sqlite3.Row | tuple[Any, ...]) -> TaskRecord:
-    (
-        task_id,
-        seq,
-        tenant,
-        type_,
-        state,
-        payload,
-        result,
-        error_code,
-        error_message,
-        error_exception_type,
-        progress_percent,
-        progress_message,
-        progress_current,
-        progress_total,
-        attempt,
-        max_attempts,
-        priority,
-        labels,
-        create_time,
-        start_time,
-        end_time,
-        update_time,
-        scheduled_time,
-        timeout,
-        idempotency_key,
-        fingerprint,
-        cancel_requested,
-        version,
-    ) = row
-    record = TaskRecord(
-        id=task_id,
-        type=type_,
-        payload=bytes(payload),
-        labels=None if labels is None else json.loads(labels),
-        max_attempts=max_attempts,
-        priority=priority,
-        timeout=timeout,
-        idempotency_key=idempotency_key,
-        fingerprint=None if fingerprint is None else bytes(fingerprint),
-        create_time=create_time,
-        scheduled_time=scheduled_time,
-        seq=seq,
-        tenant=tenant,
-    )
-    record.state = State(state)
-    record.result = None if result is None else bytes(result)
-    if error_code is not None:
-        record.error = TaskFailure(error_code, error_message, error_exception_type)
-    if progress_percent is not None:
-        record.progress = Progress(
-            progress_percent, progress_message, progress_current, progress_total
-        )
-    record.attempt = attempt
-    record.start_time = start_time
-    record.end_time = end_time
-    record.update_time = update_time
-    record.cancel_requested = bool(cancel_requested)
-    record.version = version
-    return record
+# A record from a `tasks` row (a tuple or a sqlite3.Row, in `COLUMNS` order).
+record_from_row = _flat.unflatten

@@ -1,0 +1,187 @@
+-- Shared by every script: it is prepended to each one, so these locals and
+-- functions are in scope there. ARGV[1] is always the key prefix `P`.
+-- FIELD_NAMES is replaced at import by the quoted names of the fields a
+-- task hash holds (scripts.STORE_FIELDS), in the order `record` returns them.
+
+local P = ARGV[1]
+local READY, DELAYED, RUNNING, FINISHED = P .. ':ready', P .. ':delayed', P .. ':running', P .. ':finished'
+local IDEMPOTENCY, TENANT_DEPTH = P .. ':idempotency', P .. ':tenant_depth'
+local FIELDS = {FIELD_NAMES}
+local F = {}
+for i, name in ipairs(FIELDS) do F[name] = i end
+local events = {}
+local work = false
+-- Changes of each tenant's unfinished count, written once at the end.
+local tenant_delta = {}
+local function count_tenant(tenant, delta)
+  tenant_delta[tenant] = (tenant_delta[tenant] or 0) + delta
+end
+local function tenant_depth(tenant)
+  return tonumber(redis.call('HGET', TENANT_DEPTH, tenant) or 0) + (tenant_delta[tenant] or 0)
+end
+
+local function task_key(id) return P .. ':task:' .. id end
+
+local function record(key) return redis.call('HMGET', key, unpack(FIELDS)) end
+
+local function opt(value)
+  if value == '' then return nil end
+  return string.sub(value, 2)
+end
+
+local function unpack_values(lengths, body)
+  local values, at = {}, 1
+  for length in string.gmatch(lengths, '%d+') do
+    local stop = at + tonumber(length)
+    values[#values + 1] = string.sub(body, at, stop - 1)
+    at = stop
+  end
+  return values
+end
+
+-- Queue and finishing order. A batch reserves its numbers in one call.
+local next_ticket, last_ticket = 1, 0
+local function reserve_tickets(count)
+  if count > 0 then
+    last_ticket = redis.call('INCRBY', P .. ':ticket', count)
+    next_ticket = last_ticket - count + 1
+  end
+end
+local function ticket()
+  if next_ticket <= last_ticket then
+    next_ticket = next_ticket + 1
+    return next_ticket - 1
+  end
+  return redis.call('INCR', P .. ':ticket')
+end
+
+-- An edit of one task: read it whole once, collect the changes, write them
+-- in one HSET and one HDEL; the copy read, kept current, is the reply.
+local function open(id)
+  local key = task_key(id)
+  return {id = id, key = key, r = record(key), sets = {}, dels = {}}
+end
+local function put(e, name, value)
+  e.sets[#e.sets + 1] = name
+  e.sets[#e.sets + 1] = value
+  e.r[F[name]] = value
+end
+local function remove(e, name)
+  e.dels[#e.dels + 1] = name
+  e.r[F[name]] = false
+end
+local function save(e)
+  if #e.sets > 0 then redis.call('HSET', e.key, unpack(e.sets)) end
+  if #e.dels > 0 then redis.call('HDEL', e.key, unpack(e.dels)) end
+  e.sets, e.dels = {}, {}
+  return e.r
+end
+-- Every change: a new version, an update time, an event.
+local function bump(e, now_s)
+  local version = tonumber(e.r[F.version]) + 1
+  put(e, 'version', tostring(version))
+  put(e, 'update_time', now_s)
+  events[#events + 1] = e.id .. ':' .. version
+end
+
+local function note_ready()
+  if not work and redis.call('ZCARD', READY) == 0 then
+    -- The queue was empty: idle workers wait for a word. A queue that was
+    -- not empty has no idle worker, or one that was told already.
+    work = true
+  end
+end
+local function ready_member(number, id) return string.format('%016x', number) .. id end
+local function make_ready(e)
+  note_ready()
+  local member = ready_member(ticket(), e.id)
+  redis.call('ZADD', READY, 0 - tonumber(e.r[F.priority]), member)
+  put(e, 'queued', member)
+end
+local function make_delayed(e, due)
+  local member = ready_member(tonumber(e.r[F.seq]), e.id)
+  redis.call('ZADD', DELAYED, due, member)
+  put(e, 'queued', member)
+end
+local function unqueue(e)
+  local member = e.r[F.queued]
+  if member then
+    redis.call('ZREM', READY, member)
+    redis.call('ZREM', DELAYED, member)
+    remove(e, 'queued')
+  end
+end
+
+-- Back to the queue, due at `scheduled`: a retry after backoff, a hand-back,
+-- a lapsed lease, a RetryTask.
+local function make_pending(e, scheduled, now_s)
+  put(e, 'state', '1')
+  put(e, 'scheduled_time', scheduled)
+  remove(e, 'owner')
+  redis.call('ZREM', RUNNING, e.id)
+  if tonumber(scheduled) > tonumber(now_s) then
+    make_delayed(e, scheduled)
+  else
+    make_ready(e)
+  end
+  bump(e, now_s)
+end
+
+local function finish(e, state, now_s)
+  count_tenant(e.r[F.tenant], -1)
+  put(e, 'state', state)
+  put(e, 'end_time', now_s)
+  remove(e, 'owner')
+  redis.call('ZREM', RUNNING, e.id)
+  unqueue(e)
+  redis.call('ZADD', FINISHED, ticket(), e.id)
+  bump(e, now_s)
+end
+
+local function drop(id, unlisted)
+  local key = task_key(id)
+  local fields = redis.call('HMGET', key, 'tenant', 'idempotency_key')
+  local tenant = fields[1] or ''
+  if fields[2] then
+    local slot = tenant .. '\0' .. fields[2]
+    if redis.call('HGET', IDEMPOTENCY, slot) == id then
+      redis.call('HDEL', IDEMPOTENCY, slot)
+    end
+  end
+  redis.call('ZREM', P .. ':tasks:' .. tenant, id)
+  if not unlisted then redis.call('ZREM', FINISHED, id) end
+  redis.call('DEL', key)
+end
+
+local function keep_retention(limit)
+  local excess = redis.call('ZCARD', FINISHED) - limit
+  if excess > 0 then
+    local oldest = redis.call('ZPOPMIN', FINISHED, math.min(excess, 1000))
+    for i = 1, #oldest, 2 do drop(oldest[i], true) end
+  end
+end
+
+local function depth()
+  return redis.call('ZCARD', READY) + redis.call('ZCARD', DELAYED) + redis.call('ZCARD', RUNNING)
+end
+-- The first tenant that `wanted` (tenant -> new tasks) would take past
+-- `quota`, and its depth; nil when all fit.
+local function over_quota(wanted, order, quota)
+  for _, tenant in ipairs(order) do
+    local current = tenant_depth(tenant)
+    if current + wanted[tenant] > quota then return tenant, current end
+  end
+  return nil
+end
+
+local function notify(source)
+  for tenant, delta in pairs(tenant_delta) do
+    if delta ~= 0 and redis.call('HINCRBY', TENANT_DEPTH, tenant, delta) <= 0 then
+      redis.call('HDEL', TENANT_DEPTH, tenant)
+    end
+  end
+  if #events > 0 then
+    redis.call('PUBLISH', P .. ':events', table.concat(events, ' '))
+  end
+  if work then redis.call('PUBLISH', P .. ':work', source or '') end
+end

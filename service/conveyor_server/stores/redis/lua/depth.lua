@@ -1,0 +1,4 @@
+-- ARGV: prefix.
+-- Returns the number of unfinished tasks.
+
+return depth()

@@ -1,0 +1,29 @@
+-- Queue a failed or cancelled task again, from its first attempt.
+--
+-- ARGV: prefix, now, id, tenant, max_queue, quota per tenant (0: none).
+-- Returns {"none"}, {"ok", record}, {"invalid", record}, {"full", depth} or
+-- {"quota", tenant, its depth}.
+
+local now_s, tenant = ARGV[2], ARGV[4]
+local e = open(ARGV[3])
+local state = e.r[F.state]
+if not state or e.r[F.tenant] ~= tenant then return {'none'} end
+if state ~= '4' and state ~= '5' then return {'invalid', e.r} end
+local unfinished = depth()
+if unfinished + 1 > tonumber(ARGV[5]) then return {'full', unfinished} end
+local quota = tonumber(ARGV[6])
+if quota > 0 and tenant_depth(tenant) + 1 > quota then
+  return {'quota', tenant, tenant_depth(tenant)}
+end
+count_tenant(tenant, 1)
+redis.call('ZREM', FINISHED, e.id)
+put(e, 'attempt', '0')
+put(e, 'cancel_requested', '0')
+for _, name in ipairs({'result', 'error_code', 'error_message', 'error_type',
+    'progress_percent', 'progress_message', 'progress_current', 'progress_total',
+    'start_time', 'end_time'}) do
+  remove(e, name)
+end
+make_pending(e, now_s, now_s)
+notify()
+return {'ok', save(e)}

@@ -1,0 +1,40 @@
+-- The schema of `sqlite:///path`, version 1 (schema.SCHEMA_VERSION); its
+-- tables and columns are described in schema.py. Run at every open: every
+-- statement is IF NOT EXISTS. A change of a table here needs a new schema
+-- version and a migration of the files written by the old one.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    result BLOB,
+    error_code TEXT,
+    error_message TEXT,
+    error_exception_type TEXT,
+    progress_percent REAL,
+    progress_message TEXT,
+    progress_current INTEGER,
+    progress_total INTEGER,
+    attempt INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    labels TEXT,
+    create_time REAL NOT NULL,
+    start_time REAL,
+    end_time REAL,
+    update_time REAL NOT NULL,
+    scheduled_time REAL NOT NULL,
+    timeout REAL,
+    idempotency_key TEXT,
+    fingerprint BLOB,
+    cancel_requested INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (seq);
