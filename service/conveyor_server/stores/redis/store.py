@@ -19,24 +19,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import random
-import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from conveyor_server._ids import new_task_id
 from conveyor_server.stores._errors import (
@@ -57,99 +49,20 @@ from conveyor_server.stores._records import (
 )
 from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
 from conveyor_server.stores.redis import scripts as lua
+from conveyor_server.stores.redis._connection import DOWN, connect
+from conveyor_server.stores.redis._follower import ChangeFollower
+from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis.scripts import existing_record, number, opt, pack, progress_values
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 3.0
-READ_TIMEOUT_SECONDS = 5.0
-DEFAULT_PREFIX = "conveyor"
-DEFAULT_LEASE_MARGIN = 2.0
 POLL_INTERVAL_SECONDS = 1.0
 CLOSE_TIMEOUT_SECONDS = 2.0
-_KEEPALIVE: dict[int, int] = {
-    option: value
-    for option, value in (
-        (getattr(socket, "TCP_KEEPIDLE", None), 10),
-        (getattr(socket, "TCP_KEEPINTVL", None), 5),
-        (getattr(socket, "TCP_KEEPCNT", None), 3),
-    )
-    if option is not None
-}
 # How long the earliest due time a claim read stands in for next_due_time.
 DUE_HINT_SECONDS = 0.05
-# Records the subscription fetcher reads per call.
-FETCH_CHUNK = 500
 
-# Redis cannot be reached, or cannot take writes now (full under a noeviction
-# policy, a replica during failover): the call may be retried later.
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemoryError, ReadOnlyError)
-
-_Item = TypeVar("_Item")
-_Result = TypeVar("_Result")
 # One create call as the script takes it: now, lengths, values.
 _CreateBatch = tuple[float, bytes, bytes]
-
-# -- subscriptions ----------------------------------------------------------------
-
-
-class _GroupCommit(Generic[_Item, _Result]):
-    """Shares round trips among concurrent calls: a call made while none is
-    in flight goes at once; calls made meanwhile wait and go together in the
-    next one. No added latency when idle, one round trip per wave when busy.
-
-    `send` takes the items of one wave and returns, per item, its result or
-    the exception to raise for it.
-    """
-
-    def __init__(self, send: Callable[[list[_Item]], Awaitable[list[_Result | Exception]]]) -> None:
-        self._send = send
-        self._waiting: list[tuple[_Item, asyncio.Future[_Result]]] = []
-        self._busy = False
-        self._drainer: asyncio.Task[None] | None = None
-
-    async def __call__(self, item: _Item) -> _Result:
-        if self._busy:
-            future: asyncio.Future[_Result] = asyncio.get_running_loop().create_future()
-            self._waiting.append((item, future))
-            return await future
-        self._busy = True
-        try:
-            [result] = await self._send([item])
-        finally:
-            self._next_wave()
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    def _next_wave(self) -> None:
-        if self._waiting:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        else:
-            self._busy = False
-            self._drainer = None
-
-    async def _drain(self) -> None:
-        wave, self._waiting = self._waiting, []
-        try:
-            results = await self._send([item for item, _ in wave])
-        except Exception as exc:
-            for _, future in wave:
-                if not future.done():
-                    # One exception object per caller: raising a shared one
-                    # from several tasks would tangle its traceback.
-                    copy = StoreUnavailable(*exc.args) if isinstance(exc, StoreUnavailable) else exc
-                    future.set_exception(copy)
-        else:
-            for (_, future), result in zip(wave, results, strict=True):
-                if future.done():
-                    continue  # its caller gave up
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-        finally:
-            self._next_wave()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,67 +99,19 @@ class RedisStore:
         max_queue_per_tenant: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        parts = urlsplit(url)
-        prefix = DEFAULT_PREFIX
-        margin = DEFAULT_LEASE_MARGIN
-        passed: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name == "prefix":
-                prefix = value
-            elif name == "lease_margin":
-                try:
-                    margin = float(value)
-                except ValueError:
-                    margin = math.nan
-                if not (math.isfinite(margin) and margin >= 0):
-                    raise ValueError(
-                        f"store URL option lease_margin must be a number of seconds "
-                        f"of 0 or more, got {value!r}"
-                    )
-            else:
-                passed.append((name, value))
-        if not prefix:
-            raise ValueError("store URL option prefix must not be empty")
+        connection = connect(url)
+        prefix = connection.prefix
         if not lease_seconds > 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self._max_queue = max_queue
         self._max_per_tenant = max_queue_per_tenant
         self._retention_count = retention_count
         self._lease_seconds = float(lease_seconds)
-        self._lease_margin = margin
+        self._lease_margin = connection.lease_margin
         self._prefix = prefix
-        self._where = f"Redis at {parts.hostname or 'localhost'}:{parts.port or 6379}"
+        self._where = connection.where
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self._owner_bytes = self._owner.encode()
-        self._events_channel = f"{prefix}:events".encode()
-        self._cancel_channel = f"{prefix}:cancel".encode()
-        self._work_channel = f"{prefix}:work".encode()
-
-        client_url = urlunsplit(parts._replace(query=urlencode(passed)))
-        options: dict[str, Any] = {
-            "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "socket_timeout": READ_TIMEOUT_SECONDS,
-            # Names the store's connections in CLIENT LIST (no spaces allowed).
-            "client_name": "conveyor:" + re.sub(r"[^!-~]", "_", prefix),
-            # A Redis host that vanishes without closing the connection is
-            # noticed in about 25 s, not the system's default two hours: the
-            # pub/sub listener blocks on its read with no timeout of its own.
-            "socket_keepalive": True,
-            "socket_keepalive_options": _KEEPALIVE,
-        }
-        # One retry, on a fresh connection, for a pooled connection that
-        # died while idle (a Redis restart). Timeouts are not retried: the
-        # script may have run, and none of them is safe to run twice.
-        self._redis = Redis.from_url(
-            client_url,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            **options,
-        )
-        # Pub/sub on its own client that never reconnects by itself: the
-        # listener must know of every reconnect, to catch up on what it missed.
-        self._pubsub_redis = Redis.from_url(
-            client_url, retry=Retry(NoBackoff(), 0), health_check_interval=10, **options
-        )
+        self._redis = connection.redis
 
         def script(body: str) -> AsyncScript:
             return self._redis.register_script(lua.COMMON + body)
@@ -267,22 +132,27 @@ class RedisStore:
         self._shared_secret = script(lua.SIGNING_KEY)
         self._signing_key: bytes | None = None
 
-        self._creates = _GroupCommit(self._send_creates)
-        self._gets = _GroupCommit(self._send_gets)
+        self._creates = GroupCommit(self._send_creates)
+        self._gets = GroupCommit(self._send_gets)
 
         self._listener: StoreListener | None = None
         self._subscriptions = Subscriptions()
-        self._to_fetch: set[str] = set()
-        self._listening: asyncio.Task[None] | None = None
-        self._fetching: asyncio.Task[None] | None = None
+        self._cancels_told: set[str] = set()
+        self._pubsub_redis = connection.pubsub_redis
+        self._follower = ChangeFollower(
+            connection.pubsub_redis,
+            prefix=prefix,
+            where=connection.where,
+            owner=self._owner.encode(),
+            fetch=self._fetch,
+            subscriptions=self._subscriptions,
+            cancels_told=self._cancels_told,
+        )
         self._upkeep: asyncio.Task[None] | None = None
         self._clock = clock
         # The attempts this process claimed and has not reported the end
         # of: their leases are renewed while they run.
         self._held: dict[str, int] = {}
-        # Cancel requests this process made and already told its listener
-        # of; their echo on the cancel channel is not passed on again.
-        self._cancels_told: set[str] = set()
         self._due_hint: tuple[float, bytes | None] | None = None
         self._closed = False
 
@@ -302,8 +172,8 @@ class RedisStore:
         return self._signing_key
 
     def attach(self, listener: StoreListener) -> None:
-        self._listener = listener
-        self._start_listening()
+        self._listener = self._follower.listener = listener
+        self._follower.start()
         if self._upkeep is None and not self._closed:
             self._upkeep = asyncio.create_task(self._keep_up(), name="conveyor-redis-upkeep")
 
@@ -349,7 +219,7 @@ class RedisStore:
                 pipe.zcard(f"{self._prefix}:ready")
                 pipe.zrange(f"{self._prefix}:delayed", 0, 0, withscores=True)
                 ready, earliest = await pipe.execute()
-        except _DOWN as exc:
+        except DOWN as exc:
             raise self._unavailable(exc) from exc
         return bool(ready) or bool(earliest and earliest[0][1] <= self._clock())
 
@@ -438,7 +308,7 @@ class RedisStore:
             return None if hint[1] is None else float(hint[1])
         try:
             earliest = await self._redis.zrange(f"{self._prefix}:delayed", 0, 0, withscores=True)
-        except _DOWN as exc:
+        except DOWN as exc:
             raise self._unavailable(exc) from exc
         return float(earliest[0][1]) if earliest else None
 
@@ -579,17 +449,16 @@ class RedisStore:
 
     def subscribe(self, task_id: str) -> LatestSubscription:
         subscription = self._subscriptions.subscribe(task_id)
-        self._start_listening()
+        self._follower.start()
         return subscription
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [t for t in (self._listening, self._fetching, self._upkeep) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_SECONDS)
-        self._listening = self._fetching = self._upkeep = None
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            await asyncio.wait([self._upkeep], timeout=CLOSE_TIMEOUT_SECONDS)
+            self._upkeep = None
+        await self._follower.close(CLOSE_TIMEOUT_SECONDS)
         self._subscriptions.clear()
         for client in (self._redis, self._pubsub_redis):
             with contextlib.suppress(RedisError, OSError):
@@ -612,7 +481,7 @@ class RedisStore:
         self._due_hint = None  # any change may move the earliest due time
         try:
             return await script(args=args)
-        except _DOWN as exc:
+        except DOWN as exc:
             raise self._unavailable(exc) from exc
 
     def _raise_if_full(self, reply: list[Any]) -> None:
@@ -650,128 +519,3 @@ class RedisStore:
         """The end of a held attempt was reported: its lease needs no renewal."""
         if self._held.get(task_id) == attempt:
             del self._held[task_id]
-
-    def _start_listening(self) -> None:
-        if self._closed or (self._listening is not None and not self._listening.done()):
-            return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return  # started by the first call on a loop
-        self._listening = asyncio.create_task(self._listen(), name="conveyor-redis-listener")
-
-    async def _listen(self) -> None:
-        """Follow the channels for as long as the store is open, reconnecting
-        with backoff; after each (re)connect, catch up on what may have been
-        missed meanwhile."""
-        channels = (self._events_channel, self._cancel_channel, self._work_channel)
-        delay = 0.0
-        outage = False
-        while not self._closed:
-            pubsub = self._pubsub_redis.pubsub()
-            try:
-                await pubsub.subscribe(*channels)
-                confirmed = 0
-                while confirmed < len(channels):
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        confirmed += 1
-                    else:
-                        self._on_message(message)
-                if outage:
-                    logger.info("%s is reachable again; following its changes", self._where)
-                outage = False
-                delay = 0.0
-                # Everything published while not subscribed is lost: look
-                # for work and re-read every watched task.
-                if self._listener is not None:
-                    self._listener.work_available()
-                self._cancels_told.clear()
-                self._fetch_later(self._subscriptions)
-                # Blocking reads: a read with a timeout can swallow a cancel
-                # that arrives as it times out. A dead Redis closes the
-                # socket; a vanished host is found by TCP keepalive.
-                while not self._closed:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                    if message is not None:
-                        self._on_message(message)
-                return
-            except asyncio.CancelledError:
-                raise
-            except (*_DOWN, RedisError) as exc:
-                if not outage:
-                    logger.warning(
-                        "lost %s pub/sub (%s); reconnecting, meanwhile workers poll for work",
-                        self._where,
-                        exc,
-                    )
-                outage = True
-            except Exception:
-                logger.exception("store listener failed; restarting it")
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            delay = min(max(delay * 2, 0.1), 5.0)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
-    def _on_message(self, message: Mapping[str, Any]) -> None:
-        if message.get("type") != "message":
-            return
-        channel = message["channel"]
-        data: bytes = message["data"]
-        if channel == self._events_channel:
-            subscriptions = self._subscriptions
-            if not subscriptions:
-                return
-            stale: list[str] = []
-            for change in data.split():
-                task_id_bytes, _, version = change.rpartition(b":")
-                task_id = task_id_bytes.decode()
-                if subscriptions.behind(task_id, int(version)):
-                    stale.append(task_id)
-            if stale:
-                self._fetch_later(stale)
-        elif channel == self._cancel_channel:
-            task_id = data.decode()
-            if task_id in self._cancels_told:
-                self._cancels_told.discard(task_id)
-            elif self._listener is not None:
-                self._listener.cancel_requested(task_id)
-        elif (
-            channel == self._work_channel
-            and self._listener is not None
-            # Work this process made was announced to its runner already.
-            and data != self._owner_bytes
-        ):
-            self._listener.work_available()
-
-    def _fetch_later(self, task_ids: Iterable[str]) -> None:
-        self._to_fetch.update(task_ids)
-        if self._to_fetch and (self._fetching is None or self._fetching.done()):
-            self._fetching = asyncio.create_task(self._fetch_watched(), name="conveyor-redis-fetch")
-
-    async def _fetch_watched(self) -> None:
-        """Read the tasks whose watchers are behind and deliver them; a read
-        that fails is tried again until it succeeds or nobody watches."""
-        delay = 0.05
-        while self._to_fetch:
-            subscriptions = self._subscriptions
-            task_ids = [i for i in self._to_fetch if subscriptions.watching(i)][:FETCH_CHUNK]
-            self._to_fetch.difference_update(task_ids)
-            self._to_fetch = {i for i in self._to_fetch if subscriptions.watching(i)}
-            if not task_ids:
-                continue
-            try:
-                replies = await self._fetch(args=[self._prefix, *task_ids])
-            except (*_DOWN, RedisError):
-                self._to_fetch.update(task_ids)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.05
-            for values in replies:
-                record = lua.record_from(values)
-                if record is not None:
-                    subscriptions.deliver(record)
