@@ -66,50 +66,21 @@ from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._records import (
     Cancellation,
-    ErrorCode,
     ListQuery,
     NewTask,
     Outcome,
     Progress,
     State,
-    TaskFailure,
     TaskRecord,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
 from conveyor_server.stores.memory import MemoryStore
 from conveyor_server.stores.sqlite import schema
+from conveyor_server.stores.sqlite.database import connect, load_database, open_error, set_meta
 
 logger = logging.getLogger(__name__)
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
-# How long opening waits for a database another process holds.
-_OPEN_TIMEOUT_SECONDS = 2.0
-
-
-def interrupted_error(attempt: int) -> TaskFailure:
-    return TaskFailure(
-        ErrorCode.INTERRUPTED,
-        f"attempt {attempt} was interrupted: the server stopped while it ran",
-    )
-
-
-def recover_interrupted(record: TaskRecord, now: float) -> None:
-    """Settle a task found RUNNING at start-up, as the Redis reaper settles
-    one whose lease lapsed: its attempt counts."""
-    record.update_time = now
-    record.version += 1
-    if record.cancel_requested:
-        # Asked to stop, and stopped.
-        record.state = State.CANCELLED
-        record.end_time = now
-        return
-    record.error = interrupted_error(record.attempt)
-    if record.attempt < record.max_attempts:
-        record.state = State.PENDING
-        record.scheduled_time = now
-    else:
-        record.state = State.FAILED
-        record.end_time = now
 
 
 class _Batch:
@@ -165,12 +136,12 @@ class SqliteStore:
         )
         self._subscriptions = Subscriptions()
         self._listener: StoreListener | None = None
-        self._connection = _connect(path, mode)
+        self._connection = connect(path, mode)
         try:
-            self._saved_seq = self._load(time.time())
+            self._saved_seq = load_database(self._connection, self._memory, path, time.time())
         except sqlite3.Error as exc:
             self._connection.close()
-            raise _open_error(path, exc) from exc
+            raise open_error(path, exc) from exc
         except BaseException:
             self._connection.close()
             raise
@@ -440,7 +411,7 @@ class SqliteStore:
                 schema.write_rows(connection, rows)
                 schema.delete_rows(connection, deletes)
                 if top > self._saved_seq:
-                    _set_meta(connection, "last_seq", str(top))
+                    set_meta(connection, "last_seq", str(top))
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
@@ -456,54 +427,6 @@ class SqliteStore:
             return StoreUnavailable(f"could not write to the task database {self.path}: {exc}")
         return None
 
-    # -- start-up ---------------------------------------------------------
-
-    def _load(self, now: float) -> int:
-        """Read every task into the index, settle interrupted attempts and
-        write them back. Returns the highest seq on disk."""
-        connection = self._connection
-        connection.executescript(schema.CREATE_SCHEMA)
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            version = _get_meta(connection, "schema_version")
-            if version is None:
-                _set_meta(connection, "schema_version", str(schema.SCHEMA_VERSION))
-            elif version != str(schema.SCHEMA_VERSION):
-                raise StoreUnavailable(
-                    f"{self.path} has task schema version {version}; this server "
-                    f"reads version {schema.SCHEMA_VERSION}"
-                )
-            last_seq = int(_get_meta(connection, "last_seq") or 0)
-            records: list[TaskRecord] = []
-            recovered: list[TaskRecord] = []
-            for row in connection.execute(schema.SELECT_ALL):
-                record = schema.record_from_row(row)
-                if record.state is State.RUNNING:
-                    recover_interrupted(record, now)
-                    recovered.append(record)
-                records.append(record)
-            dropped = self._memory.load(records, now, last_seq)
-            schema.write_rows(
-                connection, [schema.row_from_snapshot(schema.snapshot(r)) for r in recovered]
-            )
-            schema.delete_rows(connection, [r.id for r in dropped])
-            top = max([last_seq, *(r.seq for r in records)])
-            _set_meta(connection, "last_seq", str(top))
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        if records:
-            logger.info(
-                "loaded %d tasks from %s; %d interrupted attempts recovered, %d dropped by retention",
-                len(records),
-                self.path,
-                len(recovered),
-                len(dropped),
-            )
-        return top
-
 
 _STATE = TaskRecord.__slots__.index("state")
 _CANCEL_REQUESTED = TaskRecord.__slots__.index("cancel_requested")
@@ -514,43 +437,3 @@ def _announces(values: schema.Snapshot) -> bool:
     `announce`): most changes (claims, progress, ends) have none."""
     state = values[_STATE]
     return state is State.PENDING or (state is State.RUNNING and bool(values[_CANCEL_REQUESTED]))
-
-
-def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    try:
-        connection = sqlite3.connect(
-            path,
-            timeout=_OPEN_TIMEOUT_SECONDS,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-    except sqlite3.Error as exc:
-        raise _open_error(path, exc) from exc
-    try:
-        # Exclusive before the first access, so that WAL needs no shared
-        # memory and the lock is held until close.
-        connection.execute("PRAGMA locking_mode = EXCLUSIVE")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute(f"PRAGMA synchronous = {synchronous}")
-    except sqlite3.Error as exc:
-        connection.close()
-        raise _open_error(path, exc) from exc
-    return connection
-
-
-def _open_error(path: str, exc: sqlite3.Error) -> StoreUnavailable:
-    if "locked" in str(exc):
-        return StoreUnavailable(
-            f"the task database {path} is in use by another process "
-            "(another server on the same file?)"
-        )
-    return StoreUnavailable(f"cannot open the task database {path}: {exc}")
-
-
-def _get_meta(connection: sqlite3.Connection, key: str) -> str | None:
-    row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return None if row is None else str(row[0])
-
-
-def _set_meta(connection: sqlite3.Connection, key: str, value: str) -> None:
-    connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
