@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conveyor_server import _runner
+from conveyor_server import _attempts
+from conveyor_server.stores.redis import store as redis_store
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread, drop_redis_prefix, test_config
 
@@ -29,11 +30,12 @@ def fuzz_server(
         host, port = request.getfixturevalue("redis_server")
         prefix = f"conveyor-fuzz-{uuid.uuid4().hex[:12]}"
         url = f"redis://{host}:{port}/0?prefix={prefix}"
-    # Retry backoff jitter draws from the global `random`, which Hypothesis
-    # seeds and watches while it generates data; a server thread drawing
-    # from it meanwhile looks like a strategy using `random`.
+    # Retry backoff and reaping jitter draw from the global `random`, which
+    # Hypothesis seeds and watches while it generates data; a server thread
+    # drawing from it meanwhile looks like a strategy using `random`.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_runner, "random", random.Random())
+        patch.setattr(_attempts, "random", random.Random())
+        patch.setattr(redis_store, "random", random.Random())
         thread = ServerThread(test_config(max_queue=1_000_000, store=url)).start()
         thread.fuzz_scale = 1.0 if request.param == "memory" else 0.1  # type: ignore[attr-defined]
         yield thread
