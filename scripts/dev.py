@@ -4,6 +4,7 @@ Usage (standard library only; needs nothing but Python 3.11 or newer):
 
     python3.11 scripts/dev.py serve [conveyor-server args...]
     python3.11 scripts/dev.py test [pytest args...]
+    python3.11 scripts/dev.py test --fast [pytest args...]   (the core suites only)
     python3.11 scripts/dev.py lint [--require-buf]
 
 Every command first makes sure `.venv` exists in the repository root and holds
@@ -96,7 +97,15 @@ def serve(args: list[str]) -> int:
     os.execv(server, [str(server), *args])
 
 
+# The fast lane: the core behaviour (SDK, service, every store, docs) in
+# about 30 seconds. The suites that kill processes, fuzz or storm, and the
+# ones that drive other programs (grpcurl, subprocess servers) run in CI.
+FAST_SUITES = ("tests/client", "tests/service", "tests/stores", "tests/docs")
+
+
 def test(args: list[str]) -> int:
+    if args[:1] == ["--fast"]:
+        args = [*args[1:], *FAST_SUITES]
     code = run([venv_python(), "-m", "pytest", *args])
     if code == PYTEST_NO_TESTS:
         say("pytest collected no tests: that counts as a failure")
