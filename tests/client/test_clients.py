@@ -1,9 +1,12 @@
-"""The blocking client against a real in-process server."""
+"""Both clients against a real in-process server: every test runs on the sync
+`Client`, then on the `AsyncClient` through the blocking adapter of conftest.py."""
 
 from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 
 from conveyor import (
     AlreadyExists,
+    AsyncTaskHandle,
     Client,
     ConveyorError,
     DeadlineExceeded,
@@ -29,6 +33,18 @@ from conveyor import (
 
 # (ScriptedService, address) from the `scripted` fixture in conftest.py.
 Scripted = tuple[Any, str]
+# The `connect` fixture of conftest.py: connect(target, **kwargs) opens either client.
+Connect = Callable[..., AbstractContextManager[Client]]
+
+
+@pytest.fixture
+def client(each_client: Client) -> Client:
+    """In this module, `client` is each kind of client in turn (conftest's is sync only)."""
+    return each_client
+
+
+def _is_async(client: Client) -> bool:
+    return not isinstance(client, Client)
 
 
 def _wait_until_running(client: Client, task_id: str) -> Task:
@@ -40,7 +56,7 @@ def _wait_until_running(client: Client, task_id: str) -> Task:
 
 def test_submit_returns_a_pending_handle_and_result(client: Client) -> None:
     handle = client.submit("echo", {"n": 3, "words": ["a", "b"]}, labels={"team": "data"})
-    assert isinstance(handle, TaskHandle)
+    assert isinstance(handle, AsyncTaskHandle if _is_async(client) else TaskHandle)
     assert handle.id == handle.task.id
     assert handle.task.type == "echo"
     assert handle.task.payload == {"n": 3, "words": ["a", "b"]}
@@ -64,6 +80,7 @@ def test_get_and_wait(client: Client) -> None:
     assert final.result == {"x": "y"}
     assert final.end_time is not None
     assert handle.get().state is TaskState.SUCCEEDED
+    assert handle.get().version == final.version
     assert handle.wait(timeout=10).version == final.version
 
 
@@ -100,6 +117,12 @@ def test_submit_batch_is_all_or_nothing(client: Client, run_label: dict[str, str
     assert list(client.list(labels=run_label)) == []
 
 
+def test_submit_batch_names_the_bad_request(client: Client) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        client.submit_batch([TaskSpec("echo"), TaskSpec("echo"), TaskSpec("")])
+    assert "requests[2].type" in [field for field, _ in caught.value.field_violations]
+
+
 def test_watch_streams_increasing_versions_until_terminal(client: Client) -> None:
     handle = client.submit("sleep", {"seconds": 0.5})
     snapshots = list(handle.watch())
@@ -108,6 +131,7 @@ def test_watch_streams_increasing_versions_until_terminal(client: Client) -> Non
     assert snapshots[-1].state is TaskState.SUCCEEDED
     assert all(not task.is_terminal for task in snapshots[:-1])
     assert {TaskState.SUCCEEDED} <= {task.state for task in snapshots}
+    assert list(handle.watch(since_version=versions[-1])) == []
 
 
 def test_watch_resumes_after_a_version(client: Client) -> None:
@@ -149,6 +173,9 @@ def test_cancel_running_task(client: Client) -> None:
     client.cancel(handle.id)
     final = handle.wait(timeout=10)
     assert final.state is TaskState.CANCELLED
+    with pytest.raises(TaskFailed) as caught:
+        handle.result(timeout=10)
+    assert caught.value.task.state is TaskState.CANCELLED
 
 
 def test_cancel_finished_task_is_a_failed_precondition(client: Client) -> None:
@@ -211,6 +238,8 @@ def test_unknown_id_is_task_not_found(client: Client) -> None:
         client.get("no-such-task")
     assert caught.value.code is grpc.StatusCode.NOT_FOUND
     assert isinstance(caught.value.__cause__, grpc.RpcError)
+    if _is_async(client):
+        assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
     with pytest.raises(TaskNotFound):
         list(client.watch("no-such-task"))
     with pytest.raises(TaskNotFound):
@@ -229,10 +258,11 @@ def test_unknown_id_is_task_not_found(client: Client) -> None:
 def test_bad_submit_is_invalid_argument_with_field_violations(
     client: Client, kwargs: dict[str, object], field: str
 ) -> None:
-    task_type = kwargs.pop("type")
+    options = dict(kwargs)  # the parameter's dict is shared by both clients' runs
+    task_type = options.pop("type")
     assert isinstance(task_type, str)
     with pytest.raises(InvalidArgument) as caught:
-        client.submit(task_type, {}, **kwargs)  # type: ignore[arg-type]
+        client.submit(task_type, {}, **options)  # type: ignore[arg-type]
     assert field in [name for name, _ in caught.value.field_violations]
     assert caught.value.details
 
@@ -249,40 +279,40 @@ def test_wait_timeout(client: Client) -> None:
         handle.cancel()
 
 
-def test_rpc_timeout_sets_the_deadline(scripted: Scripted) -> None:
+def test_rpc_timeout_sets_the_deadline(scripted: Scripted, connect: Connect) -> None:
     service, address = scripted
     service.unavailable_gets = 0
-    with Client(address, timeout=5.0) as client, pytest.raises(DeadlineExceeded):
+    with connect(address, timeout=5.0) as client, pytest.raises(DeadlineExceeded):
         client.get("slow", rpc_timeout=0.2)
 
 
-def test_default_deadline_is_the_client_timeout(scripted: Scripted) -> None:
+def test_default_deadline_is_the_client_timeout(scripted: Scripted, connect: Connect) -> None:
     service, address = scripted
     service.unavailable_gets = 0
-    with Client(address, timeout=0.2) as client, pytest.raises(DeadlineExceeded):
+    with connect(address, timeout=0.2) as client, pytest.raises(DeadlineExceeded):
         client.get("slow")
 
 
-def test_get_is_retried_on_unavailable(scripted: Scripted) -> None:
+def test_get_is_retried_on_unavailable(scripted: Scripted, connect: Connect) -> None:
     service, address = scripted
-    with Client(address) as client:
+    with connect(address) as client:
         assert client.get("t-1").state is TaskState.SUCCEEDED
     assert service.calls["GetTask"] == 3
 
 
-def test_retries_are_bounded(scripted: Scripted) -> None:
+def test_retries_are_bounded(scripted: Scripted, connect: Connect) -> None:
     service, address = scripted
     service.unavailable_gets = 10
-    with Client(address) as client, pytest.raises(Unavailable, match="warming up"):
+    with connect(address) as client, pytest.raises(Unavailable, match="warming up"):
         client.get("t-1")
     assert service.calls["GetTask"] == 3
 
 
 def test_submit_is_retried_only_with_an_idempotency_key(
-    scripted: Scripted,
+    scripted: Scripted, connect: Connect
 ) -> None:
     service, address = scripted
-    with Client(address) as client:
+    with connect(address) as client:
         with pytest.raises(Unavailable):
             client.submit("echo")
         assert service.calls["SubmitTask"] == 1
@@ -292,10 +322,10 @@ def test_submit_is_retried_only_with_an_idempotency_key(
 
 
 def test_watch_resumes_from_the_last_version_after_unavailable(
-    scripted: Scripted,
+    scripted: Scripted, connect: Connect
 ) -> None:
     service, address = scripted
-    with Client(address) as client:
+    with connect(address) as client:
         assert [task.version for task in client.watch("t-1")] == [1, 2, 3]
         # A finished task is read, not watched.
         assert client.wait("t-1", timeout=5).version == 1
@@ -305,10 +335,10 @@ def test_watch_resumes_from_the_last_version_after_unavailable(
     assert service.watch_since == [0, 2, 0, 2]
 
 
-def test_unreachable_server_is_unavailable_after_bounded_retries() -> None:
+def test_unreachable_server_is_unavailable_after_bounded_retries(connect: Connect) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with Client(f"127.0.0.1:{port}", timeout=2.0) as client, pytest.raises(Unavailable) as caught:
+    with connect(f"127.0.0.1:{port}", timeout=2.0) as client, pytest.raises(Unavailable) as caught:
         client.get("x")
     assert isinstance(caught.value, ConveyorError)
