@@ -32,12 +32,13 @@ distinct from a missing one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from conveyor_server.stores import _flat
-from conveyor_server.stores._records import Progress, State, TaskRecord
+from conveyor_server.stores._records import NewTask, Outcome, Progress, State, TaskRecord
 
 # Tasks a list script examines per call: bounds how long one call holds Redis.
 LIST_SCAN = 500
@@ -135,6 +136,43 @@ record_from = _flat.unflattener(
     trailing=True,
     none_without_id=True,
 )
+
+
+def create_values(new: NewTask, task_id: str, due: float, now: float) -> tuple[bytes, ...]:
+    """One task of a CREATE batch, in the order the script reads them."""
+    labels = None if new.labels is None else json.dumps(new.labels, separators=(",", ":"))
+    return (
+        task_id.encode(),
+        new.type.encode(),
+        new.payload,
+        opt(labels),
+        str(new.max_attempts).encode(),
+        str(new.priority).encode(),
+        b"" if new.timeout is None else b"=" + number(new.timeout),
+        opt(new.idempotency_key),
+        opt(new.fingerprint),
+        number(due),
+        new.tenant.encode(),
+        b"1" if due > now else b"0",
+    )
+
+
+def outcome_values(outcome: Outcome) -> tuple[bytes, ...]:
+    """One outcome of a COMPLETE batch, in the order the script reads them."""
+    failure = outcome.failure
+    if failure is None:
+        error: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+    else:
+        error = (opt(failure.code), failure.message.encode(), failure.exception_type.encode())
+    return (
+        outcome.task_id.encode(),
+        str(outcome.attempt).encode(),
+        b"1" if outcome.cancelled else b"0",
+        opt(outcome.result),
+        *error,
+        b"" if outcome.retry_at is None else number(outcome.retry_at),
+        *progress_values(outcome.progress),
+    )
 
 
 def existing_record(values: Sequence[Any]) -> TaskRecord:

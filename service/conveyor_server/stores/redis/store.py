@@ -20,11 +20,9 @@ import contextlib
 import json
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -52,31 +50,17 @@ from conveyor_server.stores.redis import scripts as lua
 from conveyor_server.stores.redis._connection import DOWN, connect
 from conveyor_server.stores.redis._follower import ChangeFollower
 from conveyor_server.stores.redis._group_commit import GroupCommit
-from conveyor_server.stores.redis.scripts import existing_record, number, opt, pack, progress_values
+from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
+from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
 logger = logging.getLogger(__name__)
 
-POLL_INTERVAL_SECONDS = 1.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 # How long the earliest due time a claim read stands in for next_due_time.
 DUE_HINT_SECONDS = 0.05
 
 # One create call as the script takes it: now, lengths, values.
 _CreateBatch = tuple[float, bytes, bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseReport:
-    """What `RedisStore.renew` found out about the attempts it renewed."""
-
-    # Attempts this process no longer holds (the lease lapsed and the task
-    # was re-queued or finished elsewhere).
-    lost: list[str] = field(default_factory=list)
-    # Attempts whose task has a cancel request.
-    cancel_requested: list[str] = field(default_factory=list)
-
-
-# -- the store ------------------------------------------------------------------
 
 
 class RedisStore:
@@ -148,11 +132,8 @@ class RedisStore:
             subscriptions=self._subscriptions,
             cancels_told=self._cancels_told,
         )
-        self._upkeep: asyncio.Task[None] | None = None
         self._clock = clock
-        # The attempts this process claimed and has not reported the end
-        # of: their leases are renewed while they run.
-        self._held: dict[str, int] = {}
+        self._leases = LeaseKeeper(self, clock)
         self._due_hint: tuple[float, bytes | None] | None = None
         self._closed = False
 
@@ -166,6 +147,11 @@ class RedisStore:
     def lease_seconds(self) -> float:
         return self._lease_seconds
 
+    @property
+    def where(self) -> str:
+        """Which Redis, for messages."""
+        return self._where
+
     async def signing_key(self) -> bytes:
         if self._signing_key is None:
             self._signing_key = await self._run(self._shared_secret, [self._prefix, os.urandom(32)])
@@ -174,44 +160,10 @@ class RedisStore:
     def attach(self, listener: StoreListener) -> None:
         self._listener = self._follower.listener = listener
         self._follower.start()
-        if self._upkeep is None and not self._closed:
-            self._upkeep = asyncio.create_task(self._keep_up(), name="conveyor-redis-upkeep")
+        if not self._closed:
+            self._leases.start(listener)
 
-    async def _keep_up(self) -> None:
-        """Renew the leases of held attempts every third of a lease; reap
-        attempts of dead processes about every lease (jittered, so replicas
-        do not all reap at once); every poll interval, tell the listener if
-        work is due, in case a word of new work was lost."""
-        interval = min(self._lease_seconds / 3, POLL_INTERVAL_SECONDS)
-        next_renew = next_reap = time.monotonic()
-        while True:
-            await asyncio.sleep(interval)
-            listener = self._listener
-            assert listener is not None
-            try:
-                if time.monotonic() >= next_renew and self._held:
-                    next_renew = time.monotonic() + self._lease_seconds / 3
-                    held = list(self._held.items())
-                    report = await self.renew(held, self._clock())
-                    attempts = dict(held)
-                    for task_id in report.lost:
-                        if self._held.get(task_id) == attempts[task_id]:
-                            del self._held[task_id]
-                        listener.attempt_lost(task_id, attempts[task_id])
-                    for task_id in report.cancel_requested:
-                        listener.cancel_requested(task_id)
-                if time.monotonic() >= next_reap:
-                    next_reap = time.monotonic() + self._lease_seconds * random.uniform(0.5, 1.0)
-                    if await self.reap(self._clock()):
-                        listener.work_available()
-                if await self._work_is_due():
-                    listener.work_available()
-            except StoreUnavailable:
-                logger.warning("could not renew leases; %s is unavailable", self._where)
-            except Exception:
-                logger.exception("lease upkeep failed")
-
-    async def _work_is_due(self) -> bool:
+    async def work_is_due(self) -> bool:
         """Whether a task is claimable now: how a word of new work that was
         lost (pub/sub down, a message dropped) is made up for."""
         try:
@@ -253,21 +205,7 @@ class RedisStore:
             due = new.scheduled_time(now)
             ids.append(task_id)
             scheduled.append(due)
-            labels = None if new.labels is None else json.dumps(new.labels, separators=(",", ":"))
-            values += (
-                task_id.encode(),
-                new.type.encode(),
-                new.payload,
-                opt(labels),
-                str(new.max_attempts).encode(),
-                str(new.priority).encode(),
-                b"" if new.timeout is None else b"=" + number(new.timeout),
-                opt(new.idempotency_key),
-                opt(new.fingerprint),
-                number(due),
-                new.tenant.encode(),
-                b"1" if due > now else b"0",
-            )
+            values += lua.create_values(new, task_id, due, now)
         reply = await self._creates((now, *pack(values)))
         status = reply[0]
         if status == b"conflict":
@@ -298,8 +236,7 @@ class RedisStore:
         # claim read it already.
         self._due_hint = (asyncio.get_running_loop().time(), earliest)
         records = self._delivered(existing_record(values) for values in claimed)
-        for record in records:
-            self._held[record.id] = record.attempt
+        self._leases.hold(records)
         return records
 
     async def next_due_time(self) -> float | None:
@@ -325,34 +262,17 @@ class RedisStore:
             return []
         values: list[bytes] = []
         for outcome in outcomes:
-            failure = outcome.failure
-            if failure is None:
-                error: tuple[bytes, bytes, bytes] = (b"", b"", b"")
-            else:
-                error = (
-                    opt(failure.code),
-                    failure.message.encode(),
-                    failure.exception_type.encode(),
-                )
-            values += (
-                outcome.task_id.encode(),
-                str(outcome.attempt).encode(),
-                b"1" if outcome.cancelled else b"0",
-                opt(outcome.result),
-                *error,
-                b"" if outcome.retry_at is None else number(outcome.retry_at),
-                *progress_values(outcome.progress),
-            )
+            values += lua.outcome_values(outcome)
         reply = await self._run(
             self._complete, [self._prefix, now, self._retention_count, self._owner, *pack(values)]
         )
         for outcome in outcomes:
-            self._release(outcome.task_id, outcome.attempt)
+            self._leases.release(outcome.task_id, outcome.attempt)
         return self._changed(existing_record(values) for values in reply)
 
     async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
         reply = await self._run(self._requeue, [self._prefix, now, task_id, attempt])
-        self._release(task_id, attempt)
+        self._leases.release(task_id, attempt)
         if reply is None:
             return None
         [record] = self._changed([existing_record(reply)])
@@ -454,10 +374,7 @@ class RedisStore:
 
     async def close(self) -> None:
         self._closed = True
-        if self._upkeep is not None:
-            self._upkeep.cancel()
-            await asyncio.wait([self._upkeep], timeout=CLOSE_TIMEOUT_SECONDS)
-            self._upkeep = None
+        await self._leases.close(CLOSE_TIMEOUT_SECONDS)
         await self._follower.close(CLOSE_TIMEOUT_SECONDS)
         self._subscriptions.clear()
         for client in (self._redis, self._pubsub_redis):
@@ -514,8 +431,3 @@ class RedisStore:
             for record in records:
                 announce(listener, record)
         return records
-
-    def _release(self, task_id: str, attempt: int) -> None:
-        """The end of a held attempt was reported: its lease needs no renewal."""
-        if self._held.get(task_id) == attempt:
-            del self._held[task_id]
