@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from conveyor_server._ids import new_task_id
 from conveyor_server.stores._errors import IdempotencyConflict, InvalidTransition, QueueFull
+from conveyor_server.stores._order import CreationOrder
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._queue import DueQueue
+from conveyor_server.stores._quota import TenantDepths
 from conveyor_server.stores._records import (
     Cancellation,
     CancelOutcome,
@@ -55,16 +56,10 @@ class MemoryStore:
         drop: Callable[[TaskRecord], None] | None = None,
     ) -> None:
         self._max_queue = max_queue
-        self._max_per_tenant = max_queue_per_tenant
-        # Unfinished tasks per tenant, kept only when there is a quota.
-        self._tenant_depth: dict[str, int] = {}
+        self._tenants = TenantDepths(max_queue_per_tenant)
         self._retention_count = retention_count
         self._tasks: dict[str, TaskRecord] = {}
-        # Creation order, for newest-first listing by cursor; purged records
-        # linger here until the next compaction.
-        self._order_seqs: list[int] = []
-        self._order_records: list[TaskRecord] = []
-        self._order_dead = 0
+        self._order = CreationOrder()
         # Due tasks: one FIFO per priority, and a heap of the priorities that
         # have one (negated, highest first). O(1) per task at one priority,
         # where a single heap of tasks costs O(log n) comparisons of tuples.
@@ -123,8 +118,8 @@ class MemoryStore:
         fresh = plan.count(None)
         if fresh and self._unfinished + fresh > self._max_queue:
             raise QueueFull(self._unfinished, self._max_queue)
-        if fresh and self._max_per_tenant is not None:
-            self._check_tenant_quota(
+        if fresh and self._tenants.quota is not None:
+            self._tenants.check(
                 new.tenant for new, repeats in zip(tasks, plan, strict=True) if repeats is None
             )
 
@@ -139,37 +134,15 @@ class MemoryStore:
             self._seq += 1
             record = new.record(new_task_id(), now, new.scheduled_time(now), self._seq)
             self._tasks[record.id] = record
-            self._order_seqs.append(record.seq)
-            self._order_records.append(record)
+            self._order.append(record)
             if new.idempotency_key is not None:
                 self._keys[(new.tenant, new.idempotency_key)] = record
             self._unfinished += 1
-            self._count_tenant(record.tenant, 1)
+            self._tenants.count(record.tenant, 1)
             self._queue.push(record, now)
             self._publish(record)
             records.append(record)
         return records
-
-    def _check_tenant_quota(self, tenants: Iterable[str]) -> None:
-        """Raise QueueFull when one more task of each of `tenants` would
-        take its tenant past the quota."""
-        assert self._max_per_tenant is not None
-        wanted: dict[str, int] = {}
-        for tenant in tenants:
-            wanted[tenant] = wanted.get(tenant, 0) + 1
-        for tenant, count in wanted.items():
-            depth = self._tenant_depth.get(tenant, 0)
-            if depth + count > self._max_per_tenant:
-                raise QueueFull(depth, self._max_per_tenant, tenant)
-
-    def _count_tenant(self, tenant: str, delta: int) -> None:
-        if self._max_per_tenant is None:
-            return
-        depth = self._tenant_depth.get(tenant, 0) + delta
-        if depth:
-            self._tenant_depth[tenant] = depth
-        else:
-            self._tenant_depth.pop(tenant, None)
 
     async def claim(self, limit: int, now: float) -> list[TaskRecord]:
         claimed = self._queue.pop_due(limit, now)
@@ -268,11 +241,10 @@ class MemoryStore:
             )
         if self._unfinished + 1 > self._max_queue:
             raise QueueFull(self._unfinished, self._max_queue)
-        if self._max_per_tenant is not None:
-            self._check_tenant_quota([record.tenant])
+        self._tenants.check([record.tenant])
         self._finished_count -= 1
         self._unfinished += 1
-        self._count_tenant(record.tenant, 1)
+        self._tenants.count(record.tenant, 1)
         record.attempt = 0
         record.result = None
         record.error = None
@@ -351,8 +323,7 @@ class MemoryStore:
         finished: list[TaskRecord] = []
         for record in sorted(records, key=lambda r: r.seq):
             self._tasks[record.id] = record
-            self._order_seqs.append(record.seq)
-            self._order_records.append(record)
+            self._order.append(record)
             if record.idempotency_key is not None:
                 self._keys[(record.tenant, record.idempotency_key)] = record
             self._seq = max(self._seq, record.seq)
@@ -360,7 +331,7 @@ class MemoryStore:
                 finished.append(record)
                 continue
             self._unfinished += 1
-            self._count_tenant(record.tenant, 1)
+            self._tenants.count(record.tenant, 1)
             if record.state is State.RUNNING:
                 self._running[record.id] = record
             else:
@@ -397,13 +368,7 @@ class MemoryStore:
             unique = {r.seq: r for r in pool if before is None or r.seq < before}
             yield from (unique[seq] for seq in sorted(unique, reverse=True))
             return
-        end = len(self._order_seqs) if before is None else bisect_left(self._order_seqs, before)
-        records = self._order_records
-        tasks = self._tasks
-        for i in range(end - 1, -1, -1):
-            record = records[i]
-            if tasks.get(record.id) is record:
-                yield record
+        yield from self._order.newest_first(before, self._tasks)
 
     def _make_pending(self, record: TaskRecord, scheduled_time: float, now: float) -> None:
         """Back to the queue, due at `scheduled_time`: a retry after backoff,
@@ -422,7 +387,7 @@ class MemoryStore:
         record.version += 1
         self._running.pop(record.id, None)
         self._unfinished -= 1
-        self._count_tenant(record.tenant, -1)
+        self._tenants.count(record.tenant, -1)
         self._finished_count += 1
         self._finished.append(record)
         self._publish(record)
@@ -440,16 +405,7 @@ class MemoryStore:
                 del self._keys[key]
         if tell and self._drop_hook is not None:
             self._drop_hook(record)
-        self._order_dead += 1
-        if self._order_dead > 1024 and self._order_dead * 2 > len(self._order_seqs):
-            self._compact_order()
-
-    def _compact_order(self) -> None:
-        tasks = self._tasks
-        kept = [r for r in self._order_records if tasks.get(r.id) is r]
-        self._order_records = kept
-        self._order_seqs = [r.seq for r in kept]
-        self._order_dead = 0
+        self._order.dropped(self._tasks)
 
     def _tell(self, record: TaskRecord) -> None:
         """Publish a change: to the task's watchers, and to the listener
