@@ -4,7 +4,7 @@ Usage (standard library only; needs nothing but Python 3.11 or newer):
 
     python3.11 scripts/dev.py serve [conveyor-server args...]
     python3.11 scripts/dev.py test [pytest args...]
-    python3.11 scripts/dev.py test --fast [pytest args...]   (the core suites only)
+    python3.11 scripts/dev.py test --fast [pytest args...]   (the inner loop: no slow tests)
     python3.11 scripts/dev.py lint [--require-buf]
 
 Every command first makes sure `.venv` exists in the repository root and holds
@@ -12,6 +12,15 @@ the project installed with `pip install -e '.[dev]'`. The install is redone only
 when pyproject.toml changed since the last one (a stamp file in `.venv` keeps
 its hash). Exit codes of the underlying tools are passed through; a test run
 that collects no test (pytest's exit code 5) fails like any other.
+
+`test` runs every test, as CI does. `test --fast` leaves out the modules marked
+`pytestmark = pytest.mark.slow` (it passes `-m "not slow"`) and runs the core
+behaviour (SDK, CLI, service, every store, auth and tenants, docs) in about 30
+seconds. A module is marked slow when it kills processes, fuzzes or storms the
+server, or drives other programs (grpcurl, server subprocesses): the fuzzing
+and watch-storm modules of tests/hardening, tests/faults, the grpcurl suites,
+the server-process operations, the random-input robustness tests and the
+metrics endpoint. A new test module is in the fast lane until it is marked.
 
 `lint` runs `buf lint` and `buf breaking` in proto/: the contract must stay
 wire- and source-compatible (buf.yaml's FILE rules) with the latest release tag,
@@ -97,15 +106,10 @@ def serve(args: list[str]) -> int:
     os.execv(server, [str(server), *args])
 
 
-# The fast lane: the core behaviour (SDK, service, every store, docs) in
-# about 30 seconds. The suites that kill processes, fuzz or storm, and the
-# ones that drive other programs (grpcurl, subprocess servers) run in CI.
-FAST_SUITES = ("tests/client", "tests/service", "tests/stores", "tests/docs")
-
-
 def test(args: list[str]) -> int:
-    if args[:1] == ["--fast"]:
-        args = [*args[1:], *FAST_SUITES]
+    if "--fast" in args:
+        # The fast lane, as the module docstring says.
+        args = ["-m", "not slow", *(arg for arg in args if arg != "--fast")]
     code = run([venv_python(), "-m", "pytest", *args])
     if code == PYTEST_NO_TESTS:
         say("pytest collected no tests: that counts as a failure")

@@ -18,6 +18,8 @@ import pytest
 
 from tests.support.server import grpcurl_path
 
+pytestmark = pytest.mark.slow
+
 SERVICE = "conveyor.v1.TaskService"
 HEALTH = "grpc.health.v1.Health"
 TIMEOUT_S = 30.0

@@ -115,4 +115,4 @@ def test_redis_restart_under_load_is_unavailable_then_completes_everything(
         redis.kill()
 
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

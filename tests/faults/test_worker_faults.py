@@ -16,6 +16,8 @@ from conveyor import Client, ConveyorError, Task, TaskState
 from tests.support.checker import History, Runs
 from tests.support.procs import Process, start_server, start_worker, wait_until
 
+pytestmark = pytest.mark.slow
+
 LEASE = 2  # seconds; the reaper waits LEASE + MARGIN after the last renewal
 MARGIN = "lease_margin=0.5"
 

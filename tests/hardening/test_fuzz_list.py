@@ -32,6 +32,8 @@ from tests.support.fuzz import (
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread
 
+pytestmark = pytest.mark.slow
+
 LIST_EXAMPLES = 1400
 STATES = range(1, 6)  # TASK_STATE_PENDING .. TASK_STATE_CANCELLED
 Metadata = tuple[tuple[str, str | bytes], ...]

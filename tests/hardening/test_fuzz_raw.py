@@ -28,6 +28,8 @@ from tests.support.fuzz import (
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread
 
+pytestmark = pytest.mark.slow
+
 RAW_EXAMPLES = 2200
 Metadata = tuple[tuple[str, str | bytes], ...]
 METHODS = {

@@ -34,6 +34,8 @@ from tests.support.fuzz import (
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread
 
+pytestmark = pytest.mark.slow
+
 READ_EXAMPLES = 2800
 CHANGE_EXAMPLES = 1400
 

@@ -35,6 +35,8 @@ from tests.support.fuzz import (
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread
 
+pytestmark = pytest.mark.slow
+
 SUBMIT_EXAMPLES = 2000
 BATCH_EXAMPLES = 400
 

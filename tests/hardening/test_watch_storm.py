@@ -29,6 +29,8 @@ from tests.support.fuzz import assert_healthy, eventually, wait_until
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread
 
+pytestmark = pytest.mark.slow
+
 STREAMS = 5000
 ROUNDS = 10
 CHANNELS = 10

@@ -19,6 +19,8 @@ from conveyor_server import ConveyorWorker
 from conveyor_server.stores import NewTask, open_store
 from tests.support.server import ServerThread, free_port, test_config, test_registry
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "metrics-test-token-0123456789"
 TENANT = "acme"
 TASK_COUNTERS = ("submitted", "started", "succeeded", "failed", "cancelled", "retried")

@@ -6,7 +6,11 @@ import json
 import subprocess
 from typing import Any
 
+import pytest
+
 from tests.support.server import ServerThread, grpcurl_path
+
+pytestmark = pytest.mark.slow
 
 GRPCURL = grpcurl_path()
 

@@ -19,6 +19,8 @@ from conveyor.v1 import task_service_pb2 as pb
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread, free_port, server_command
 
+pytestmark = pytest.mark.slow
+
 SERVICE = "conveyor.v1.TaskService"
 
 

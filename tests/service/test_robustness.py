@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf import duration_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor.v1 import task_service_pb2 as pb
 from tests.support.raw_api import Api
+
+pytestmark = pytest.mark.slow
 
 ACCEPTABLE = {
     grpc.StatusCode.OK,
