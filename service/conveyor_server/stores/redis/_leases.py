@@ -88,7 +88,10 @@ class LeaseKeeper:
 
     async def _keep_up(self, listener: StoreListener) -> None:
         interval = min(self._store.lease_seconds / 3, POLL_INTERVAL_SECONDS)
-        next_renew = next_reap = time.monotonic()
+        # A claim comes with a whole lease: the first renewal is due a third
+        # of a lease later.
+        next_renew = time.monotonic() + self._store.lease_seconds / 3
+        next_reap = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
