@@ -96,6 +96,12 @@ def state_from_proto(value: int) -> TaskState:
 
 
 def dict_to_struct(payload: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    if payload is not None and not isinstance(payload, Mapping):
+        # Struct.update would fail deep inside protobuf with an AttributeError.
+        raise TypeError(
+            f"payload must be a mapping (a JSON object) or None, not "
+            f"{type(payload).__name__}; wrap other values in one, e.g. {{'items': [1, 2]}}"
+        )
     struct = struct_pb2.Struct()
     if payload:
         try:

@@ -94,6 +94,10 @@ class TaskEngine:
         if handed_back:
             logger.info("handed %d unfinished tasks back to the queue", handed_back)
 
+    def end_grace(self) -> None:
+        """Cut a `drain` short: running tasks go back to the queue now."""
+        self.runner.end_grace()
+
     async def close(self) -> None:
         """Stop the sweep and the runner, close the store and the metrics."""
         if self._retention is not None:

@@ -111,6 +111,7 @@ class TaskRunner(StoreListener):
         # A runner with no workers (an API-only replica) never claims.
         self._claiming = workers > 0
         self._stopped = False
+        self._grace_ended = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None
 
@@ -152,7 +153,7 @@ class TaskRunner(StoreListener):
         Returns how many were handed back."""
         self._claiming = False
         deadline = time.monotonic() + grace
-        while self._running and time.monotonic() < deadline:
+        while self._running and not self._grace_ended and time.monotonic() < deadline:
             self._idle.clear()
             try:
                 await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
@@ -173,6 +174,11 @@ class TaskRunner(StoreListener):
                     extra=running.log_fields(),
                 )
         return handed_back
+
+    def end_grace(self) -> None:
+        """Stop waiting for running tasks: `drain` hands them back now."""
+        self._grace_ended = True
+        self._idle.set()
 
     async def close(self) -> None:
         self._stopped = True

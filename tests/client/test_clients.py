@@ -101,6 +101,15 @@ def test_builtin_csv_stats(client: Client) -> None:
     assert {key: columns["b"][key] for key in ("count", "distinct")} == {"count": 2, "distinct": 2}
 
 
+@pytest.mark.parametrize("payload", [[1, 2], "text", 3, ("a", "b")])
+def test_a_payload_that_is_not_an_object_is_a_type_error(client: Client, payload: Any) -> None:
+    with pytest.raises(TypeError, match=r"payload must be a mapping \(a JSON object\)") as caught:
+        client.submit("echo", payload)
+    assert type(payload).__name__ in str(caught.value)
+    with pytest.raises(TypeError, match=r"payload must be a mapping"):
+        client.submit_batch([TaskSpec("echo", payload)])
+
+
 def test_submit_batch_keeps_order(client: Client, run_label: dict[str, str]) -> None:
     handles = client.submit_batch(
         [TaskSpec("echo", {"i": i}, labels=run_label, priority=i) for i in range(3)]
