@@ -78,8 +78,8 @@ class TaskTypeCatalog:
 
     async def entries(self) -> list[TaskTypeEntry]:
         """Every served type, by name: the local handlers' and the live
-        workers'."""
-        workers = await self.workers()
+        workers' (read now: people ask this rarely and want it current)."""
+        workers = await self.workers(max_age=0)
         infos = {info.name: info for info in type_infos(self._registry)}
         counts: dict[str, int] = {}
         for worker in workers:

@@ -294,7 +294,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListWorkersResponse:
-        return workers_response(await self._catalog.workers())
+        return workers_response(await self._catalog.workers(max_age=0))
 
 
 class Malformed:
