@@ -8,6 +8,7 @@ from typing import IO, Any, NoReturn
 
 import click
 
+from conveyor import _cli_fleet as fleet
 from conveyor import _cli_render as render
 from conveyor._cli_settings import Settings, command_options, console, group_options
 from conveyor._errors import ConveyorError
@@ -271,3 +272,29 @@ def _print_short(task: Task) -> None:
         click.echo(render.dumps_task(task))
     else:
         settings.stdout.print(render.summary(task), soft_wrap=True)
+
+
+@cli.command("types")
+def task_types() -> None:
+    """List the task types the service accepts, and how many workers run each."""
+    settings = _settings()
+    types = settings.client().task_types()
+    if settings.as_json:
+        click.echo(fleet.dumps_task_types(types))
+    elif types:
+        settings.stdout.print(fleet.task_type_table(types))
+    else:
+        settings.stderr.print("no task types")
+
+
+@cli.command()
+def workers() -> None:
+    """List the live worker processes: their task types, load and last heartbeat."""
+    settings = _settings()
+    found = settings.client().workers()
+    if settings.as_json:
+        click.echo(fleet.dumps_workers(found))
+    elif found:
+        settings.stdout.print(fleet.worker_table(found))
+    else:
+        settings.stderr.print("no live workers")

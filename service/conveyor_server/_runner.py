@@ -20,7 +20,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from conveyor_server._attempts import (
     HandlerReturned,
@@ -32,7 +31,7 @@ from conveyor_server._attempts import (
     run_handler,
 )
 from conveyor_server._context import TaskContext
-from conveyor_server._handlers import HandlerRegistry
+from conveyor_server._handlers import HandlerRegistry, Registration
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server.stores import (
     ErrorCode,
@@ -85,6 +84,9 @@ class TaskRunner(StoreListener):
         self._store = store
         self._observer = observer
         self._registry = registry
+        # A runner claims only the types it has handlers for; other workers
+        # on a shared store run the rest.
+        self._types = tuple(registry.types())
         self._workers = workers
         self._retry = retry_policy
         self._stop_grace = stop_grace
@@ -94,7 +96,7 @@ class TaskRunner(StoreListener):
         )
         # Each executor thread runs one long-lived loop over this queue: a
         # put is far cheaper than a Future per task.
-        self._jobs: queue.SimpleQueue[tuple[RunningAttempt, Any, bytes] | None] = (
+        self._jobs: queue.SimpleQueue[tuple[RunningAttempt, Registration, bytes] | None] = (
             queue.SimpleQueue()
         )
         self._due_timer: asyncio.TimerHandle | None = None
@@ -223,7 +225,7 @@ class TaskRunner(StoreListener):
                     free = self._workers - self._busy
                     if free > 0:
                         now = self._clock()
-                        claimed = await self._store.claim(free, now)
+                        claimed = await self._store.claim(free, now, self._types)
                         if claimed:
                             self._observer.tasks_started(claimed, now)
                             log_started(claimed)
@@ -301,11 +303,13 @@ class TaskRunner(StoreListener):
             max_attempts=record.max_attempts,
             labels=record.labels or {},
             on_progress=self._progress_from_thread,
+            tenant=record.tenant,
         )
         running = RunningAttempt(record, ctx)
         registration = self._registry.get(record.type)
         if registration is None:
-            # Possible when a store outlives a deployment that knew the type.
+            # Claims take only registered types; a registry changed under a
+            # running runner is the one way here.
             running.finished = True
             self._local_outcomes.append(
                 Outcome(
@@ -321,7 +325,7 @@ class TaskRunner(StoreListener):
             return
         self._running[record.id] = running
         self._busy += 1
-        self._jobs.put((running, registration.handler, record.payload))
+        self._jobs.put((running, registration, record.payload))
         if record.timeout is not None:
             assert self._loop is not None
             running.timeout_timer = self._loop.call_later(record.timeout, self._on_timeout, running)

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from conveyor.v1 import task_service_pb2
 from conveyor_server._auth import TokenAuthInterceptor, load_tokens
+from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
 from conveyor_server._engine import TaskEngine
 from conveyor_server._handlers import HandlerRegistry
@@ -139,9 +140,12 @@ class ConveyorServer:
                 max_payload_bytes=config.max_payload_bytes,
                 default_max_attempts=config.default_max_attempts,
                 default_timeout=config.default_timeout_seconds or None,
+                shared=engine.store.shared,
+                accept_unserved=config.accept_unserved_types,
             ),
             PageTokens(await engine.store.signing_key()),
             self.gate,
+            TaskTypeCatalog(engine.registry, engine.store),
             max_watchers=config.max_watchers,
             max_watchers_per_tenant=config.max_watchers_per_tenant or None,
             observer=engine.observer,
