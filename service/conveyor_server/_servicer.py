@@ -67,6 +67,14 @@ def _store_error(exc: Exception) -> ServiceError:
     raise exc
 
 
+def _ahead(task_id: str, since: int, version: int) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"since_version {since} is ahead of task {task_id}, which is at version {version}; "
+        f"resume from a version you received, or from 0 for the current snapshot",
+    )
+
+
 async def _abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> None:
     await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
 
@@ -177,6 +185,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 await _abort(context, not_found(request.id))
                 return
             last = request.since_version
+            if last > record.version and not record.state.is_terminal:
+                # Versions only grow: waiting for this one would hold the
+                # stream open with nothing to send, perhaps for ever.
+                code = "OUT_OF_RANGE"
+                await _abort(context, _ahead(request.id, last, record.version))
+                return
             while True:
                 if record.version > last:
                     last = record.version
