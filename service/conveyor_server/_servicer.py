@@ -18,6 +18,7 @@ from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_server._auth import current_tenant
 from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
+from conveyor_server._list_page import fill_page, full_view
 from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
@@ -224,6 +225,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.ListTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListTasksResponse:
         size = page_size(request.page_size)
+        full = full_view(request.view)
         states = []
         for index, value in enumerate(request.states):
             state = _STATE_NAMES.get(value)
@@ -253,9 +255,10 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             query = dataclasses.replace(query, before_seq=cursor)
         records, next_cursor = await self._store.list_page(query)
         response = pb.ListTasksResponse()
-        add = response.tasks.add
-        for record in records:
-            fill_task(add(), record)
+        kept = fill_page(response, records, full=full)
+        if kept < len(records):
+            # A short page: the next one starts after its last task.
+            next_cursor = records[kept - 1].seq
         if next_cursor is not None:
             response.next_page_token = self.page_tokens.mint(query, next_cursor)
         return response
