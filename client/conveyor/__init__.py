@@ -27,7 +27,7 @@ from conveyor._errors import (
 )
 from conveyor._handle import AsyncTaskHandle, TaskHandle
 from conveyor._tls import tls
-from conveyor._types import JSONValue, Progress, Task, TaskError, TaskSpec, TaskState
+from conveyor._types import JSONValue, Progress, Task, TaskError, TaskSpec, TaskState, TaskView
 
 __all__ = [
     "AlreadyExists",
@@ -49,6 +49,7 @@ __all__ = [
     "TaskNotFound",
     "TaskSpec",
     "TaskState",
+    "TaskView",
     "Unauthenticated",
     "Unavailable",
     "WaitTimeout",

@@ -16,7 +16,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from conveyor._errors import Unavailable
 from conveyor._struct import struct_to_dict, value_to_python
-from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState
+from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState, TaskView
 from conveyor.v1 import task_pb2, task_service_pb2
 
 _Channel = TypeVar("_Channel")
@@ -198,8 +198,10 @@ def list_request(
     labels: Mapping[str, str] | None,
     page_size: int,
     page_token: str = "",
+    view: TaskView = TaskView.FULL,
 ) -> task_service_pb2.ListTasksRequest:
     return task_service_pb2.ListTasksRequest(
+        view=view.value,
         page_size=page_size,
         page_token=page_token,
         states=[state_to_proto(state) for state in states or ()],

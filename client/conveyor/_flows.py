@@ -25,7 +25,7 @@ from google.protobuf import message
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, DeadlineExceeded, WaitTimeout, translate_rpc_errors
-from conveyor._types import Task, TaskSpec, TaskState
+from conveyor._types import Task, TaskSpec, TaskState, TaskView
 from conveyor.v1 import task_service_pb2
 
 _log = logging.getLogger(__name__)
@@ -238,18 +238,26 @@ def list_tasks(
     labels: Mapping[str, str] | None,
     page_size: int,
     limit: int | None,
+    view: TaskView = TaskView.FULL,
 ) -> Flow[None]:
     """Yield tasks, newest first, fetching further pages as needed.
 
     Filters combine: any of `states`, this `type`, every one of `labels`.
-    `limit` caps the number of tasks yielded.
+    `limit` caps the number of tasks yielded. `view=TaskView.BASIC` leaves
+    out each task's payload and result. A page may hold fewer than
+    `page_size` tasks when they are large; paging goes on regardless.
     """
     # Checked here, when the method is called, not at the first page.
     size = _core.list_page_size(page_size, limit)
 
     def page(token: str) -> task_service_pb2.ListTasksRequest:
         return _core.list_request(
-            states=states, type=type, labels=labels, page_size=size, page_token=token
+            states=states,
+            type=type,
+            labels=labels,
+            page_size=size,
+            page_token=token,
+            view=view,
         )
 
     return _pages(page, limit)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
-from conveyor.v1 import task_pb2
+from conveyor.v1 import task_pb2, task_service_pb2
 
 JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
 """A value that JSON (and so `google.protobuf.Value`) can carry."""
@@ -30,6 +30,17 @@ class TaskState(enum.Enum):
 
 
 _TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+class TaskView(enum.Enum):
+    """How much of each task `list` returns; the values are the proto enum numbers.
+
+    BASIC leaves out `payload` (an empty dict) and `result` (None), which can
+    be large; `get` returns them.
+    """
+
+    BASIC = task_service_pb2.TASK_VIEW_BASIC
+    FULL = task_service_pb2.TASK_VIEW_FULL
 
 
 @dataclass(frozen=True, slots=True)
