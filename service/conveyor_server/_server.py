@@ -14,6 +14,7 @@ from conveyor.v1 import task_service_pb2
 from conveyor_server._auth import TokenAuthInterceptor, load_tokens
 from conveyor_server._config import ServerConfig
 from conveyor_server._engine import TaskEngine
+from conveyor_server._grpc_logs import quiet_undecodable_metadata
 from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._page_token import PageTokens
@@ -119,6 +120,7 @@ class ConveyorServer:
         interceptors = (
             [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
         )
+        quiet_undecodable_metadata()
         server = aio.server(options=grpc_server_options(config), interceptors=interceptors)
         server.add_generic_rpc_handlers((service_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
