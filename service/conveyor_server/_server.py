@@ -43,6 +43,13 @@ def grpc_server_options(config: ServerConfig) -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         # Two servers must never share a port by accident.
         ("grpc.so_reuseport", 0),
+        # gRPC keeps calls not yet handed to the application in a backlog;
+        # past 1,000 of them it refuses a growing share with CANCELLED, and
+        # all past 3,000 (its defaults). A burst of new watch streams meets
+        # that long before --max-watchers, with a code no client retries:
+        # let the backlog hold as many calls as the server admits streams.
+        ("grpc.server.max_pending_requests", max(1000, config.max_watchers)),
+        ("grpc.server.max_pending_requests_hard_limit", max(3000, 2 * config.max_watchers)),
     ]
     if config.max_connection_idle_seconds > 0:
         options.append(
