@@ -297,7 +297,8 @@ class _Watched:
 def _follow(
     task_id: str, watched: _Watched, deadline: float | None, *, emit: bool
 ) -> Flow[Task | None]:
-    """Watch a task, reopening the stream from the last version after UNAVAILABLE.
+    """Watch a task, reopening the stream from the last version after UNAVAILABLE,
+    or after CANCELLED before the stream's first message.
 
     With `emit`, every snapshot goes to the caller until the stream ends;
     without, the flow returns the first terminal snapshot. None: the stream
@@ -307,8 +308,10 @@ def _follow(
     while True:
         request = task_service_pb2.WatchTaskRequest(id=task_id, since_version=watched.version)
         yield OpenWatch(request, _core.remaining(deadline, time.monotonic()))
+        policy = _core.NEW_WATCH_RETRY
         try:
             while (response := (yield Receive())) is not None:
+                policy = _core.DEFAULT_RETRY
                 task = _core.task_from_proto(response.task)
                 watched.version, watched.last = task.version, task
                 failures = 0
@@ -319,7 +322,7 @@ def _follow(
             return None
         except ConveyorError as exc:
             failures += 1
-            delay = _core.DEFAULT_RETRY.backoff(exc.code, failures)
+            delay = policy.backoff(exc.code, failures)
             if delay is None:
                 raise
             _log.debug("reopening the watch of %s from version %d", task_id, watched.version)
