@@ -14,12 +14,16 @@ from conveyor_server.stores import TaskRecord
 # the framing of each task.
 MAX_PAGE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 
-_FULL_VIEWS = {pb.TASK_VIEW_UNSPECIFIED: True, pb.TASK_VIEW_FULL: True, pb.TASK_VIEW_BASIC: False}
+_FULL_VIEWS: dict[int, bool] = {
+    pb.TASK_VIEW_UNSPECIFIED: True,
+    pb.TASK_VIEW_FULL: True,
+    pb.TASK_VIEW_BASIC: False,
+}
 
 
 def full_view(view: int) -> bool:
     """Whether a request's view includes payloads and results."""
-    full = _FULL_VIEWS.get(view)  # type: ignore[call-overload]
+    full = _FULL_VIEWS.get(view)
     if full is None:
         raise invalid_argument(
             [("view", f"{view} is not a task view; use TASK_VIEW_BASIC or TASK_VIEW_FULL")]
