@@ -100,6 +100,8 @@ FIELDS: tuple[FlatField, ...] = (
     _field("fingerprint", Kind.BLOB, optional=True),
     _field("cancel_requested", Kind.FLAG),
     _field("version", Kind.INT),
+    # Last: added in schema version 2, by ALTER TABLE, which appends.
+    _field("claim", Kind.INT),
 )
 
 NAMES = tuple(f.name for f in FIELDS)

@@ -166,7 +166,7 @@ def outcome_values(outcome: Outcome) -> tuple[bytes, ...]:
         error = (opt(failure.code), failure.message.encode(), failure.exception_type.encode())
     return (
         outcome.task_id.encode(),
-        str(outcome.attempt).encode(),
+        str(outcome.claim).encode(),
         b"1" if outcome.cancelled else b"0",
         opt(outcome.result),
         *error,

@@ -179,8 +179,8 @@ class RedisStore:
         if not leases:
             return LeaseReport()
         args: list[Any] = [self._prefix, now, self._lease_seconds]
-        for task_id, attempt in leases:
-            args += (task_id, attempt)
+        for task_id, claim in leases:
+            args += (task_id, claim)
         lost, cancel = await self._run(self._renew, args)
         return LeaseReport(
             lost=[i.decode() for i in lost], cancel_requested=[i.decode() for i in cancel]
@@ -267,12 +267,12 @@ class RedisStore:
             self._complete, [self._prefix, now, self._retention_count, self._owner, *pack(values)]
         )
         for outcome in outcomes:
-            self._leases.release(outcome.task_id, outcome.attempt)
+            self._leases.release(outcome.task_id, outcome.claim)
         return self._changed(existing_record(values) for values in reply)
 
-    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
-        reply = await self._run(self._requeue, [self._prefix, now, task_id, attempt])
-        self._leases.release(task_id, attempt)
+    async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
+        reply = await self._run(self._requeue, [self._prefix, now, task_id, claim])
+        self._leases.release(task_id, claim)
         if reply is None:
             return None
         [record] = self._changed([existing_record(reply)])

@@ -30,7 +30,8 @@ with attempts left it is queued again, due now, else it ends FAILED, both
 with the error INTERRUPTED; one with a cancel request ends CANCELLED. The
 recovered rows are written back before the store is used.
 
-Schema version 1 (details in `_sqlite_schema`):
+Schema version 2 (details in `schema.py`; files of version 1 are
+migrated when opened):
 
     tasks(id TEXT PRIMARY KEY, seq, tenant, type, state, payload BLOB,
           result BLOB, error_code, error_message, error_exception_type,
@@ -38,7 +39,7 @@ Schema version 1 (details in `_sqlite_schema`):
           progress_total, attempt, max_attempts, priority, labels (JSON),
           create_time, start_time, end_time, update_time, scheduled_time,
           timeout, idempotency_key, fingerprint BLOB, cancel_requested,
-          version)
+          version, claim)
     tasks_by_seq ON tasks(seq)     loading reads in creation order
     meta(key TEXT PRIMARY KEY, value): schema_version, last_seq
 
@@ -222,9 +223,9 @@ class SqliteStore:
         self._check()
         return await self._memory.complete(outcomes, now)
 
-    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
+    async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
         self._check()
-        return await self._memory.requeue(task_id, attempt, now)
+        return await self._memory.requeue(task_id, claim, now)
 
     async def purge(self, finished_before: float) -> int:
         self._check()

@@ -27,6 +27,7 @@ if limit > 0 then
     if e.r[F.state] == '1' then
       put(e, 'state', '2')
       put(e, 'attempt', tostring(tonumber(e.r[F.attempt]) + 1))
+      put(e, 'claim', tostring(tonumber(e.r[F.claim]) + 1))
       put(e, 'start_time', now_s)
       put(e, 'owner', owner)
       for _, name in ipairs({'queued', 'progress_percent', 'progress_message',

@@ -22,7 +22,18 @@ end
 
 local function task_key(id) return P .. ':task:' .. id end
 
-local function record(key) return redis.call('HMGET', key, unpack(FIELDS)) end
+-- A task's fencing token is its claim number, which only grows. A hash
+-- without one was never claimed since claims were numbered (a new task, or
+-- one stored by an older version, fenced on its attempt then): its attempt
+-- stands for it, and every later claim exceeds it. A script that changes
+-- the attempt of such a hash writes the claim number down first.
+local function claim_of(claim, attempt) return claim or attempt end
+
+local function record(key)
+  local r = redis.call('HMGET', key, unpack(FIELDS))
+  r[F.claim] = claim_of(r[F.claim], r[F.attempt])
+  return r
+end
 
 local function opt(value)
   if value == '' then return nil end

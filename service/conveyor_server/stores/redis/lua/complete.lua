@@ -1,7 +1,7 @@
 -- Apply how attempts ended: success, failure (retried or final), or cancel.
 --
 -- ARGV: prefix, now, retention_count, owner, lengths, values: 12 per
--- outcome: id, attempt, cancelled ("1"/"0"), result?, error code?, error
+-- outcome: id, claim, cancelled ("1"/"0"), result?, error code?, error
 -- message, error type, retry_at ("" for none), progress percent ("" for
 -- none), progress message, current, total.
 -- Returns the changed records.
@@ -13,7 +13,7 @@ local out = {}
 for i = 1, #v, 12 do
   local e = open(v[i])
   local r = e.r
-  if r[F.state] == '2' and r[F.attempt] == v[i + 1] then
+  if r[F.state] == '2' and r[F.claim] == v[i + 1] then
     if v[i + 8] ~= '' then
       put(e, 'progress_percent', v[i + 8])
       put(e, 'progress_message', v[i + 9])

@@ -17,6 +17,8 @@ if quota > 0 and tenant_depth(tenant) + 1 > quota then
 end
 count_tenant(tenant, 1)
 redis.call('ZREM', FINISHED, e.id)
+-- Attempts start again; the claim number does not (see requeue.lua).
+put(e, 'claim', e.r[F.claim])
 put(e, 'attempt', '0')
 put(e, 'cancel_requested', '0')
 for _, name in ipairs({'result', 'error_code', 'error_message', 'error_type',
