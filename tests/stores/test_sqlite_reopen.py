@@ -1,14 +1,21 @@
-"""What a `sqlite:///path` file keeps across versions of the server: a file
-written by an older schema version is migrated when opened."""
+"""What a `sqlite:///path` file keeps beyond its tasks: across versions of
+the server (a file of an older schema version is migrated when opened), and
+across restarts of one (the key that signs list page tokens)."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+
+import conveyor
+from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 from conveyor_server.stores import NewTask, Outcome, SqliteStore, State, TaskRecord, _flat
 from conveyor_server.stores.sqlite import schema
+from tests.support.server import ServerThread, test_config
 from tests.support.stores import BOOM, new_task, value_bytes
 
 T0 = 1_700_000_000.0
@@ -84,3 +91,35 @@ async def test_a_version_1_file_is_migrated_and_keeps_fencing(tmp_path: Path) ->
         assert version.fetchone() == (str(schema.SCHEMA_VERSION),)
         rows = dict(connection.execute("SELECT id, claim FROM tasks"))
     assert rows == {"running": 3, "failed": 2}
+
+
+def test_a_page_token_survives_a_server_restart(
+    tmp_path: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    # Stopped here rather than by make_server, which stops its servers at
+    # the end of the test.
+    first = ServerThread(test_config(store=url)).start()
+    try:
+        with conveyor.Client(first.address, timeout=5.0) as client:
+            ids = [client.submit("echo", {"n": n}, delay=3600).id for n in range(3)]
+        page = list_page(first.address, task_service_pb2.ListTasksRequest(page_size=2))
+        assert [task.id for task in page.tasks] == ids[:0:-1]
+    finally:
+        first.stop()
+
+    second = make_server(store=url)
+    request = task_service_pb2.ListTasksRequest(page_size=2, page_token=page.next_page_token)
+    rest = list_page(second.address, request)
+    assert ([task.id for task in rest.tasks], rest.next_page_token) == ([ids[0]], "")
+
+
+def list_page(
+    address: str, request: task_service_pb2.ListTasksRequest
+) -> task_service_pb2.ListTasksResponse:
+    """A raw ListTasks call: the SDK pages for its callers, and keeps its
+    tokens to itself."""
+    with grpc.insecure_channel(address) as channel:
+        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        response: task_service_pb2.ListTasksResponse = stub.ListTasks(request, timeout=5.0)
+        return response

@@ -4,6 +4,7 @@ start-up, when attempts that a crash interrupted are settled."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 
 from conveyor_server.stores._errors import StoreUnavailable
@@ -82,6 +83,19 @@ def load_database(
             len(dropped),
         )
     return top
+
+
+def signing_key(connection: sqlite3.Connection) -> bytes:
+    """The secret that signs list page tokens: made when the file is first
+    opened and kept in it, so that a token outlives the process that
+    minted it, as list cursors do."""
+    connection.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('signing_key', ?)",
+        (os.urandom(32).hex(),),
+    )
+    key = get_meta(connection, "signing_key")
+    assert key is not None
+    return bytes.fromhex(key)
 
 
 def migrate(connection: sqlite3.Connection, path: str) -> None:

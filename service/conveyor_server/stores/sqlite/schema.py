@@ -7,6 +7,8 @@ Schema version 2:
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
+        'signing_key'    -> the secret that signs list page tokens (hex), so
+                            that tokens survive a restart as cursors do
     tasks(...)
         one row per task, a column per flat field of a task (`_flat.FIELDS`,
         in the order of schema.sql): `payload`,

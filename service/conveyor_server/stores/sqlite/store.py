@@ -41,7 +41,8 @@ migrated when opened):
           timeout, idempotency_key, fingerprint BLOB, cancel_requested,
           version, claim)
     tasks_by_seq ON tasks(seq)     loading reads in creation order
-    meta(key TEXT PRIMARY KEY, value): schema_version, last_seq
+    meta(key TEXT PRIMARY KEY, value): schema_version, last_seq,
+                                       signing_key
 
 The database is opened in exclusive locking mode: a second server on the
 same file is refused at start-up instead of silently diverging (and no
@@ -77,7 +78,13 @@ from conveyor_server.stores._records import (
 from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
 from conveyor_server.stores.memory import MemoryStore
 from conveyor_server.stores.sqlite import schema
-from conveyor_server.stores.sqlite.database import connect, load_database, open_error, set_meta
+from conveyor_server.stores.sqlite.database import (
+    connect,
+    load_database,
+    open_error,
+    set_meta,
+    signing_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +147,7 @@ class SqliteStore:
         self._connection = connect(path, mode)
         try:
             self._saved_seq = load_database(self._connection, self._memory, path, time.time())
+            self._signing_key = signing_key(self._connection)
         except sqlite3.Error as exc:
             self._connection.close()
             raise open_error(path, exc) from exc
@@ -167,7 +175,7 @@ class SqliteStore:
         return False
 
     async def signing_key(self) -> bytes:
-        return await self._memory.signing_key()
+        return self._signing_key
 
     def attach(self, listener: StoreListener) -> None:
         self._listener = listener
