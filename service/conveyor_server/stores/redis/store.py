@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -95,6 +96,7 @@ class RedisStore:
         self._prefix = prefix
         self._where = connection.where
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._calls = itertools.count(1)
         self._redis = connection.redis
 
         def script(body: str) -> AsyncScript:
@@ -230,7 +232,9 @@ class RedisStore:
 
     async def claim(self, limit: int, now: float) -> list[TaskRecord]:
         claimed, earliest = await self._run(
-            self._claim, [self._prefix, now, max(0, limit), self._lease_seconds, self._owner]
+            self._claim,
+            [self._prefix, now, max(0, limit), self._lease_seconds, self._owner],
+            once=True,
         )
         # The runner asks for the next due time right after claiming: the
         # claim read it already.
@@ -264,7 +268,9 @@ class RedisStore:
         for outcome in outcomes:
             values += lua.outcome_values(outcome)
         reply = await self._run(
-            self._complete, [self._prefix, now, self._retention_count, self._owner, *pack(values)]
+            self._complete,
+            [self._prefix, now, self._retention_count, self._owner, *pack(values)],
+            once=True,
         )
         for outcome in outcomes:
             self._leases.release(outcome.task_id, outcome.claim)
@@ -280,7 +286,7 @@ class RedisStore:
 
     async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:
         reply = await self._run(
-            self._cancel, [self._prefix, now, task_id, tenant, self._retention_count]
+            self._cancel, [self._prefix, now, task_id, tenant, self._retention_count], once=True
         )
         if reply[0] == b"none":
             return None
@@ -307,6 +313,7 @@ class RedisStore:
         reply = await self._run(
             self._retry,
             [self._prefix, now, task_id, tenant, self._max_queue, self._max_per_tenant or 0],
+            once=True,
         )
         status = reply[0]
         if status == b"none":
@@ -387,17 +394,27 @@ class RedisStore:
         args: list[Any] = [self._prefix, self._max_queue, self._max_per_tenant or 0, self._owner]
         for batch in batches:
             args += batch
-        replies: list[Any] = await self._run(self._create, args)
+        replies: list[Any] = await self._run(self._create, args, once=True)
         return replies
 
     async def _send_gets(self, task_ids: list[str]) -> list[TaskRecord | Exception | None]:
         replies = await self._run(self._fetch, [self._prefix, *task_ids])
         return [lua.record_from(values) for values in replies]
 
-    async def _run(self, script: AsyncScript, args: list[Any]) -> Any:
+    async def _run(self, script: AsyncScript, args: list[Any], *, once: bool = False) -> Any:
+        """Run a script. With `once`, the call gets a key of its own that
+        the script keeps its answer under for a while: the client sends a
+        script again when its connection dropped before the reply, and the
+        second run then answers as the first instead of acting again
+        (creating, claiming, retrying twice). The scripts called without
+        are safe to run twice: a hand-back is fenced by its claim number
+        (the second run finds the task no longer held, and the draining
+        runner only counts it); progress writes the same values again;
+        renew, reap and purge find nothing more to do."""
         self._due_hint = None  # any change may move the earliest due time
+        keys = [f"{self._prefix}:call:{self._owner}:{next(self._calls)}"] if once else []
         try:
-            return await script(args=args)
+            return await script(keys=keys, args=args)
         except DOWN as exc:
             raise self._unavailable(exc) from exc
 

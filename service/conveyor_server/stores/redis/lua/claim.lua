@@ -4,6 +4,7 @@
 -- Returns {the claimed records, the due time of the earliest delayed task or
 -- nil}.
 
+local replayed = replay() if replayed then return replayed end
 local now_s, limit, lease, owner = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now_s, 'LIMIT', 0, 1000)
 if #due > 0 then redis.call('ZREM', DELAYED, unpack(due)) end
@@ -42,4 +43,4 @@ if limit > 0 then
 end
 notify(owner)
 local earliest = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')
-return {claimed, earliest[2] or false}
+return answer({claimed, earliest[2] or false})

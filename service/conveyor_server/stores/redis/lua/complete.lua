@@ -6,6 +6,7 @@
 -- none), progress message, current, total.
 -- Returns the changed records.
 
+local replayed = replay() if replayed then return replayed end
 local now_s, retention, owner = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local v = unpack_values(ARGV[5], ARGV[6])
 reserve_tickets(#v / 12)
@@ -54,4 +55,4 @@ for i = 1, #v, 12 do
 end
 keep_retention(retention)
 notify(owner)
-return out
+return answer(out)
