@@ -27,7 +27,16 @@ from conveyor._errors import (
 )
 from conveyor._handle import AsyncTaskHandle, TaskHandle
 from conveyor._tls import tls
-from conveyor._types import JSONValue, Progress, Task, TaskError, TaskSpec, TaskState
+from conveyor._types import (
+    JSONValue,
+    Progress,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+    TaskType,
+    Worker,
+)
 
 __all__ = [
     "AlreadyExists",
@@ -49,8 +58,10 @@ __all__ = [
     "TaskNotFound",
     "TaskSpec",
     "TaskState",
+    "TaskType",
     "Unauthenticated",
     "Unavailable",
     "WaitTimeout",
+    "Worker",
     "tls",
 ]

@@ -16,7 +16,7 @@ import grpc.aio
 from conveyor import _core, _flows
 from conveyor._flows import shares_doc
 from conveyor._handle import AsyncTaskHandle
-from conveyor._types import Task, TaskSpec, TaskState
+from conveyor._types import Task, TaskSpec, TaskState, TaskType, Worker
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
 _R = TypeVar("_R")
@@ -139,6 +139,14 @@ class AsyncClient:
     @shares_doc(_flows.retry)
     async def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
         return await self._run(_flows.retry(id, rpc_timeout))
+
+    @shares_doc(_flows.task_types)
+    async def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:
+        return await self._run(_flows.task_types(rpc_timeout))
+
+    @shares_doc(_flows.workers)
+    async def workers(self, *, rpc_timeout: float | None = None) -> builtins.list[Worker]:
+        return await self._run(_flows.workers(rpc_timeout))
 
     # --- the asyncio driver ----------------------------------------------------------
 

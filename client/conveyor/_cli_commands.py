@@ -4,44 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 import click
-import grpc
-from rich.console import Console
 
+from conveyor import _cli_fleet as fleet
 from conveyor import _cli_render as render
-from conveyor._client import Client
-from conveyor._core import DEFAULT_TARGET, DEFAULT_TIMEOUT, call_metadata
+from conveyor._cli_settings import Settings, command_options, console, group_options
 from conveyor._errors import ConveyorError
-from conveyor._tls import tls
 from conveyor._types import Task, TaskState
-
-
-@dataclass(slots=True)
-class _Settings:
-    address: str
-    timeout: float
-    as_json: bool
-    stdout: Console
-    stderr: Console
-    credentials: grpc.ChannelCredentials | None = None
-    token: str | None = None
-    _client: Client | None = None
-
-    def client(self) -> Client:
-        if self._client is None:
-            ctx = click.get_current_context()
-            self._client = ctx.with_resource(
-                Client(
-                    self.address,
-                    timeout=self.timeout,
-                    credentials=self.credentials,
-                    token=self.token,
-                )
-            )
-        return self._client
 
 
 class _ConveyorGroup(click.Group):
@@ -51,9 +22,9 @@ class _ConveyorGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ConveyorError as exc:
-            settings = ctx.find_object(_Settings)
-            console = settings.stderr if settings else Console(stderr=True)
-            render.print_error(console, exc)
+            settings = ctx.find_object(Settings)
+            stderr = settings.stderr if settings else console(stderr=True)
+            render.print_error(stderr, exc)
             raise click.exceptions.Exit(1) from None
 
 
@@ -69,8 +40,6 @@ def _parse_labels(
     return labels
 
 
-_pem_file = click.Path(exists=True, dir_okay=False, readable=True)
-
 _label_option = click.option(
     "--label",
     "labels",
@@ -81,8 +50,8 @@ _label_option = click.option(
 )
 
 
-def _settings() -> _Settings:
-    settings = click.get_current_context().find_object(_Settings)
+def _settings() -> Settings:
+    settings = click.get_current_context().find_object(Settings)
     if settings is None:  # only when a command is invoked without the group
         raise RuntimeError("conveyor commands run under the `cli` group")
     return settings
@@ -115,53 +84,8 @@ def _follow(snapshots: Iterator[Task]) -> NoReturn:
 
 
 @click.group(cls=_ConveyorGroup)
-@click.option(
-    "--address",
-    envvar="CONVEYOR_ADDRESS",
-    default=DEFAULT_TARGET,
-    show_default=True,
-    help="host:port of the Conveyor service (env CONVEYOR_ADDRESS).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Deadline of each call, in seconds.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print tasks as JSON (proto JSON mapping).")
-@click.option(
-    "--tls",
-    "use_tls",
-    is_flag=True,
-    envvar="CONVEYOR_TLS",
-    help="Connect with TLS, trusting the system's roots (env CONVEYOR_TLS). "
-    "--ca, --cert and --key imply it.",
-)
-@click.option(
-    "--ca",
-    type=_pem_file,
-    envvar="CONVEYOR_CA",
-    help="PEM file of the CA that signed the server's certificate (env CONVEYOR_CA).",
-)
-@click.option(
-    "--cert",
-    type=_pem_file,
-    envvar="CONVEYOR_CERT",
-    help="PEM file of a client certificate, for mutual TLS (env CONVEYOR_CERT).",
-)
-@click.option(
-    "--key",
-    type=_pem_file,
-    envvar="CONVEYOR_KEY",
-    help="PEM file of the client certificate's key (env CONVEYOR_KEY).",
-)
-@click.option(
-    "--token",
-    envvar="CONVEYOR_TOKEN",
-    help="Bearer token sent with every call (env CONVEYOR_TOKEN, which keeps it out "
-    "of the process list).",
-)
+@group_options
+@click.version_option(package_name="conveyor", prog_name="conveyor", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -174,31 +98,15 @@ def cli(
     key: str | None,
     token: str | None,
 ) -> None:
-    """Submit, follow, list, cancel and retry Conveyor tasks."""
-    if (cert is None) != (key is None):
-        raise click.UsageError("give --cert and --key together")
-    credentials = None
-    if use_tls or ca or cert:
-        credentials = tls(ca, cert=cert, key=key)
-    if token is not None and not token.strip():
-        token = None
-    if token is not None:
-        try:
-            call_metadata((), token)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--token") from None
-    ctx.obj = _Settings(
-        address=address,
-        timeout=timeout,
-        as_json=as_json,
-        stdout=Console(),
-        stderr=Console(stderr=True),
-        credentials=credentials,
-        token=token,
-    )
+    """Submit, follow, list, cancel and retry Conveyor tasks.
+
+    The options above are accepted after the command too: `conveyor list --json`.
+    """
+    ctx.obj = Settings(address, timeout, as_json, use_tls, ca, cert, key, token)
 
 
 @cli.command()
+@command_options
 @click.argument("type")
 @click.option("--payload", "payload_text", metavar="JSON", help="The payload, a JSON object.")
 @click.option(
@@ -282,6 +190,7 @@ def _read_payload(text: str | None, file: IO[str] | None) -> dict[str, Any] | No
 
 
 @cli.command()
+@command_options
 @click.argument("id")
 def get(id: str) -> None:
     """Show task ID."""
@@ -289,6 +198,7 @@ def get(id: str) -> None:
 
 
 @cli.command()
+@command_options
 @click.argument("id")
 def watch(id: str) -> None:
     """Follow task ID until it finishes; exit 0 if it SUCCEEDED, 1 otherwise."""
@@ -296,6 +206,7 @@ def watch(id: str) -> None:
 
 
 @cli.command("list")
+@command_options
 @click.option(
     "--state",
     "states",
@@ -331,13 +242,24 @@ def list_tasks(
 
 
 @cli.command()
+@command_options
 @click.argument("id")
 def cancel(id: str) -> None:
-    """Cancel task ID."""
-    _print_short(_settings().client().cancel(id))
+    """Cancel task ID: at once when it waits, by asking its handler to stop when it runs."""
+    settings = _settings()
+    task = settings.client().cancel(id)
+    _print_short(task)
+    if not task.is_terminal:
+        settings.stderr.print(
+            f"cancel requested: the handler is asked to stop, and the task ends CANCELLED "
+            f"when it does (follow it with: conveyor watch {task.id})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @cli.command()
+@command_options
 @click.argument("id")
 def retry(id: str) -> None:
     """Run the FAILED or CANCELLED task ID again."""
@@ -350,3 +272,29 @@ def _print_short(task: Task) -> None:
         click.echo(render.dumps_task(task))
     else:
         settings.stdout.print(render.summary(task), soft_wrap=True)
+
+
+@cli.command("types")
+def task_types() -> None:
+    """List the task types the service accepts, and how many workers run each."""
+    settings = _settings()
+    types = settings.client().task_types()
+    if settings.as_json:
+        click.echo(fleet.dumps_task_types(types))
+    elif types:
+        settings.stdout.print(fleet.task_type_table(types))
+    else:
+        settings.stderr.print("no task types")
+
+
+@cli.command()
+def workers() -> None:
+    """List the live worker processes: their task types, load and last heartbeat."""
+    settings = _settings()
+    found = settings.client().workers()
+    if settings.as_json:
+        click.echo(fleet.dumps_workers(found))
+    elif found:
+        settings.stdout.print(fleet.worker_table(found))
+    else:
+        settings.stderr.print("no live workers")

@@ -30,7 +30,8 @@ STATE_STYLES: Mapping[TaskState, str] = {
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    return json_format.MessageToDict(task.raw)
+    # grpcurl's spelling: the proto's snake_case field names.
+    return json_format.MessageToDict(task.raw, preserving_proto_field_name=True)
 
 
 def dumps_task(task: Task, *, indent: int | None = 2) -> str:
@@ -69,9 +70,16 @@ def _outcome(task: Task) -> str:
     return ""
 
 
+def _cancel_note(task: Task) -> str:
+    return " (cancel requested)" if task.cancel_requested and not task.is_terminal else ""
+
+
 def summary(task: Task) -> str:
     """One line of rich markup: id, type, state, attempt and the outcome when known."""
-    line = f"{task.id}  {escape(task.type)}  {_state(task)}  attempt {task.attempt}/{task.max_attempts}"
+    line = (
+        f"{task.id}  {escape(task.type)}  {_state(task)}{_cancel_note(task)}  "
+        f"attempt {task.attempt}/{task.max_attempts}"
+    )
     outcome = _outcome(task)
     return f"{line}  {escape(outcome)}" if outcome else line
 
@@ -143,6 +151,7 @@ def follow(tasks: Iterator[Task], console: Console) -> Task | None:
     last: Task | None = None
     columns = (
         SpinnerColumn(),
+        TextColumn("{task.description}"),
         TextColumn("{task.fields[state]}"),
         BarColumn(),
         TaskProgressColumn(),
@@ -154,7 +163,11 @@ def follow(tasks: Iterator[Task], console: Console) -> Task | None:
             last = task
             done = 100.0 if task.state is TaskState.SUCCEEDED else task.progress.percent
             progress.update(
-                bar, completed=done, state=_state(task), note=escape(task.progress.message)
+                bar,
+                description=f"{escape(task.type)} {task.id}",
+                completed=done,
+                state=_state(task),
+                note=escape(task.progress.message),
             )
     return last
 
@@ -164,4 +177,7 @@ def print_error(console: Console, error: ConveyorError) -> None:
         f"error: {error.code.name}: {escape(error.message)}", highlight=False, soft_wrap=True
     )
     for field, description in error.field_violations:
-        console.print(f"  {escape(field)}: {escape(description)}", highlight=False, soft_wrap=True)
+        line = f"{field}: {description}"
+        if line in error.message:  # the message says it already
+            continue
+        console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)

@@ -15,7 +15,7 @@ import grpc
 from conveyor import _core, _flows
 from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
-from conveyor._types import Task, TaskSpec, TaskState
+from conveyor._types import Task, TaskSpec, TaskState, TaskType, Worker
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
 _R = TypeVar("_R")
@@ -165,6 +165,14 @@ class Client:
     @shares_doc(_flows.retry)
     def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
         return self._run(_flows.retry(id, rpc_timeout))
+
+    @shares_doc(_flows.task_types)
+    def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:
+        return self._run(_flows.task_types(rpc_timeout))
+
+    @shares_doc(_flows.workers)
+    def workers(self, *, rpc_timeout: float | None = None) -> builtins.list[Worker]:
+        return self._run(_flows.workers(rpc_timeout))
 
     # --- the blocking driver ---------------------------------------------------------
 

@@ -16,7 +16,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from conveyor._errors import Unavailable
 from conveyor._struct import struct_to_dict, value_to_python
-from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState
+from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState, TaskType, Worker
 from conveyor.v1 import task_pb2, task_service_pb2
 
 _Channel = TypeVar("_Channel")
@@ -96,6 +96,12 @@ def state_from_proto(value: int) -> TaskState:
 
 
 def dict_to_struct(payload: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    if payload is not None and not isinstance(payload, Mapping):
+        # Struct.update would fail deep inside protobuf with an AttributeError.
+        raise TypeError(
+            f"payload must be a mapping (a JSON object) or None, not "
+            f"{type(payload).__name__}; wrap other values in one, e.g. {{'items': [1, 2]}}"
+        )
     struct = struct_pb2.Struct()
     if payload:
         try:
@@ -162,6 +168,34 @@ def task_from_proto(message: task_pb2.Task) -> Task:
         idempotency_key=message.idempotency_key or None,
         cancel_requested=message.cancel_requested,
         version=message.version,
+        raw=message,
+    )
+
+
+def task_type_from_proto(message: task_service_pb2.TaskType) -> TaskType:
+    """The one converter from a `conveyor.v1.TaskType` message to a `TaskType`."""
+    return TaskType(
+        name=message.name,
+        description=message.description,
+        workers=message.workers,
+        example_payload=(
+            struct_to_dict(message.example_payload) if message.HasField("example_payload") else None
+        ),
+        raw=message,
+    )
+
+
+def worker_from_proto(message: task_service_pb2.Worker) -> Worker:
+    """The one converter from a `conveyor.v1.Worker` message to a `Worker`."""
+    return Worker(
+        id=message.id,
+        host=message.host,
+        pid=message.pid,
+        task_types=tuple(message.task_types),
+        threads=message.threads,
+        running=message.running,
+        start_time=timestamp_to_datetime(message.start_time),
+        heartbeat_time=timestamp_to_datetime(message.heartbeat_time),
         raw=message,
     )
 

@@ -25,7 +25,7 @@ from google.protobuf import message
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, DeadlineExceeded, WaitTimeout, translate_rpc_errors
-from conveyor._types import Task, TaskSpec, TaskState
+from conveyor._types import Task, TaskSpec, TaskState, TaskType, Worker
 from conveyor.v1 import task_service_pb2
 
 _log = logging.getLogger(__name__)
@@ -41,7 +41,14 @@ class _Cancellable(Protocol):
 _Stream = TypeVar("_Stream", bound=_Cancellable)
 
 UnaryMethod: TypeAlias = Literal[
-    "SubmitTask", "BatchSubmitTasks", "GetTask", "ListTasks", "CancelTask", "RetryTask"
+    "SubmitTask",
+    "BatchSubmitTasks",
+    "GetTask",
+    "ListTasks",
+    "CancelTask",
+    "RetryTask",
+    "ListTaskTypes",
+    "ListWorkers",
 ]
 
 
@@ -193,6 +200,21 @@ def retry(task_id: str, rpc_timeout: float | None) -> Flow[Task]:
     request = task_service_pb2.RetryTaskRequest(id=task_id)
     response = yield from _unary("RetryTask", request, _core.NO_RETRY, rpc_timeout)
     return _core.task_from_proto(response.task)
+
+
+def task_types(rpc_timeout: float | None) -> Flow[list[TaskType]]:
+    """The task types the service accepts, by name: those it has handlers
+    for and those live workers serve, with how many workers serve each."""
+    request = task_service_pb2.ListTaskTypesRequest()
+    response = yield from _unary("ListTaskTypes", request, _core.DEFAULT_RETRY, rpc_timeout)
+    return [_core.task_type_from_proto(message) for message in response.task_types]
+
+
+def workers(rpc_timeout: float | None) -> Flow[list[Worker]]:
+    """The live worker processes on the service's store, oldest first."""
+    request = task_service_pb2.ListWorkersRequest()
+    response = yield from _unary("ListWorkers", request, _core.DEFAULT_RETRY, rpc_timeout)
+    return [_core.worker_from_proto(message) for message in response.workers]
 
 
 def watch(task_id: str, since_version: int) -> Flow[None]:

@@ -1,4 +1,5 @@
-"""Typed values returned by the SDK: tasks, their state, progress and errors."""
+"""Typed values returned by the SDK: tasks, their state, progress and errors,
+the task types a service accepts and the workers that run them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
-from conveyor.v1 import task_pb2
+from conveyor.v1 import task_pb2, task_service_pb2
 
 JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
 """A value that JSON (and so `google.protobuf.Value`) can carry."""
@@ -99,3 +100,34 @@ class TaskSpec:
     timeout: float | timedelta | None = None
     delay: float | timedelta | None = None
     priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskType:
+    """A task type the service accepts. `raw` keeps the `conveyor.v1.TaskType` message.
+
+    `workers` counts the live worker processes that run it; 0 for a type only
+    the API has handler code for. `example_payload` is None when the
+    handler's author gave none.
+    """
+
+    name: str
+    description: str
+    workers: int
+    example_payload: dict[str, Any] | None
+    raw: task_service_pb2.TaskType = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """A live process that runs tasks. `raw` keeps the `conveyor.v1.Worker` message."""
+
+    id: str
+    host: str
+    pid: int
+    task_types: tuple[str, ...]
+    threads: int
+    running: int
+    start_time: datetime | None
+    heartbeat_time: datetime | None
+    raw: task_service_pb2.Worker = field(repr=False, compare=False)

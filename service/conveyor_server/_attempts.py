@@ -12,7 +12,7 @@ from typing import Any
 
 from conveyor_server._context import TaskCancelled, TaskContext
 from conveyor_server._convert import ResultNotJSON, payload_to_python, result_to_bytes
-from conveyor_server._handlers import InvalidPayload, NonRetryableError
+from conveyor_server._handlers import InvalidPayload, NonRetryableError, Registration
 from conveyor_server._logging import task_fields
 from conveyor_server.stores import ErrorCode, Progress, State, TaskFailure, TaskRecord
 
@@ -144,16 +144,23 @@ class HandlerReturned:
 
 def run_handler(
     running: RunningAttempt,
-    handler: Any,
+    registration: Registration,
     payload: bytes,
     post: Callable[[HandlerReturned], None],
 ) -> None:
     """Run one attempt's handler on this (executor) thread and `post` how it
-    ended, whatever happens."""
+    ended, whatever happens.
+
+    The payload check runs first: an API replica without the handler code
+    accepted the task unchecked, so this is where a bad payload is found.
+    """
     result: bytes | None = None
     failure: TaskFailure | None = None
     try:
-        value = handler(running.ctx, payload_to_python(payload))
+        arguments = payload_to_python(payload)
+        if registration.validate is not None:
+            registration.validate(arguments)
+        value = registration.handler(running.ctx, arguments)
         result = result_to_bytes(value)
     except InvalidPayload as exc:
         failure = TaskFailure(ErrorCode.INVALID_PAYLOAD, str(exc), type(exc).__name__)

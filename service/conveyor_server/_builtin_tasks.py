@@ -31,7 +31,7 @@ def validate_sleep(payload: Mapping[str, Any]) -> None:
 def sleep(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Wait `seconds`, reporting progress; stop early when cancelled.
 
-    The payload was checked by `validate_sleep` when it was submitted."""
+    The payload was checked by `validate_sleep` before the handler runs."""
     seconds = float(payload.get("seconds", 0))
     if seconds <= 0:
         return {"slept": 0.0}
@@ -153,5 +153,10 @@ def csv_stats(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_builtin_tasks(registry: HandlerRegistry) -> None:
-    registry.register("sleep", sleep, validate=validate_sleep)
-    registry.register("csv_stats", csv_stats, validate=validate_csv_stats)
+    registry.register("sleep", sleep, validate=validate_sleep, example={"seconds": 2})
+    registry.register(
+        "csv_stats",
+        csv_stats,
+        validate=validate_csv_stats,
+        example={"csv": "name,age\nada,36\nalan,41\n"},
+    )

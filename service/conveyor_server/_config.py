@@ -35,6 +35,11 @@ class ServerConfig:
     worker died is re-queued once its lease lapsed."""
     tasks: tuple[str, ...] = ()
     """Modules to import for their `@task` handlers."""
+    accept_unserved_types: bool = False
+    """On a shared store, accept submits of a task type that neither this
+    server's handlers nor any live worker serve, and queue them until a
+    worker that serves the type starts (a rolling deploy). Off, such a
+    submit is refused with INVALID_ARGUMENT naming the served types."""
     max_queue: int = 100_000
     """Unfinished (pending and running) tasks accepted before submits get
     RESOURCE_EXHAUSTED."""

@@ -37,6 +37,7 @@ class TaskContext:
         "labels",
         "max_attempts",
         "task_id",
+        "tenant",
         "type",
     )
 
@@ -49,8 +50,11 @@ class TaskContext:
         max_attempts: int,
         labels: Mapping[str, str],
         on_progress: Callable[[TaskContext, Progress], None],
+        tenant: str = "",
     ) -> None:
         self.task_id = task_id
+        # The tenant that submitted the task ("" without auth tenants).
+        self.tenant = tenant
         self.type = type
         self.attempt = attempt
         self.max_attempts = max_attempts

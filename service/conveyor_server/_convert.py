@@ -15,7 +15,7 @@ from conveyor_server.stores import TaskRecord
 _NULL = struct_pb2.NULL_VALUE
 
 
-def _set_timestamp(target: Any, seconds: float) -> None:
+def set_timestamp(target: Any, seconds: float) -> None:
     whole = math.floor(seconds)
     target.seconds = whole
     target.nanos = int((seconds - whole) * 1e9)
@@ -56,20 +56,20 @@ def fill_task(task: task_pb2.Task, record: TaskRecord) -> None:
         task.progress.message = progress.message
         task.progress.current = progress.current
         task.progress.total = progress.total
-    _set_timestamp(task.create_time, record.create_time)
+    set_timestamp(task.create_time, record.create_time)
     # A new task's three times are one float object: copy, not recompute.
     if record.update_time is record.create_time:
         task.update_time.CopyFrom(task.create_time)
     else:
-        _set_timestamp(task.update_time, record.update_time)
+        set_timestamp(task.update_time, record.update_time)
     if record.scheduled_time is record.create_time:
         task.scheduled_time.CopyFrom(task.create_time)
     else:
-        _set_timestamp(task.scheduled_time, record.scheduled_time)
+        set_timestamp(task.scheduled_time, record.scheduled_time)
     if record.start_time is not None:
-        _set_timestamp(task.start_time, record.start_time)
+        set_timestamp(task.start_time, record.start_time)
     if record.end_time is not None:
-        _set_timestamp(task.end_time, record.end_time)
+        set_timestamp(task.end_time, record.end_time)
     if record.timeout is not None:
         task.timeout.FromNanoseconds(int(record.timeout * 1e9))
 

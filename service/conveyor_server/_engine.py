@@ -19,6 +19,7 @@ from conveyor_server._config import ServerConfig
 from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
+from conveyor_server._presence import WorkerPresence
 from conveyor_server._runner import TaskRunner
 from conveyor_server.stores import TaskStore, open_store
 
@@ -68,6 +69,18 @@ class TaskEngine:
             stop_grace=config.stop_grace_seconds,
             observer=self.observer,
         )
+        # A process that runs tasks registers in the store, so that API
+        # replicas know which types live workers serve.
+        self.presence = (
+            WorkerPresence(
+                self.store,
+                self.registry,
+                threads=config.workers,
+                running=lambda: self.runner.running_count,
+            )
+            if config.workers > 0
+            else None
+        )
         self.metrics_port: int | None = None
         self._retention: asyncio.Task[None] | None = None
 
@@ -84,15 +97,23 @@ class TaskEngine:
                 watchers=watchers,
             )
         await self.runner.start()
+        if self.presence is not None:
+            await self.presence.start()
         self._retention = asyncio.create_task(self._sweep(), name="conveyor-retention")
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, give running tasks `grace` seconds, then hand the
         rest back to the queue without spending an attempt."""
         logger.info("shutting down: %d running tasks get %gs", self.runner.running_count, grace)
+        if self.presence is not None:
+            await self.presence.stop()
         handed_back = await self.runner.drain(grace)
         if handed_back:
             logger.info("handed %d unfinished tasks back to the queue", handed_back)
+
+    def end_grace(self) -> None:
+        """Cut a `drain` short: running tasks go back to the queue now."""
+        self.runner.end_grace()
 
     async def close(self) -> None:
         """Stop the sweep and the runner, close the store and the metrics."""
@@ -100,6 +121,8 @@ class TaskEngine:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention
+        if self.presence is not None:
+            await self.presence.stop()
         await self.runner.close()
         await self.store.close()
         if self.metrics is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
 import os
 import re
 import sys
@@ -49,6 +51,14 @@ class Registration:
     type: str
     handler: TaskHandler
     validate: PayloadValidator | None = None
+    # A payload to show callers (ListTaskTypes, `conveyor types`).
+    example: Mapping[str, Any] | None = None
+
+    @property
+    def description(self) -> str:
+        """The first paragraph of the handler's docstring, on one line."""
+        doc = inspect.getdoc(self.handler) or ""
+        return " ".join(doc.split("\n\n", 1)[0].split())
 
 
 H = TypeVar("H", bound=TaskHandler)
@@ -67,7 +77,12 @@ class HandlerRegistry:
         self._registrations: dict[str, Registration] = {}
 
     def register(
-        self, type: str, handler: TaskHandler, *, validate: PayloadValidator | None = None
+        self,
+        type: str,
+        handler: TaskHandler,
+        *,
+        validate: PayloadValidator | None = None,
+        example: Mapping[str, Any] | None = None,
     ) -> None:
         if not TYPE_NAME.fullmatch(type):
             raise ValueError(
@@ -76,20 +91,36 @@ class HandlerRegistry:
             )
         if type in self._registrations:
             raise ValueError(f"task type {type!r} is already registered")
-        self._registrations[type] = Registration(type, handler, validate)
+        if example is not None:
+            try:
+                json.dumps(example)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"the example payload of task type {type!r} must be JSON-compatible: {exc}"
+                ) from None
+            if validate is not None:
+                # An example the type's own check refuses would mislead.
+                validate(example)
+        self._registrations[type] = Registration(type, handler, validate, example)
 
-    def task(self, type: str, *, validate: PayloadValidator | None = None) -> Callable[[H], H]:
+    def task(
+        self,
+        type: str,
+        *,
+        validate: PayloadValidator | None = None,
+        example: Mapping[str, Any] | None = None,
+    ) -> Callable[[H], H]:
         """Decorator form of `register`."""
 
         def decorate(handler: H) -> H:
-            self.register(type, handler, validate=validate)
+            self.register(type, handler, validate=validate, example=example)
             return handler
 
         return decorate
 
     def update(self, other: HandlerRegistry) -> None:
-        for registration in other:
-            self.register(registration.type, registration.handler, validate=registration.validate)
+        for r in other:
+            self.register(r.type, r.handler, validate=r.validate, example=r.example)
 
     def get(self, type: str) -> Registration | None:
         return self._registrations.get(type)
@@ -109,16 +140,27 @@ default_registry = HandlerRegistry()
 module so its decorators run."""
 
 
-def task(type: str, *, validate: PayloadValidator | None = None) -> Callable[[H], H]:
+def task(
+    type: str,
+    *,
+    validate: PayloadValidator | None = None,
+    example: Mapping[str, Any] | None = None,
+) -> Callable[[H], H]:
     """Register a handler on the default registry.
 
+    `validate` checks payloads where the handler code is: at submit on a
+    server that has it, else when a worker claims the task. `example` is a
+    payload shown to callers by ListTaskTypes; the handler's docstring is
+    the type's description.
+
     >>> from conveyor_server import task
-    >>> @task("resize_image")
+    >>> @task("resize_image", example={"url": "https://example.com/a.png"})
     ... def resize_image(ctx, payload):
+    ...     "Resizes an image to a thumbnail."
     ...     ctx.report_progress(50, "resizing")
     ...     return {"ok": True}
     """
-    return default_registry.task(type, validate=validate)
+    return default_registry.task(type, validate=validate, example=example)
 
 
 def import_task_modules(modules: list[str]) -> None:

@@ -4,18 +4,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import fields
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
+# Only modules that need no server extra, so that a missing one is reported
+# in one line (see `main`) instead of a traceback.
 from conveyor_server._config import ServerConfig, default_of, env_name, field_docs, parse_value
-from conveyor_server._logging import configure_logging
-from conveyor_server._server import ConveyorServer
-from conveyor_server._worker import ConveyorWorker
+
+if TYPE_CHECKING:
+    from conveyor_server._server import ConveyorServer
+    from conveyor_server._worker import ConveyorWorker
 
 logger = logging.getLogger("conveyor_server")
+
+# What `pip install '.[server]'` adds to the SDK's dependencies, by import name.
+_SERVER_EXTRA_MODULES = frozenset(
+    {"grpc_health", "grpc_reflection", "prometheus_client", "redis", "hiredis"}
+)
+MISSING_SERVER_EXTRA = (
+    "conveyor-server: error: the server needs the server extra: pip install 'conveyor[server]'"
+)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("conveyor")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 SERVER_DESCRIPTION = (
@@ -37,6 +59,9 @@ def build_parser(worker: bool = False) -> argparse.ArgumentParser:
         description=WORKER_DESCRIPTION if worker else SERVER_DESCRIPTION,
         # No prefixes: `--auth-tokens SECRET` must not pass for --auth-tokens-file.
         allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"conveyor-server {package_version()}"
     )
     docs = field_docs()
     env_only = []
@@ -109,36 +134,114 @@ def config_from_args(argv: list[str] | None = None, worker: bool = False) -> Ser
         raise  # unreachable: error() exits
 
 
-async def serve(server: ConveyorServer | ConveyorWorker) -> None:
-    await server.start()
+class StartupError(Exception):
+    """The server could not start; the message says what to do."""
+
+
+async def serve(server: ConveyorServer | ConveyorWorker) -> int:
+    """Run until a signal; returns the exit status.
+
+    The first SIGTERM or SIGINT stops gracefully. A second one (Ctrl-C
+    again) ends the grace at once: running tasks are handed back to the
+    queue, as the graceful stop does when the grace runs out.
+    """
+    try:
+        await server.start()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await server.engine.close()
+        message = startup_failure(exc, server.config)
+        if message is None:
+            raise
+        raise StartupError(message) from exc
     stopping = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            stopping.set()
+            return
+        logger.warning("second signal: handing running tasks back to the queue now")
+        server.engine.end_grace()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     await stopping.wait()
-    logger.info("signal received")
+    logger.info(
+        "%s received: stopping within %gs; send it again to stop at once",
+        signal.Signals(received[0]).name,
+        server.config.shutdown_grace_seconds,
+    )
     await server.stop()
+    return 0 if len(received) == 1 else 128 + received[-1]
+
+
+def startup_failure(exc: BaseException, config: ServerConfig) -> str | None:
+    """One line saying what to do about a failed start, for the failures
+    people meet (ports in use, a store out of reach); None for the others."""
+    from conveyor_server.stores import StoreUnavailable
+
+    if isinstance(exc, StoreUnavailable):
+        if config.store.startswith("redis"):
+            hint = "start Redis, or point --store (CONVEYOR_STORE) at one that runs"
+        else:
+            hint = "give --store (CONVEYOR_STORE) a file that no other server holds"
+        return f"{str(exc).rstrip('.')}; {hint}"
+    if isinstance(exc, OSError):
+        return str(exc)
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     worker = bool(args) and args[0] == "worker"
     config = config_from_args(args[1:] if worker else args, worker)
+    try:
+        from conveyor_server._logging import configure_logging
+        from conveyor_server._server import ConveyorServer
+        from conveyor_server._worker import ConveyorWorker
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] not in _SERVER_EXTRA_MODULES:
+            raise
+        print(MISSING_SERVER_EXTRA, file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(config.log_level, config.log_format)
     try:
         server = ConveyorWorker(config) if worker else ConveyorServer(config)
     except (ImportError, ValueError) as exc:
         print(f"conveyor-server: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    if config.uvloop:
+    except Exception as exc:
+        message = startup_failure(exc, config)
+        if message is None:
+            raise
+        print(f"conveyor-server: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        status = run(serve(server), config.uvloop)
+    except StartupError as exc:
+        print(f"conveyor-server: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if status != 0:
+        # Stopped at once: handlers that ignore their stop request must not
+        # hold the process (Python joins their threads at exit). Their tasks
+        # are back in the queue already.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def run(main: Coroutine[Any, Any, int], use_uvloop: bool) -> int:
+    if use_uvloop:
         try:
             import uvloop
         except ImportError:
             logger.info("uvloop is not installed; using the default event loop")
         else:
-            uvloop.run(serve(server))
-            return
-    asyncio.run(serve(server))
+            return int(uvloop.run(main))
+    return asyncio.run(main)
 
 
 if __name__ == "__main__":

@@ -289,9 +289,15 @@ class ServerMetrics:
         """
         self._running = running
         self._watchers = watchers
-        self._http, self._http_thread = start_http_server(
-            port, addr=bind_host(host), registry=self.registry
-        )
+        try:
+            self._http, self._http_thread = start_http_server(
+                port, addr=bind_host(host), registry=self.registry
+            )
+        except OSError as exc:
+            raise OSError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; stop what "
+                "holds the port, or give another --metrics-port (CONVEYOR_METRICS_PORT)"
+            ) from exc
         self._refresher = asyncio.create_task(
             self._refresh_depth(store), name="conveyor-metrics-depth"
         )

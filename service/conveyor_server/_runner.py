@@ -20,7 +20,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from conveyor_server._attempts import (
     HandlerReturned,
@@ -32,7 +31,7 @@ from conveyor_server._attempts import (
     run_handler,
 )
 from conveyor_server._context import TaskContext
-from conveyor_server._handlers import HandlerRegistry
+from conveyor_server._handlers import HandlerRegistry, Registration
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server.stores import (
     ErrorCode,
@@ -85,6 +84,9 @@ class TaskRunner(StoreListener):
         self._store = store
         self._observer = observer
         self._registry = registry
+        # A runner claims only the types it has handlers for; other workers
+        # on a shared store run the rest.
+        self._types = tuple(registry.types())
         self._workers = workers
         self._retry = retry_policy
         self._stop_grace = stop_grace
@@ -94,7 +96,7 @@ class TaskRunner(StoreListener):
         )
         # Each executor thread runs one long-lived loop over this queue: a
         # put is far cheaper than a Future per task.
-        self._jobs: queue.SimpleQueue[tuple[RunningAttempt, Any, bytes] | None] = (
+        self._jobs: queue.SimpleQueue[tuple[RunningAttempt, Registration, bytes] | None] = (
             queue.SimpleQueue()
         )
         self._due_timer: asyncio.TimerHandle | None = None
@@ -111,6 +113,7 @@ class TaskRunner(StoreListener):
         # A runner with no workers (an API-only replica) never claims.
         self._claiming = workers > 0
         self._stopped = False
+        self._grace_ended = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None
 
@@ -152,7 +155,7 @@ class TaskRunner(StoreListener):
         Returns how many were handed back."""
         self._claiming = False
         deadline = time.monotonic() + grace
-        while self._running and time.monotonic() < deadline:
+        while self._running and not self._grace_ended and time.monotonic() < deadline:
             self._idle.clear()
             try:
                 await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
@@ -173,6 +176,11 @@ class TaskRunner(StoreListener):
                     extra=running.log_fields(),
                 )
         return handed_back
+
+    def end_grace(self) -> None:
+        """Stop waiting for running tasks: `drain` hands them back now."""
+        self._grace_ended = True
+        self._idle.set()
 
     async def close(self) -> None:
         self._stopped = True
@@ -217,7 +225,7 @@ class TaskRunner(StoreListener):
                     free = self._workers - self._busy
                     if free > 0:
                         now = self._clock()
-                        claimed = await self._store.claim(free, now)
+                        claimed = await self._store.claim(free, now, self._types)
                         if claimed:
                             self._observer.tasks_started(claimed, now)
                             log_started(claimed)
@@ -295,11 +303,13 @@ class TaskRunner(StoreListener):
             max_attempts=record.max_attempts,
             labels=record.labels or {},
             on_progress=self._progress_from_thread,
+            tenant=record.tenant,
         )
         running = RunningAttempt(record, ctx)
         registration = self._registry.get(record.type)
         if registration is None:
-            # Possible when a store outlives a deployment that knew the type.
+            # Claims take only registered types; a registry changed under a
+            # running runner is the one way here.
             running.finished = True
             self._local_outcomes.append(
                 Outcome(
@@ -315,7 +325,7 @@ class TaskRunner(StoreListener):
             return
         self._running[record.id] = running
         self._busy += 1
-        self._jobs.put((running, registration.handler, record.payload))
+        self._jobs.put((running, registration, record.payload))
         if record.timeout is not None:
             assert self._loop is not None
             running.timeout_timer = self._loop.call_later(record.timeout, self._on_timeout, running)

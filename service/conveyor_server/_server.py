@@ -3,7 +3,9 @@ authentication, TLS)."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any
 
 from grpc import aio
@@ -12,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from conveyor.v1 import task_service_pb2
 from conveyor_server._auth import TokenAuthInterceptor, load_tokens
+from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
 from conveyor_server._engine import TaskEngine
 from conveyor_server._handlers import HandlerRegistry
@@ -48,6 +51,34 @@ def grpc_server_options(config: ServerConfig) -> list[tuple[str, Any]]:
             ("grpc.max_connection_idle_ms", int(config.max_connection_idle_seconds * 1000))
         )
     return options
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another socket already listens on `host:port`."""
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return False  # gRPC reports an unknown host itself
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # gRPC listens on IPv4 through [::] as well
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def _port_in_use_message(address: str) -> str:
+    return (
+        f"cannot listen on {address}: the port is in use (another conveyor-server?) or the "
+        "host is not this machine's; stop what holds it, or give another --port (CONVEYOR_PORT)"
+    )
 
 
 class ConveyorServer:
@@ -109,9 +140,12 @@ class ConveyorServer:
                 max_payload_bytes=config.max_payload_bytes,
                 default_max_attempts=config.default_max_attempts,
                 default_timeout=config.default_timeout_seconds or None,
+                shared=engine.store.shared,
+                accept_unserved=config.accept_unserved_types,
             ),
             PageTokens(await engine.store.signing_key()),
             self.gate,
+            TaskTypeCatalog(engine.registry, engine.store),
             max_watchers=config.max_watchers,
             max_watchers_per_tenant=config.max_watchers_per_tenant or None,
             observer=engine.observer,
@@ -130,12 +164,18 @@ class ConveyorServer:
             ),
             server,
         )
-        if self._credentials is None:
-            port = server.add_insecure_port(self.config.address)
-        else:
-            port = server.add_secure_port(self.config.address, self._credentials)
+        if config.port and port_in_use(config.host, config.port):
+            # Said before gRPC tries, whose C core would log an error line of its own.
+            raise OSError(_port_in_use_message(config.address))
+        try:
+            if self._credentials is None:
+                port = server.add_insecure_port(self.config.address)
+            else:
+                port = server.add_secure_port(self.config.address, self._credentials)
+        except RuntimeError:  # grpc says only "Failed to bind"
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {self.config.address}")
+            raise OSError(_port_in_use_message(config.address))
         await engine.start(watchers=lambda: servicer.watchers)
         await server.start()
         self._server = server

@@ -16,6 +16,7 @@ from grpc import aio
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_server._auth import current_tenant
+from conveyor_server._catalog import TaskTypeCatalog, task_types_response, workers_response
 from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
 from conveyor_server._logging import task_fields
@@ -78,6 +79,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         validator: RequestValidator,
         page_tokens: PageTokens,
         gate: Gate,
+        catalog: TaskTypeCatalog,
         *,
         max_watchers: int,
         max_watchers_per_tenant: int | None = None,
@@ -87,6 +89,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._store = store
         self.observer = observer
         self._validator = validator
+        self._catalog = catalog
         self.page_tokens = page_tokens
         self._gate = gate
         self._max_watchers = max_watchers
@@ -100,7 +103,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.SubmitTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.SubmitTaskResponse:
         self._gate.check()
-        new = self._validator.submit(request, current_tenant())
+        remote = await self._catalog.remote_types([request.type])
+        new = self._validator.submit(request, current_tenant(), remote)
         now = self._clock()
         records = await self._store.create([new], now)
         self.observer.tasks_submitted(records, now)
@@ -113,7 +117,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.BatchSubmitTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.BatchSubmitTasksResponse:
         self._gate.check()
-        tasks = self._validator.batch(request, current_tenant())
+        remote = await self._catalog.remote_types({r.type for r in request.requests})
+        tasks = self._validator.batch(request, current_tenant(), remote)
         now = self._clock()
         records = await self._store.create(tasks, now)
         self.observer.tasks_submitted(records, now)
@@ -280,6 +285,16 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         response = pb.RetryTaskResponse()
         fill_task(response.task, record)
         return response
+
+    async def ListTaskTypes(
+        self, request: pb.ListTaskTypesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListTaskTypesResponse:
+        return task_types_response(await self._catalog.entries())
+
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ListWorkersResponse:
+        return workers_response(await self._catalog.workers(max_age=0))
 
 
 class Malformed:

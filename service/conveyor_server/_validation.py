@@ -83,20 +83,34 @@ class RequestValidator:
         max_payload_bytes: int,
         default_max_attempts: int,
         default_timeout: float | None,
+        shared: bool = False,
+        accept_unserved: bool = False,
     ) -> None:
         self._registry = registry
+        # On a shared store, worker processes may serve types this server
+        # has no code for.
+        self._shared = shared
+        self._accept_unserved = accept_unserved
         self._max_payload_bytes = max_payload_bytes
         self._default_max_attempts = default_max_attempts
         self._default_timeout = default_timeout
 
-    def submit(self, request: pb.SubmitTaskRequest, tenant: str = "") -> NewTask:
+    def submit(
+        self, request: pb.SubmitTaskRequest, tenant: str = "", remote: frozenset[str] = frozenset()
+    ) -> NewTask:
+        """The task to create; `remote` holds the types live workers serve."""
         problems: list[tuple[str, str]] = []
-        new = self._submit(request, "", problems, tenant)
+        new = self._submit(request, "", problems, tenant, remote)
         if problems or new is None:
             raise invalid_argument(problems)
         return new
 
-    def batch(self, request: pb.BatchSubmitTasksRequest, tenant: str = "") -> list[NewTask]:
+    def batch(
+        self,
+        request: pb.BatchSubmitTasksRequest,
+        tenant: str = "",
+        remote: frozenset[str] = frozenset(),
+    ) -> list[NewTask]:
         count = len(request.requests)
         if count == 0:
             raise invalid_argument([("requests", "must hold at least one SubmitTaskRequest")])
@@ -107,12 +121,27 @@ class RequestValidator:
         problems: list[tuple[str, str]] = []
         tasks: list[NewTask] = []
         for index, item in enumerate(request.requests):
-            new = self._submit(item, f"requests[{index}].", problems, tenant)
+            new = self._submit(item, f"requests[{index}].", problems, tenant, remote)
             if new is not None:
                 tasks.append(new)
         if problems:
             raise invalid_argument(problems)
         return tasks
+
+    def _unserved(self, task_type: str, remote: frozenset[str]) -> str | None:
+        """Why a type without a local handler is refused; None when a live
+        worker serves it (its payload is checked there) or it is let in."""
+        if not self._shared:
+            known = ", ".join(self._registry.types()) or "none"
+            return f"unknown task type {task_type[:128]!r}; registered types: {known}"
+        if task_type in remote or self._accept_unserved:
+            return None
+        served = ", ".join(sorted(remote.union(self._registry.types()))) or "none"
+        return (
+            f"no live worker serves task type {task_type[:128]!r}; served types: {served}. "
+            "Start a worker with its handler, or run the API with --accept-unserved-types "
+            "to queue it until one starts"
+        )
 
     def _submit(
         self,
@@ -120,6 +149,7 @@ class RequestValidator:
         prefix: str,
         problems: list[tuple[str, str]],
         tenant: str,
+        remote: frozenset[str],
     ) -> NewTask | None:
         start = len(problems)
         registration = None
@@ -128,13 +158,9 @@ class RequestValidator:
         else:
             registration = self._registry.get(request.type)
             if registration is None:
-                known = ", ".join(self._registry.types()) or "none"
-                problems.append(
-                    (
-                        prefix + "type",
-                        f"unknown task type {request.type[:128]!r}; registered types: {known}",
-                    )
-                )
+                problem = self._unserved(request.type, remote)
+                if problem is not None:
+                    problems.append((prefix + "type", problem))
         payload = request.payload.SerializeToString()
         if len(payload) > self._max_payload_bytes:
             problems.append(

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +161,92 @@ def test_rpc_errors_are_one_line_and_exit_1(run: Any) -> None:
 
     invalid = run("submit", "no_such_type")
     assert invalid.exit_code == 1
-    assert "error: INVALID_ARGUMENT: " in invalid.stderr
-    assert "  type: " in invalid.stderr
+    assert invalid.stderr.startswith("error: INVALID_ARGUMENT: type: unknown task type")
+    # The field violation is the message: said once.
+    assert invalid.stderr.count("unknown task type") == 1
+
+
+def test_watch_bar_names_the_type_and_the_id(run: Any) -> None:
+    result = run("submit", "sleep", "--payload", '{"seconds": 0.2}', "--watch")
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.split()[0]
+    assert f"sleep {task_id} " in result.stderr  # the bar
+
+
+def test_output_is_not_cut_without_a_terminal(
+    run: Any, client: Client, run_label: dict[str, str]
+) -> None:
+    long_label = {"note": "x" * 60 + "-end-of-the-label", **run_label}
+    long_payload = {"text": "y" * 150 + "-end-of-the-payload"}
+    handle = client.submit("echo", long_payload, labels=long_label)
+    handle.wait(timeout=10)
+
+    table = run("list", "--label", "run={run}".format(**run_label))
+    assert table.exit_code == 0, table.output
+    assert "-end-of-the-label" in table.stdout
+    assert "…" not in table.stdout
+
+    details = run("get", handle.id)
+    assert '"' + long_payload["text"] + '"' in details.stdout  # on one line
+
+
+def test_json_uses_the_field_names_grpcurl_prints(run: Any, client: Client) -> None:
+    handle = client.submit("echo", {"a": 1}, max_attempts=2)
+    handle.wait(timeout=10)
+    task = json.loads(run("get", handle.id, json=True).stdout)
+    assert task["max_attempts"] == 2
+    assert {"create_time", "end_time", "update_time"} <= task.keys()
+    assert "maxAttempts" not in task
+    assert "createTime" not in task
+
+
+def test_global_options_after_the_command(server: Any, client: Client) -> None:
+    handle = client.submit("echo", {"after": True})
+    handle.wait(timeout=10)
+    result = CliRunner().invoke(cli, ["get", handle.id, "--json", "--address", server.address])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == handle.id
+
+    listed = CliRunner().invoke(
+        cli, ["--address", "127.0.0.1:1", "list", "--json", "--address", server.address]
+    )
+    assert listed.exit_code == 0, listed.output  # the later --address wins
+    assert isinstance(json.loads(listed.stdout), list)
+
+
+def test_cancel_of_a_running_task_says_it_was_requested(run: Any, client: Client) -> None:
+    handle = client.submit("ignore_cancel", {"seconds": 1})
+    for task in handle.watch():
+        if task.state is TaskState.RUNNING:
+            break
+    result = run("cancel", handle.id)
+    assert result.exit_code == 0, result.output
+    assert "RUNNING (cancel requested)" in result.stdout
+    assert "cancel requested: " in result.stderr
+    assert "ends CANCELLED" in result.stderr
+
+
+def test_address_without_a_port_dials_the_default_port(
+    server: Any, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor import _cli_settings
+
+    # The test server stands in for one on the default port 50051.
+    host, _, port = server.address.rpartition(":")
+    monkeypatch.setattr(_cli_settings, "DEFAULT_PORT", int(port))
+    handle = client.submit("echo", {})
+    result = CliRunner().invoke(cli, ["--address", host, "--timeout", "5", "get", handle.id])
+    assert result.exit_code == 0, result.output
+    assert _cli_settings.with_default_port("[::1]") == f"[::1]:{port}"
+    assert _cli_settings.with_default_port("::1") == f"[::1]:{port}"
+    assert _cli_settings.with_default_port("example.com:443") == "example.com:443"
+    assert _cli_settings.with_default_port("unix:/tmp/conveyor.sock") == "unix:/tmp/conveyor.sock"
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"conveyor {version('conveyor')}\n"
 
 
 @pytest.mark.parametrize(

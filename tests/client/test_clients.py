@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Callable
@@ -99,6 +100,41 @@ def test_builtin_csv_stats(client: Client) -> None:
         "mean": 2,
     }
     assert {key: columns["b"][key] for key in ("count", "distinct")} == {"count": 2, "distinct": 2}
+
+
+@pytest.mark.parametrize("payload", [[1, 2], "text", 3, ("a", "b")])
+def test_a_payload_that_is_not_an_object_is_a_type_error(client: Client, payload: Any) -> None:
+    with pytest.raises(TypeError, match=r"payload must be a mapping \(a JSON object\)") as caught:
+        client.submit("echo", payload)
+    assert type(payload).__name__ in str(caught.value)
+    with pytest.raises(TypeError, match=r"payload must be a mapping"):
+        client.submit_batch([TaskSpec("echo", payload)])
+
+
+def test_task_types_name_descriptions_workers_and_examples(client: Client) -> None:
+    types = {t.name: t for t in client.task_types()}
+    assert {"echo", "sleep", "csv_stats", "wait_for_cancel"} <= set(types)
+    assert list(types) == sorted(types)
+    sleep = types["sleep"]
+    assert sleep.description.startswith("Wait `seconds`, reporting progress")
+    assert sleep.workers == 1  # the server itself runs tasks
+    assert sleep.example_payload == {"seconds": 2}
+    assert client.submit("sleep", sleep.example_payload).wait(timeout=10).state is (
+        TaskState.SUCCEEDED
+    )
+    assert types["echo"].example_payload is None
+    assert types["echo"].raw.name == "echo"
+
+
+def test_workers_list_the_server_itself(client: Client) -> None:
+    [worker] = client.workers()
+    assert worker.pid == os.getpid()  # the in-process test server
+    assert worker.host == socket.gethostname()
+    assert {"echo", "sleep", "csv_stats"} <= set(worker.task_types)
+    assert worker.threads > 0
+    assert worker.start_time is not None and worker.heartbeat_time is not None
+    assert worker.start_time <= worker.heartbeat_time <= datetime.now(UTC)
+    assert worker.raw.id == worker.id
 
 
 def test_submit_batch_keeps_order(client: Client, run_label: dict[str, str]) -> None:

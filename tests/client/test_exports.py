@@ -22,9 +22,11 @@ def test_exported_names_are_pinned() -> None:
         "TaskNotFound",
         "TaskSpec",
         "TaskState",
+        "TaskType",
         "Unauthenticated",
         "Unavailable",
         "WaitTimeout",
+        "Worker",
         "tls",
     ]
 

@@ -31,6 +31,8 @@ METHODS = (
     "ListTasks",
     "CancelTask",
     "RetryTask",
+    "ListTaskTypes",
+    "ListWorkers",
 )
 
 

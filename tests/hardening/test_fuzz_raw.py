@@ -62,6 +62,8 @@ def seeds(fuzz_api: Api) -> dict[str, list[bytes]]:
         ],
         "CancelTask": [pb.CancelTaskRequest(id=done.id)],
         "RetryTask": [pb.RetryTaskRequest(id=failed.id)],
+        "ListTaskTypes": [pb.ListTaskTypesRequest()],
+        "ListWorkers": [pb.ListWorkersRequest()],
     }
     assert set(requests) == set(METHODS)
     return {name: [r.SerializeToString() for r in found] for name, found in requests.items()}

@@ -34,6 +34,8 @@ CALLS: list[tuple[str, Any]] = [
     ("ListTasks", pb.ListTasksRequest()),
     ("CancelTask", pb.CancelTaskRequest(id="some-id")),
     ("RetryTask", pb.RetryTaskRequest(id="some-id")),
+    ("ListTaskTypes", pb.ListTaskTypesRequest()),
+    ("ListWorkers", pb.ListWorkersRequest()),
 ]
 
 

@@ -48,6 +48,8 @@ def test_store_vocabulary_is_pinned() -> None:
         "TaskRecord",
         "TaskStore",
         "TaskSubscription",
+        "TaskTypeInfo",
+        "WorkerInfo",
         "open_store",
     ]
     for name in stores.__all__:

@@ -28,6 +28,7 @@ from conveyor_server.stores import (
 )
 from tests.support.stores import (
     BOOM,
+    TYPES,
     RecordingListener,
     current,
     eventually,
@@ -107,7 +108,7 @@ async def test_idempotent_repeat_returns_the_same_task(store: TaskStore, now: fl
     assert await store.depth() == 2
 
     # Still the same task once it has finished.
-    await store.claim(10, now + 3)
+    await store.claim(10, now + 3, TYPES)
     await store.complete([Outcome(first_id, 1, result=value_bytes("ok"))], now + 4)
     [repeat] = await store.create([new_task(key="k")], now + 5)
     assert (repeat.id, repeat.state) == (first_id, State.SUCCEEDED)
@@ -166,7 +167,7 @@ async def test_queue_full_counts_only_new_tasks(make_store: StoreOpener, now: fl
     assert await store.depth() == 3
 
     # A finished task frees its place; a batch that does not fit is refused whole.
-    [running] = await store.claim(1, now)
+    [running] = await store.claim(1, now, TYPES)
     await store.complete([Outcome(running.id, 1, result=value_bytes("ok"))], now)
     with pytest.raises(QueueFull):
         await store.create([new_task(), new_task()], now)
@@ -196,13 +197,13 @@ async def test_claim_takes_priority_first_then_age(store: TaskStore, now: float)
         created.append(record.id)
     low_old, high_old, low_new, high_new, lowest = created
 
-    claimed = await store.claim(2, now + 1)
+    claimed = await store.claim(2, now + 1, TYPES)
     assert [r.id for r in claimed] == [high_old, high_new]
     for record in claimed:
         assert (record.state, record.attempt, record.version) == (State.RUNNING, 1, 2)
         assert record.start_time == pytest.approx(now + 1, abs=1e-3)
-    assert [r.id for r in await store.claim(10, now + 1)] == [low_old, low_new, lowest]
-    assert await store.claim(10, now + 1) == []
+    assert [r.id for r in await store.claim(10, now + 1, TYPES)] == [low_old, low_new, lowest]
+    assert await store.claim(10, now + 1, TYPES) == []
     assert (await current(store, high_old)).state is State.RUNNING
     assert await store.depth() == 5
 
@@ -213,11 +214,11 @@ async def test_delayed_task_waits_for_its_time(store: TaskStore, now: float) -> 
     [sooner] = await store.create([new_task(delay=30.0)], now)
     later_id, sooner_id = later.id, sooner.id
     assert await store.next_due_time() == pytest.approx(now + 30, abs=1e-3)
-    assert await store.claim(10, now + 29) == []
+    assert await store.claim(10, now + 29, TYPES) == []
 
-    assert [r.id for r in await store.claim(10, now + 30.5)] == [sooner_id]
+    assert [r.id for r in await store.claim(10, now + 30.5, TYPES)] == [sooner_id]
     assert await store.next_due_time() == pytest.approx(now + 60, abs=1e-3)
-    assert [r.id for r in await store.claim(10, now + 61)] == [later_id]
+    assert [r.id for r in await store.claim(10, now + 61, TYPES)] == [later_id]
     assert await store.next_due_time() is None
 
 
@@ -226,7 +227,7 @@ async def test_delayed_task_waits_for_its_time(store: TaskStore, now: float) -> 
 
 async def test_set_progress_is_fenced_by_attempt(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task()], now)
-    [claimed] = await store.claim(1, now)
+    [claimed] = await store.claim(1, now, TYPES)
     claimed_version = claimed.version
 
     await store.set_progress([(task.id, 1, Progress(40.0, "reading", 4, 10))], now + 1)
@@ -245,7 +246,7 @@ async def test_set_progress_is_fenced_by_attempt(store: TaskStore, now: float) -
 
 async def test_complete_with_a_result_succeeds(store: TaskStore, now: float) -> None:
     task, _ = await store.create([new_task(), new_task()], now)
-    await store.claim(10, now)
+    await store.claim(10, now, TYPES)
     changed = await store.complete(
         [Outcome(task.id, 1, result=value_bytes("done"), progress=Progress(60.0, "last"))],
         now + 2,
@@ -264,18 +265,18 @@ async def test_complete_with_a_result_succeeds(store: TaskStore, now: float) -> 
 
 async def test_failure_with_retry_at_goes_back_to_the_queue(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task(max_attempts=2)], now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     [changed] = await store.complete([Outcome(task.id, 1, failure=BOOM, retry_at=now + 5)], now)
     assert (changed.state, changed.error) == (State.PENDING, BOOM)
 
     record = await current(store, task.id)
     assert (record.state, record.attempt, record.error) == (State.PENDING, 1, BOOM)
     assert record.end_time is None
-    assert await store.claim(1, now + 4) == []
+    assert await store.claim(1, now + 4, TYPES) == []
     assert await store.next_due_time() == pytest.approx(now + 5, abs=1e-3)
     assert await store.depth() == 1
 
-    [again] = await store.claim(1, now + 5)
+    [again] = await store.claim(1, now + 5, TYPES)
     assert (again.id, again.attempt) == (task.id, 2)
     await store.complete([Outcome(task.id, 2, failure=BOOM)], now + 6)
     record = await current(store, task.id)
@@ -286,7 +287,7 @@ async def test_failure_with_retry_at_goes_back_to_the_queue(store: TaskStore, no
 
 async def test_cancelled_outcome_cancels(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task()], now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     [changed] = await store.complete([Outcome(task.id, 1, cancelled=True)], now + 1)
     assert changed.state is State.CANCELLED
     record = await current(store, task.id)
@@ -296,9 +297,9 @@ async def test_cancelled_outcome_cancels(store: TaskStore, now: float) -> None:
 
 async def test_reports_of_a_stale_attempt_are_ignored(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task(max_attempts=3)], now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     await store.complete([Outcome(task.id, 1, failure=BOOM, retry_at=now)], now)
-    [second] = await store.claim(1, now + 1)
+    [second] = await store.claim(1, now + 1, TYPES)
     assert second.attempt == 2
     version = second.version
 
@@ -318,7 +319,7 @@ async def test_reports_of_a_stale_attempt_are_ignored(store: TaskStore, now: flo
 
 async def test_requeue_gives_the_attempt_back(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task()], now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     await store.set_progress([(task.id, 1, Progress(30.0))], now)
     handed_back = await store.requeue(task.id, 1, now + 1)
     assert handed_back is not None
@@ -327,7 +328,7 @@ async def test_requeue_gives_the_attempt_back(store: TaskStore, now: float) -> N
     assert (record.state, record.attempt, record.start_time) == (State.PENDING, 0, None)
     assert await store.depth() == 1
 
-    [again] = await store.claim(1, now + 1)
+    [again] = await store.claim(1, now + 1, TYPES)
     assert (again.id, again.attempt) == (task.id, 1)
     assert await store.requeue("no-such-task", 1, now) is None
 
@@ -345,7 +346,7 @@ async def test_cancel_pending_is_immediate(store: TaskStore, now: float) -> None
     assert record.end_time == pytest.approx(now + 1, abs=1e-3)
     version = record.version
     assert await store.depth() == 0
-    assert await store.claim(1, now + 61) == []
+    assert await store.claim(1, now + 61, TYPES) == []
 
     # Cancelling again is a no-op, not an error.
     again = await store.cancel(task.id, now + 2)
@@ -358,7 +359,7 @@ async def test_cancel_running_flags_it_and_tells_the_listener(store: TaskStore, 
     listener = RecordingListener()
     store.attach(listener)
     [task] = await store.create([new_task(max_attempts=3)], now)
-    [claimed] = await store.claim(1, now)
+    [claimed] = await store.claim(1, now, TYPES)
     claimed_version = claimed.version
 
     flagged = await store.cancel(task.id, now + 1)
@@ -374,12 +375,12 @@ async def test_cancel_running_flags_it_and_tells_the_listener(store: TaskStore, 
     await store.complete([Outcome(task.id, 1, failure=BOOM, retry_at=now + 2)], now + 2)
     record = await current(store, task.id)
     assert record.state is State.CANCELLED
-    assert await store.claim(1, now + 3) == []
+    assert await store.claim(1, now + 3, TYPES) == []
 
 
 async def test_cancel_finished_is_an_invalid_transition(store: TaskStore, now: float) -> None:
     done, failed = await store.create([new_task(), new_task()], now)
-    await store.claim(2, now)
+    await store.claim(2, now, TYPES)
     await store.complete(
         [Outcome(done.id, 1, result=value_bytes("ok")), Outcome(failed.id, 1, failure=BOOM)], now
     )
@@ -393,9 +394,9 @@ async def test_cancel_finished_is_an_invalid_transition(store: TaskStore, now: f
 async def test_retry_requeues_failed_and_cancelled_tasks(store: TaskStore, now: float) -> None:
     failing, cancelled = await store.create([new_task(max_attempts=2), new_task()], now)
     await store.cancel(cancelled.id, now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     await store.complete([Outcome(failing.id, 1, failure=BOOM, retry_at=now)], now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     await store.complete([Outcome(failing.id, 2, failure=BOOM)], now + 1)
     failed = await current(store, failing.id)
     assert (failed.state, failed.attempt) == (State.FAILED, 2)
@@ -408,12 +409,12 @@ async def test_retry_requeues_failed_and_cancelled_tasks(store: TaskStore, now: 
     assert record.end_time is None and record.result is None
     assert record.version > failed_version
     assert await store.depth() == 1
-    [again] = await store.claim(1, now + 2)
+    [again] = await store.claim(1, now + 2, TYPES)
     assert (again.id, again.attempt) == (failing.id, 1)
 
     retried = await store.retry(cancelled.id, now + 3)
     assert retried is not None and retried.state is State.PENDING
-    assert [r.id for r in await store.claim(1, now + 3)] == [cancelled.id]
+    assert [r.id for r in await store.claim(1, now + 3, TYPES)] == [cancelled.id]
     assert await store.retry("no-such-task", now) is None
 
 
@@ -422,10 +423,10 @@ async def test_retry_of_unfinished_or_succeeded_is_an_invalid_transition(
 ) -> None:
     [running] = await store.create([new_task()], now)
     running_id = running.id
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     [succeeded] = await store.create([new_task()], now)
     succeeded_id = succeeded.id
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     await store.complete([Outcome(succeeded_id, 1, result=value_bytes("ok"))], now)
     [pending] = await store.create([new_task(delay=60.0)], now)
     pending_id = pending.id
@@ -447,7 +448,7 @@ async def test_purge_drops_tasks_finished_before_the_time(store: TaskStore, now:
         [new_task(key="first"), new_task(), new_task()], now
     )
     first_id, second_id, unfinished_id = first.id, second.id, unfinished.id
-    await store.claim(2, now)
+    await store.claim(2, now, TYPES)
     await store.complete([Outcome(first_id, 1, result=value_bytes("ok"))], now + 1)
     await store.complete([Outcome(second_id, 1, failure=BOOM)], now + 2)
 
@@ -473,7 +474,7 @@ async def test_retention_count_keeps_the_newest_finished(
     store = make_store(retention_count=2)
     records = await store.create([new_task() for _ in range(4)], now)
     ids = [record.id for record in records]
-    await store.claim(4, now)
+    await store.claim(4, now, TYPES)
     for offset, task_id in enumerate(ids[:3], start=1):
         await store.complete([Outcome(task_id, 1, result=value_bytes("ok"))], now + offset)
 
@@ -487,7 +488,7 @@ async def test_depth_counts_pending_and_running(store: TaskStore, now: float) ->
     records = await store.create([new_task() for _ in range(4)], now)
     ids = [record.id for record in records]
     assert await store.depth() == 4
-    await store.claim(2, now)
+    await store.claim(2, now, TYPES)
     assert await store.depth() == 4
     await store.complete([Outcome(ids[0], 1, result=value_bytes("ok"))], now)
     assert await store.depth() == 3
@@ -515,7 +516,7 @@ async def test_list_page_newest_first_with_filters(store: TaskStore, now: float)
         [record] = await store.create([spec], now + offset)
         ids.append(record.id)
     echo_a, sleep_a, echo_b, echo_none, acme = ids
-    [running] = await store.claim(1, now + 10)
+    [running] = await store.claim(1, now + 10, TYPES)
     assert running.id == echo_a
     await store.cancel(echo_b, now + 10)
 
@@ -584,7 +585,7 @@ async def test_subscription_delivers_each_change_until_terminal(
     [task] = await store.create([new_task()], now)
     subscription = store.subscribe(task.id)
     try:
-        await store.claim(1, now)
+        await store.claim(1, now, TYPES)
         seen = await next_change(subscription)
         assert seen.state is State.RUNNING
         assert seen.version == (await current(store, task.id)).version
@@ -607,7 +608,7 @@ async def test_subscription_folds_changes_into_the_latest(store: TaskStore, now:
     [task] = await store.create([new_task()], now)
     subscription = store.subscribe(task.id)
     try:
-        await store.claim(1, now)
+        await store.claim(1, now, TYPES)
         for step in range(1, 4):
             await store.set_progress([(task.id, 1, Progress(step * 10.0))], now + step)
         latest = (await current(store, task.id)).version
@@ -656,9 +657,9 @@ async def test_reopened_store_keeps_its_tasks(make_store: StoreOpener, now: floa
         now,
     )
     done_id, waiting_id, delayed_id, delayed_seq = done.id, waiting.id, delayed.id, delayed.seq
-    assert [r.id for r in await store.claim(1, now)] == [done_id]
+    assert [r.id for r in await store.claim(1, now, TYPES)] == [done_id]
     await store.complete([Outcome(done_id, 1, result=value_bytes("ok"))], now + 1)
-    assert [r.id for r in await store.claim(1, now + 1)] == [waiting_id]
+    assert [r.id for r in await store.claim(1, now + 1, TYPES)] == [waiting_id]
     await store.complete([Outcome(waiting_id, 1, failure=BOOM, retry_at=now)], now + 1)
     await make_store.close(store)
 
@@ -682,8 +683,8 @@ async def test_reopened_store_keeps_its_tasks(make_store: StoreOpener, now: floa
     assert await reopened.next_due_time() == pytest.approx(now + 60, abs=1e-3)
     [fresh] = await reopened.create([new_task()], now + 2)
     assert fresh.seq > delayed_seq
-    assert [r.id for r in await reopened.claim(10, now + 2)] == [waiting_id, fresh.id]
-    assert [r.id for r in await reopened.claim(10, now + 61)] == [delayed_id]
+    assert [r.id for r in await reopened.claim(10, now + 2, TYPES)] == [waiting_id, fresh.id]
+    assert [r.id for r in await reopened.claim(10, now + 61, TYPES)] == [delayed_id]
     assert await ids_of(reopened, ListQuery(page_size=10)) == [
         fresh.id,
         delayed_id,
@@ -710,9 +711,9 @@ async def test_second_instance_sees_and_claims_the_tasks(
     second_store.attach(listener)
     [task] = await store.create([new_task(labels={"team": "a"})], now)
     assert (await current(second_store, task.id)).labels == {"team": "a"}
-    [claimed] = await second_store.claim(10, now)
+    [claimed] = await second_store.claim(10, now, TYPES)
     assert (claimed.id, claimed.attempt) == (task.id, 1)
-    assert await store.claim(10, now) == []
+    assert await store.claim(10, now, TYPES) == []
     record = await current(store, task.id)
     assert (record.state, record.attempt) == (State.RUNNING, 1)
 
@@ -736,7 +737,7 @@ async def test_lease_renewed_is_kept_and_lapsed_is_reaped(
     first, second = open_shared_pair(make_store)
     assert first.lease_seconds == 1.0
     [task] = await first.create([new_task(max_attempts=3)], now)
-    await second.claim(1, now)
+    await second.claim(1, now, TYPES)
 
     assert (await second.renew([(task.id, 1)], now + 0.8)).lost == []
     # Renewed at +0.8, the lease holds until +1.8 (plus the margin).
@@ -750,7 +751,7 @@ async def test_lease_renewed_is_kept_and_lapsed_is_reaped(
     report = await second.renew([(task.id, 1)], now + 3.1)
     assert report.lost == [task.id]
     assert await second.complete([Outcome(task.id, 1, result=value_bytes("late"))], now + 3) == []
-    [again] = await first.claim(1, now + 3.2)
+    [again] = await first.claim(1, now + 3.2, TYPES)
     assert (again.id, again.attempt) == (task.id, 2)
     assert await first.reap(now + 3.5) == 0
 
@@ -761,7 +762,7 @@ async def test_lapsed_lease_without_attempts_left_fails_interrupted(
 ) -> None:
     first, second = open_shared_pair(make_store)
     [task] = await first.create([new_task(max_attempts=1)], now)
-    await second.claim(1, now)
+    await second.claim(1, now, TYPES)
     # Within the margin for clock skew the lease still holds.
     assert await first.reap(now + 1.05) == 0
     assert await first.reap(now + 1.5) == 1

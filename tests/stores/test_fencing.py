@@ -27,7 +27,7 @@ from conveyor_server.stores import (
     TaskStore,
 )
 from tests.support.server import ServerThread
-from tests.support.stores import BOOM, current, new_task, struct_bytes, value_bytes
+from tests.support.stores import BOOM, TYPES, current, new_task, struct_bytes, value_bytes
 
 
 @pytest.fixture
@@ -57,12 +57,12 @@ async def finish_fresh_claim(store: TaskStore, task_id: str, claim: int, now: fl
 
 async def test_a_claim_from_before_a_retry_is_fenced(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task(max_attempts=1)], now)
-    [first] = await store.claim(1, now)
+    [first] = await store.claim(1, now, TYPES)
     assert first.attempt == 1
     [failed] = await store.complete([Outcome(task.id, 1, failure=BOOM)], now + 1)
     assert failed.state is State.FAILED
     await store.retry(task.id, now + 2)
-    [again] = await store.claim(1, now + 3)
+    [again] = await store.claim(1, now + 3, TYPES)
     assert again.attempt == 1
 
     # The first claim's worker reports again (a duplicate, or a report it
@@ -73,10 +73,10 @@ async def test_a_claim_from_before_a_retry_is_fenced(store: TaskStore, now: floa
 
 async def test_a_claim_from_before_a_hand_back_is_fenced(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task(max_attempts=2)], now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     handed_back = await store.requeue(task.id, 1, now + 1)
     assert handed_back is not None and handed_back.attempt == 0
-    [again] = await store.claim(1, now + 2)
+    [again] = await store.claim(1, now + 2, TYPES)
     assert again.attempt == 1
 
     await assert_stale_claim_is_refused(store, task.id, now + 3)
@@ -90,13 +90,13 @@ async def test_a_worker_reaped_then_retried_cannot_win(store: TaskStore, now: fl
     then the paused worker wakes up and reports."""
     assert isinstance(store, RedisStore)
     [task] = await store.create([new_task(max_attempts=1)], now)
-    await store.claim(1, now)
+    await store.claim(1, now, TYPES)
     assert await store.reap(now + 1000) == 1
     reaped = await current(store, task.id)
     assert reaped.state is State.FAILED
     assert reaped.error is not None and reaped.error.code == ErrorCode.INTERRUPTED
     await store.retry(task.id, now + 1001)
-    [again] = await store.claim(1, now + 1002)
+    [again] = await store.claim(1, now + 1002, TYPES)
     assert again.attempt == 1
 
     report = await store.renew([(task.id, 1)], now + 1003)
@@ -120,7 +120,7 @@ def test_a_paused_worker_does_not_overwrite_the_run_after_a_retry(
     async def claim_and_pause() -> str:
         runs = new_task("wait_for_cancel", payload=struct_bytes(seconds=1.5))
         [task] = await paused.create([runs], time.time())
-        [claimed] = await paused.claim(1, time.time())
+        [claimed] = await paused.claim(1, time.time(), ["wait_for_cancel"])
         assert claimed.id == task.id
         return task.id
 
@@ -159,7 +159,7 @@ async def test_a_redis_task_stored_without_a_claim_number_is_fenced_on_its_attem
     try:
         now = time.time()
         [task] = await store.create([new_task(max_attempts=3)], now)
-        await store.claim(1, now)
+        await store.claim(1, now, TYPES)
         prefix = redis_url.split("prefix=")[1]
         with redis.Redis.from_url(redis_url.split("?")[0]) as client:
             key = f"{prefix}:task:{task.id}"
@@ -172,7 +172,7 @@ async def test_a_redis_task_stored_without_a_claim_number_is_fenced_on_its_attem
         handed_back = await store.requeue(task.id, 2, now + 2)
         assert handed_back is not None
         assert (handed_back.attempt, handed_back.claim) == (1, 2)
-        [again] = await store.claim(1, now + 3)
+        [again] = await store.claim(1, now + 3, TYPES)
         assert (again.attempt, again.claim) == (2, 3)
         assert await store.complete([Outcome(task.id, 2, result=b"")], now + 4) == []
         [done] = await store.complete([Outcome(task.id, 3, result=b"")], now + 4)

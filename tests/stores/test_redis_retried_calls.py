@@ -19,7 +19,7 @@ import redis
 
 from conveyor_server.stores import CancelOutcome, ListQuery, Outcome, RedisStore, State
 from conveyor_server.stores.redis.scripts import CALL_MEMORY_SECONDS
-from tests.support.stores import BOOM, current, new_task
+from tests.support.stores import BOOM, TYPES, current, new_task
 
 NOW = 1_700_000_000.0
 
@@ -53,15 +53,15 @@ async def test_a_create_sent_twice_creates_once(store: RedisStore) -> None:
     page, _ = await store.list_page(ListQuery(page_size=10))
     assert [r.id for r in page] == [task.id]
     assert (await current(store, task.id)).seq == task.seq
-    [claimed] = await store.claim(10, NOW)
+    [claimed] = await store.claim(10, NOW, TYPES)
     assert claimed.id == task.id
-    assert await store.claim(10, NOW) == []
+    assert await store.claim(10, NOW, TYPES) == []
 
 
 async def test_a_claim_sent_twice_claims_once(store: RedisStore) -> None:
     first, second = await store.create([new_task(), new_task()], NOW)
     send_twice(store, "_claim")
-    [claimed] = await store.claim(1, NOW)
+    [claimed] = await store.claim(1, NOW, TYPES)
     assert (claimed.id, claimed.attempt, claimed.claim) == (first.id, 1, 1)
     # The other task was not claimed by a run whose answer nobody heard.
     assert (await current(store, second.id)).state is State.PENDING
@@ -80,7 +80,7 @@ async def test_the_answer_of_a_call_is_kept_for_a_while_only(
 
 async def test_a_complete_sent_twice_answers_as_the_first(store: RedisStore) -> None:
     [task] = await store.create([new_task(max_attempts=2)], NOW)
-    await store.claim(1, NOW)
+    await store.claim(1, NOW, TYPES)
     send_twice(store, "_complete")
     [retried] = await store.complete([Outcome(task.id, 1, failure=BOOM, retry_at=NOW)], NOW)
     assert (retried.id, retried.state) == (task.id, State.PENDING)
@@ -164,9 +164,9 @@ async def test_a_claim_whose_reply_is_lost_is_claimed_once(
     store = RedisStore(url, max_queue=100, retention_count=100, lease_seconds=30.0)
     try:
         first, second = await store.create([new_task(), new_task()], NOW)
-        assert await store.claim(0, NOW) == []  # the script is loaded: one round trip next
+        assert await store.claim(0, NOW, TYPES) == []  # the script is loaded: one round trip next
         dropper.armed = True
-        [claimed] = await store.claim(1, NOW)
+        [claimed] = await store.claim(1, NOW, TYPES)
         assert dropper.dropped == 1
         assert (claimed.id, claimed.attempt) == (first.id, 1)
         assert (await current(store, second.id)).state is State.PENDING

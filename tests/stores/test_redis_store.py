@@ -32,6 +32,7 @@ from conveyor_server.stores import (
 )
 from tests.support.server import ServerThread, free_port
 from tests.support.stores import (
+    TYPES,
     RecordingListener,
     current,
     eventually,
@@ -90,10 +91,10 @@ async def test_task_created_on_one_process_is_claimed_on_another(open_store: Ope
 
     [task] = await a.create([new_task()], NOW)
     await eventually(lambda: worker.work > told, "B hears of new work")
-    [claimed] = await b.claim(10, NOW)
+    [claimed] = await b.claim(10, NOW, TYPES)
     assert (claimed.id, claimed.state, claimed.attempt) == (task.id, State.RUNNING, 1)
     assert claimed.payload == task.payload
-    assert await a.claim(10, NOW) == []
+    assert await a.claim(10, NOW, TYPES) == []
     assert (await current(a, task.id)).state is State.RUNNING
 
 
@@ -102,7 +103,7 @@ async def test_subscription_sees_changes_made_by_another_process(open_store: Ope
     [task] = await a.create([new_task()], NOW)
     subscription = a.subscribe(task.id)
     try:
-        await b.claim(1, NOW)
+        await b.claim(1, NOW, TYPES)
         assert (await next_change(subscription)).state is State.RUNNING
         await b.set_progress([(task.id, 1, Progress(40.0, "reading", 2, 5))], NOW + 1)
         seen = await next_change(subscription)
@@ -125,7 +126,7 @@ async def test_cancel_on_one_process_reaches_the_runner_of_another(
     b.attach(there)
     await eventually(lambda: here.work > 0 and there.work > 0, "both listeners are connected")
     [task] = await a.create([new_task()], NOW)
-    await b.claim(1, NOW)
+    await b.claim(1, NOW, TYPES)
 
     cancelled = await a.cancel(task.id, NOW + 1)
     assert cancelled is not None and cancelled.outcome is CancelOutcome.REQUESTED
@@ -146,9 +147,9 @@ async def test_report_of_a_stale_attempt_is_fenced(open_store: OpenStore) -> Non
     a = open_store(options=options, lease_seconds=1.0)
     b = open_store(options=options, lease_seconds=1.0)
     [task] = await a.create([new_task(max_attempts=3)], NOW)
-    await a.claim(1, NOW)
+    await a.claim(1, NOW, TYPES)
     assert await b.reap(NOW + 2) == 1  # A stopped renewing: its process died, say
-    [again] = await b.claim(1, NOW + 2)
+    [again] = await b.claim(1, NOW + 2, TYPES)
     assert again.attempt == 2
 
     assert await a.complete([Outcome(task.id, 1, result=b"late")], NOW + 3) == []
@@ -166,7 +167,7 @@ async def test_renew_extends_held_leases_and_reports_lost_ones(open_store: OpenS
     a = open_store(options=options, lease_seconds=1.0)
     b = open_store(options=options, lease_seconds=1.0)
     held, lapsed, finished = await a.create([new_task(max_attempts=2) for _ in range(3)], NOW)
-    await a.claim(3, NOW)
+    await a.claim(3, NOW, TYPES)
     await a.complete([Outcome(finished.id, 1, result=b"")], NOW + 0.5)
 
     report = await a.renew([(held.id, 1), (finished.id, 1), ("no-such-task", 1)], NOW + 0.9)
@@ -190,7 +191,7 @@ async def test_reap_requeues_a_lapsed_lease_then_fails_when_attempts_run_out(
     a.attach(worker)
     await eventually(lambda: worker.work > 0, "the listener is connected")
     [task] = await a.create([new_task(max_attempts=2)], NOW)
-    await a.claim(1, NOW)
+    await a.claim(1, NOW, TYPES)
     told = worker.work
 
     assert await b.reap(NOW + 1.4) == 0  # within the margin
@@ -205,7 +206,7 @@ async def test_reap_requeues_a_lapsed_lease_then_fails_when_attempts_run_out(
     # The reaper's own runner looks for work when reap returns; others hear.
     await eventually(lambda: worker.work > told, "A hears the task is due again")
 
-    [second] = await b.claim(1, NOW + 2)
+    [second] = await b.claim(1, NOW + 2, TYPES)
     assert second.attempt == 2
     assert await a.reap(NOW + 4) == 1
     record = await current(a, task.id)
@@ -222,7 +223,7 @@ async def test_reap_requeues_a_lapsed_lease_then_fails_when_attempts_run_out(
 async def test_reap_of_a_task_asked_to_stop_cancels_it(open_store: OpenStore) -> None:
     store = open_store(options="lease_margin=0", lease_seconds=1.0)
     [task] = await store.create([new_task(max_attempts=3)], NOW)
-    await store.claim(1, NOW)
+    await store.claim(1, NOW, TYPES)
     await store.cancel(task.id, NOW + 0.5)
     assert await store.reap(NOW + 2) == 1
     assert (await current(store, task.id)).state is State.CANCELLED
@@ -230,12 +231,12 @@ async def test_reap_of_a_task_asked_to_stop_cancels_it(open_store: OpenStore) ->
 
 async def test_next_due_time_follows_changes_right_after_a_claim(open_store: OpenStore) -> None:
     store = open_store()
-    assert await store.claim(5, NOW) == []
+    assert await store.claim(5, NOW, TYPES) == []
     [later] = await store.create([new_task(delay=30.0)], NOW)
     assert await store.next_due_time() == NOW + 30
-    assert await store.claim(5, NOW) == []
+    assert await store.claim(5, NOW, TYPES) == []
     assert await store.next_due_time() == NOW + 30
-    [claimed] = await store.claim(5, NOW + 30)
+    [claimed] = await store.claim(5, NOW + 30, TYPES)
     assert claimed.id == later.id
     assert await store.next_due_time() is None
 
@@ -325,7 +326,7 @@ async def test_tenant_quota_is_shared_and_freed_by_finishing(
     with pytest.raises(QueueFull):
         await a.retry(first.id, NOW, tenant="team-a")
     # Every way out of the queue counts down; none leaves a count behind.
-    for record in await a.claim(10, NOW):
+    for record in await a.claim(10, NOW, TYPES):
         await a.complete([Outcome(record.id, record.attempt, result=b"")], NOW)
     assert await a.depth() == 0
     prefix = redis_url.split("prefix=")[1]
@@ -368,7 +369,7 @@ async def test_prefixes_keep_stores_apart(open_store: OpenStore, redis_url: str)
     try:
         [task] = await store.create([new_task()], NOW)
         assert await other.get(task.id) is None
-        assert await other.claim(10, NOW) == []
+        assert await other.claim(10, NOW, TYPES) == []
         assert await other.depth() == 0
     finally:
         await other.close()
@@ -409,7 +410,7 @@ async def test_unreachable_redis_raises_store_unavailable_quickly() -> None:
     calls: list[Callable[[], Any]] = [
         lambda: store.create([new_task()], NOW),
         lambda: store.get("some-task"),
-        lambda: store.claim(5, NOW),
+        lambda: store.claim(5, NOW, TYPES),
         lambda: store.complete([Outcome("some-task", 1, result=b"")], NOW),
         lambda: store.cancel("some-task", NOW),
         lambda: store.list_page(ListQuery(page_size=5)),
@@ -467,7 +468,7 @@ async def test_listener_reconnects_and_catches_up(open_store: OpenStore, redis_u
         told = worker.work
         assert kill_connections(redis_url, "pubsub") >= 1
         # Changes made while A's listener is away are not lost to A's watchers.
-        await b.claim(1, NOW)
+        await b.claim(1, NOW, TYPES)
         await b.complete([Outcome(task.id, 1, result=b"")], NOW + 1)
         seen = await next_change(subscription)
         if seen.state is not State.SUCCEEDED:

@@ -16,7 +16,7 @@ from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 from conveyor_server.stores import NewTask, Outcome, SqliteStore, State, TaskRecord, _flat
 from conveyor_server.stores.sqlite import schema
 from tests.support.server import ServerThread, test_config
-from tests.support.stores import BOOM, new_task, value_bytes
+from tests.support.stores import BOOM, TYPES, new_task, value_bytes
 
 T0 = 1_700_000_000.0
 
@@ -73,11 +73,11 @@ async def test_a_version_1_file_is_migrated_and_keeps_fencing(tmp_path: Path) ->
         recovered = await store.get("running")
         assert recovered is not None
         assert (recovered.state, recovered.attempt, recovered.claim) == (State.PENDING, 2, 2)
-        [claimed] = await store.claim(1, T0 + 2)
+        [claimed] = await store.claim(1, T0 + 2, TYPES)
         assert (claimed.id, claimed.attempt, claimed.claim) == ("running", 3, 3)
 
         await store.retry("failed", T0 + 3)
-        [again] = await store.claim(1, T0 + 4)
+        [again] = await store.claim(1, T0 + 4, TYPES)
         assert (again.id, again.attempt, again.claim) == ("failed", 1, 2)
         late = Outcome("failed", 1, result=value_bytes("stale"))
         assert await store.complete([late], T0 + 5) == []

@@ -40,6 +40,7 @@ from conveyor_server.stores import (
 )
 from conveyor_server.stores.sqlite import schema as _sqlite_schema
 from tests.support.server import ServerThread, test_config
+from tests.support.stores import TYPES
 
 T0 = 1_700_000_000.0
 
@@ -146,7 +147,7 @@ async def test_every_field_survives_a_restart(stores: Stores, synchronous: str) 
         [new_task(labels={"team": "data", "é": "ü"}), new_task(key="k"), new_task(delay=60)],
         T0,
     )
-    [claimed_done, claimed_failed] = await store.claim(2, T0 + 1)
+    [claimed_done, claimed_failed] = await store.claim(2, T0 + 1, TYPES)
     await store.set_progress([(done.id, 1, Progress(40.0, "half", 4, 10))], T0 + 2)
     await store.complete(
         [
@@ -188,7 +189,7 @@ async def test_recovery_requeues_an_interrupted_attempt_with_attempts_left(
 ) -> None:
     store = stores.open()
     [record] = await store.create([new_task(max_attempts=2)], T0)
-    await store.claim(1, T0 + 1)
+    await store.claim(1, T0 + 1, TYPES)
     await store.set_progress([(record.id, 1, Progress(30.0, "working"))], T0 + 2)
 
     before = time.time()
@@ -204,7 +205,7 @@ async def test_recovery_requeues_an_interrupted_attempt_with_attempts_left(
     assert before <= recovered.scheduled_time <= time.time()
     assert recovered.version == 4
 
-    [again] = await store.claim(1, time.time())
+    [again] = await store.claim(1, time.time(), TYPES)
     assert (again.id, again.attempt) == (record.id, 2)
     # The recovered state was written back: a second restart sees attempt 2.
     store = await stores.reopen(store)
@@ -216,7 +217,7 @@ async def test_recovery_requeues_an_interrupted_attempt_with_attempts_left(
 async def test_recovery_fails_an_interrupted_last_attempt(stores: Stores) -> None:
     store = stores.open()
     [record] = await store.create([new_task(max_attempts=1)], T0)
-    await store.claim(1, T0 + 1)
+    await store.claim(1, T0 + 1, TYPES)
 
     before = time.time()
     store = await stores.reopen(store)
@@ -228,13 +229,13 @@ async def test_recovery_fails_an_interrupted_last_attempt(stores: Stores) -> Non
     assert recovered.end_time is not None
     assert before <= recovered.end_time <= time.time()
     assert await store.depth() == 0
-    assert await store.claim(1, time.time()) == []
+    assert await store.claim(1, time.time(), TYPES) == []
 
 
 async def test_recovery_cancels_an_interrupted_attempt_asked_to_cancel(stores: Stores) -> None:
     store = stores.open()
     [record] = await store.create([new_task(max_attempts=3)], T0)
-    await store.claim(1, T0 + 1)
+    await store.claim(1, T0 + 1, TYPES)
     await store.cancel(record.id, T0 + 2)
 
     store = await stores.reopen(store)
@@ -252,8 +253,8 @@ async def test_a_delayed_task_keeps_its_time(stores: Stores) -> None:
 
     store = await stores.reopen(store)
     assert await store.next_due_time() == record.scheduled_time == now + 3600
-    assert await store.claim(1, now + 3599) == []
-    [due] = await store.claim(1, now + 3600)
+    assert await store.claim(1, now + 3599, TYPES) == []
+    [due] = await store.claim(1, now + 3600, TYPES)
     assert due.id == record.id
 
 
@@ -326,7 +327,7 @@ async def test_watchers_see_only_committed_changes(
     store = stores.open()
     [record] = await store.create([new_task(max_attempts=1)], T0)
     subscription = store.subscribe(record.id)
-    [claimed] = await store.claim(1, T0 + 1)
+    [claimed] = await store.claim(1, T0 + 1, TYPES)
     seen = await asyncio.wait_for(subscription.next(), 5)
     assert (seen.state, seen.version) == (State.RUNNING, 2)
 

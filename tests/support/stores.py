@@ -36,6 +36,10 @@ def value_bytes(text: str) -> bytes:
     return struct_pb2.Value(string_value=text).SerializeToString()
 
 
+# The task types the store tests' claims take: every type they create.
+TYPES = ("echo", "sleep")
+
+
 def new_task(
     type: str = "echo",
     *,

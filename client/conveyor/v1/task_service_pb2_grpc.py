@@ -74,6 +74,16 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.RetryTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.RetryTaskResponse.FromString,
                 _registered_method=True)
+        self.ListTaskTypes = channel.unary_unary(
+                '/conveyor.v1.TaskService/ListTaskTypes',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskTypesRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskTypesResponse.FromString,
+                _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/conveyor.v1.TaskService/ListWorkers',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -138,6 +148,21 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTaskTypes(self, request, context):
+        """Lists the task types this service accepts: those it has handlers for
+        and those live workers serve, with how many workers serve each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
+        """Lists the live worker processes on this service's store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +200,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.RetryTask,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.RetryTaskRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'ListTaskTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskTypes,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskTypesRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.ListTaskTypesResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -371,6 +406,60 @@ class TaskService:
             '/conveyor.v1.TaskService/RetryTask',
             conveyor_dot_v1_dot_task__service__pb2.RetryTaskRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.RetryTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/ListTaskTypes',
+            conveyor_dot_v1_dot_task__service__pb2.ListTaskTypesRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.ListTaskTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/ListWorkers',
+            conveyor_dot_v1_dot_task__service__pb2.ListWorkersRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

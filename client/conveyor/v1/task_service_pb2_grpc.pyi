@@ -60,6 +60,12 @@ class TaskServiceStub:
     """
     RetryTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]
     """Runs a FAILED or CANCELLED task again with a fresh set of attempts."""
+    ListTaskTypes: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskTypesRequest, _task_service_pb2.ListTaskTypesResponse]
+    """Lists the task types this service accepts: those it has handlers for
+    and those live workers serve, with how many workers serve each.
+    """
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]
+    """Lists the live worker processes on this service's store."""
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -93,6 +99,12 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     RetryTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]  # type: ignore[assignment]
     """Runs a FAILED or CANCELLED task again with a fresh set of attempts."""
+    ListTaskTypes: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskTypesRequest, _task_service_pb2.ListTaskTypesResponse]  # type: ignore[assignment]
+    """Lists the task types this service accepts: those it has handlers for
+    and those live workers serve, with how many workers serve each.
+    """
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """Lists the live worker processes on this service's store."""
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs long work for other services: submit a task, get its id back at once,
@@ -165,5 +177,23 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.RetryTaskResponse, _abc.Awaitable[_task_service_pb2.RetryTaskResponse]]:
         """Runs a FAILED or CANCELLED task again with a fresh set of attempts."""
+
+    @_abc_1.abstractmethod
+    def ListTaskTypes(
+        self,
+        request: _task_service_pb2.ListTaskTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListTaskTypesResponse, _abc.Awaitable[_task_service_pb2.ListTaskTypesResponse]]:
+        """Lists the task types this service accepts: those it has handlers for
+        and those live workers serve, with how many workers serve each.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _task_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListWorkersResponse, _abc.Awaitable[_task_service_pb2.ListWorkersResponse]]:
+        """Lists the live worker processes on this service's store."""
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -32,6 +32,7 @@ from conveyor_server.stores._records import (
     TaskFailure,
     TaskRecord,
 )
+from conveyor_server.stores._workers import TaskTypeInfo, WorkerInfo
 from conveyor_server.stores.memory import MemoryStore
 from conveyor_server.stores.redis import RedisStore
 from conveyor_server.stores.sqlite import SqliteStore
@@ -58,5 +59,7 @@ __all__ = [
     "TaskRecord",
     "TaskStore",
     "TaskSubscription",
+    "TaskTypeInfo",
+    "WorkerInfo",
     "open_store",
 ]

@@ -11,7 +11,7 @@ stop, whichever process made the change; nobody else wakes the runner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from conveyor_server.stores._records import (
@@ -23,6 +23,7 @@ from conveyor_server.stores._records import (
     State,
     TaskRecord,
 )
+from conveyor_server.stores._workers import WorkerInfo
 
 
 class TaskSubscription(Protocol):
@@ -103,11 +104,12 @@ class TaskStore(Protocol):
         """A page of tasks, newest first, and the cursor of the next page."""
         ...
 
-    async def claim(self, limit: int, now: float) -> list[TaskRecord]:
-        """Move up to `limit` due tasks to RUNNING (priority, then age) and
-        return them with their attempt number increased and a new claim
-        number, greater than every earlier one of the task: what the
-        runner's reports of the attempt name it by."""
+    async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
+        """Move up to `limit` due tasks of `types` to RUNNING (priority, then
+        the order they became due, across the types) and return them with
+        their attempt number increased and a new claim number, greater than
+        every earlier one of the task: what the runner's reports of the
+        attempt name it by. Tasks of other types are not looked at."""
         ...
 
     async def next_due_time(self) -> float | None:
@@ -143,6 +145,19 @@ class TaskStore(Protocol):
 
     async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
         """Queue a FAILED or CANCELLED task again with fresh attempts."""
+        ...
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        """Add or refresh the entry of a process that runs tasks; it counts
+        as alive until `worker.heartbeat + worker.ttl`."""
+        ...
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Drop a worker's entry at once: it stopped."""
+        ...
+
+    async def live_workers(self, now: float) -> list[WorkerInfo]:
+        """The workers alive at `now`, oldest first; dead entries go."""
         ...
 
     async def purge(self, finished_before: float) -> int:

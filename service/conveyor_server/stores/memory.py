@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 from conveyor_server._ids import new_task_id
 from conveyor_server.stores._errors import IdempotencyConflict, InvalidTransition, QueueFull
@@ -23,6 +23,7 @@ from conveyor_server.stores._records import (
     TaskRecord,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
+from conveyor_server.stores._workers import LocalWorkers, WorkerInfo
 
 _DONE = Progress(100.0)
 
@@ -60,10 +61,8 @@ class MemoryStore:
         self._retention_count = retention_count
         self._tasks: dict[str, TaskRecord] = {}
         self._order = CreationOrder()
-        # Due tasks: one FIFO per priority, and a heap of the priorities that
-        # have one (negated, highest first). O(1) per task at one priority,
-        # where a single heap of tasks costs O(log n) comparisons of tuples.
         self._queue = DueQueue()
+        self._workers = LocalWorkers()
         self._running: dict[str, TaskRecord] = {}
         self._finished: deque[TaskRecord] = deque()
         self._finished_count = 0
@@ -144,8 +143,8 @@ class MemoryStore:
             records.append(record)
         return records
 
-    async def claim(self, limit: int, now: float) -> list[TaskRecord]:
-        claimed = self._queue.pop_due(limit, now)
+    async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
+        claimed = self._queue.pop_due(limit, now, types)
         for record in claimed:
             record.state = State.RUNNING
             record.attempt += 1
@@ -160,6 +159,15 @@ class MemoryStore:
 
     async def next_due_time(self) -> float | None:
         return self._queue.next_due_time()
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        self._workers.register(worker)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        self._workers.unregister(worker_id)
+
+    async def live_workers(self, now: float) -> list[WorkerInfo]:
+        return self._workers.live(now)
 
     async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
         for task_id, claim, progress in updates:

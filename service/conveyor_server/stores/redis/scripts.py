@@ -8,8 +8,10 @@ and a batch costs one round trip. Keys, under the prefix `P`:
                        plus its queue member (queued) and runner (owner)
     P:seq              counter: creation order, the list cursor
     P:ticket           counter: queue order and finishing order
-    P:ready            zset: due tasks; score -priority, member <ticket hex><id>
-                       (equal scores sort by member, so by queue order)
+    P:ready:<type>     zset: due tasks of one type; score -priority, member
+                       <ticket hex><id> (equal scores sort by member, so by
+                       queue order)
+    P:ready_types      set: the types whose ready queue is not empty
     P:delayed          zset: waiting tasks; score due time, member <seq hex><id>
     P:running          zset: running tasks by lease expiry
     P:finished         zset: finished tasks by ticket (finishing order)
@@ -17,6 +19,8 @@ and a batch costs one round trip. Keys, under the prefix `P`:
     P:idempotency      hash: "<tenant>\\0<key>" -> task id
     P:tenant_depth     hash: tenant -> its unfinished tasks, for quotas
     P:signing_key      string: the secret that signs list page tokens
+    P:workers          hash: worker id -> its registration (JSON)
+    P:worker_expiry    zset: worker ids by the time their entry expires
     P:call:<owner>:<n> string: the answer of one call that must not act twice,
                        for CALL_MEMORY_SECONDS (see `RedisStore._run`)
 
@@ -98,6 +102,7 @@ DEPTH = _script("depth")
 SIGNING_KEY = _script("signing_key")
 LIST = _script("list").replace("LIST_SCAN", str(LIST_SCAN))
 FETCH = _script("fetch")
+WORKERS = _script("workers")
 
 
 # -- values in and out ---------------------------------------------------------

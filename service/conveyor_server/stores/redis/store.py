@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -47,11 +47,13 @@ from conveyor_server.stores._records import (
     TaskRecord,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
+from conveyor_server.stores._workers import WorkerInfo
 from conveyor_server.stores.redis import scripts as lua
 from conveyor_server.stores.redis._connection import DOWN, connect
 from conveyor_server.stores.redis._follower import ChangeFollower
 from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
+from conveyor_server.stores.redis._workers import WorkerRegistry
 from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ class RedisStore:
         self._depth = script(lua.DEPTH)
         self._list = script(lua.LIST)
         self._fetch = script(lua.FETCH)
+        self._workers = WorkerRegistry(self._redis, prefix, script(lua.WORKERS), self._unavailable)
         self._shared_secret = script(lua.SIGNING_KEY)
         self._signing_key: bytes | None = None
 
@@ -137,6 +140,8 @@ class RedisStore:
         self._clock = clock
         self._leases = LeaseKeeper(self, clock)
         self._due_hint: tuple[float, bytes | None] | None = None
+        # The task types this process's runner claims, from its last claim.
+        self._claims_types: tuple[str, ...] = ()
         self._closed = False
 
     # -- leases and notifications ----------------------------------------
@@ -170,12 +175,13 @@ class RedisStore:
         lost (pub/sub down, a message dropped) is made up for."""
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(f"{self._prefix}:ready")
                 pipe.zrange(f"{self._prefix}:delayed", 0, 0, withscores=True)
-                ready, earliest = await pipe.execute()
+                for task_type in self._claims_types:
+                    pipe.zcard(f"{self._prefix}:ready:{task_type}")
+                earliest, *ready = await pipe.execute()
         except DOWN as exc:
             raise self._unavailable(exc) from exc
-        return bool(ready) or bool(earliest and earliest[0][1] <= self._clock())
+        return any(ready) or bool(earliest and earliest[0][1] <= self._clock())
 
     async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
         if not leases:
@@ -230,10 +236,11 @@ class RedisStore:
                 announce(listener, record)
         return records
 
-    async def claim(self, limit: int, now: float) -> list[TaskRecord]:
+    async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
+        self._claims_types = tuple(types)
         claimed, earliest = await self._run(
             self._claim,
-            [self._prefix, now, max(0, limit), self._lease_seconds, self._owner],
+            [self._prefix, now, max(0, limit), self._lease_seconds, self._owner, *types],
             once=True,
         )
         # The runner asks for the next due time right after claiming: the
@@ -336,6 +343,17 @@ class RedisStore:
             purged += int(count)
             if done:
                 return purged
+
+    # -- workers ------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self._workers.register(worker)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._workers.unregister(worker_id)
+
+    async def live_workers(self, now: float) -> list[WorkerInfo]:
+        return await self._workers.live(now)
 
     # -- reads ----------------------------------------------------------------
 

@@ -62,7 +62,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 
 from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
 from conveyor_server.stores._protocol import StoreListener, announce
@@ -76,6 +76,7 @@ from conveyor_server.stores._records import (
     TaskRecord,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
+from conveyor_server.stores._workers import WorkerInfo
 from conveyor_server.stores.memory import MemoryStore
 from conveyor_server.stores.sqlite import schema
 from conveyor_server.stores.sqlite.database import (
@@ -219,9 +220,9 @@ class SqliteStore:
 
     # -- the runner's writes: seen by others once committed --------------
 
-    async def claim(self, limit: int, now: float) -> list[TaskRecord]:
+    async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
         self._check()
-        return await self._memory.claim(limit, now)
+        return await self._memory.claim(limit, now, types)
 
     async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
         self._check()
@@ -261,6 +262,17 @@ class SqliteStore:
     async def depth(self) -> int:
         self._check()
         return await self._memory.depth()
+
+    # Workers of one process are not written down: at start-up only this
+    # process's runner registers again.
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self._memory.register_worker(worker)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._memory.unregister_worker(worker_id)
+
+    async def live_workers(self, now: float) -> list[WorkerInfo]:
+        return await self._memory.live_workers(now)
 
     def subscribe(self, task_id: str) -> LatestSubscription:
         return self._subscriptions.subscribe(task_id)

@@ -4,7 +4,12 @@
 -- task hash holds (scripts.STORE_FIELDS), in the order `record` returns them.
 
 local P = ARGV[1]
-local READY, DELAYED, RUNNING, FINISHED = P .. ':ready', P .. ':delayed', P .. ':running', P .. ':finished'
+local DELAYED, RUNNING, FINISHED = P .. ':delayed', P .. ':running', P .. ':finished'
+-- Due tasks wait in a queue per task type, so that a worker claims only the
+-- types it serves without looking at others; READY_TYPES holds the types
+-- whose queue is not empty.
+local READY_TYPES = P .. ':ready_types'
+local function ready_key(task_type) return P .. ':ready:' .. task_type end
 local IDEMPOTENCY, TENANT_DEPTH = P .. ':idempotency', P .. ':tenant_depth'
 local FIELDS = {FIELD_NAMES}
 local F = {}
@@ -113,18 +118,27 @@ local function bump(e, now_s)
   events[#events + 1] = e.id .. ':' .. version
 end
 
-local function note_ready()
-  if not work and redis.call('ZCARD', READY) == 0 then
-    -- The queue was empty: idle workers wait for a word. A queue that was
-    -- not empty has no idle worker, or one that was told already.
+local function ready_member(number, id) return string.format('%016x', number) .. id end
+-- Queue a due task of `task_type` under `member`.
+local function queue_ready(task_type, priority, member)
+  local key = ready_key(task_type)
+  if not work and redis.call('ZCARD', key) == 0 then
+    -- The queue was empty: idle workers of the type wait for a word. A
+    -- queue that was not empty has no idle worker, or one that was told.
     work = true
   end
+  redis.call('ZADD', key, 0 - tonumber(priority), member)
+  redis.call('SADD', READY_TYPES, task_type)
 end
-local function ready_member(number, id) return string.format('%016x', number) .. id end
+-- After members left the queue of `task_type`: forget it once empty.
+local function ready_left(task_type)
+  if redis.call('ZCARD', ready_key(task_type)) == 0 then
+    redis.call('SREM', READY_TYPES, task_type)
+  end
+end
 local function make_ready(e)
-  note_ready()
   local member = ready_member(ticket(), e.id)
-  redis.call('ZADD', READY, 0 - tonumber(e.r[F.priority]), member)
+  queue_ready(e.r[F.type], e.r[F.priority], member)
   put(e, 'queued', member)
 end
 local function make_delayed(e, due)
@@ -135,7 +149,7 @@ end
 local function unqueue(e)
   local member = e.r[F.queued]
   if member then
-    redis.call('ZREM', READY, member)
+    if redis.call('ZREM', ready_key(e.r[F.type]), member) == 1 then ready_left(e.r[F.type]) end
     redis.call('ZREM', DELAYED, member)
     remove(e, 'queued')
   end
@@ -191,7 +205,11 @@ local function keep_retention(limit)
 end
 
 local function depth()
-  return redis.call('ZCARD', READY) + redis.call('ZCARD', DELAYED) + redis.call('ZCARD', RUNNING)
+  local count = redis.call('ZCARD', DELAYED) + redis.call('ZCARD', RUNNING)
+  for _, task_type in ipairs(redis.call('SMEMBERS', READY_TYPES)) do
+    count = count + redis.call('ZCARD', ready_key(task_type))
+  end
+  return count
 end
 -- The first tenant that `wanted` (tenant -> new tasks) would take past
 -- `quota`, and its depth; nil when all fit.

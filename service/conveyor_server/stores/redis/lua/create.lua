@@ -87,9 +87,8 @@ local function create(now_s, v)
         member = ready_member(seq, id)
         redis.call('ZADD', DELAYED, v[base + 9], member)
       else
-        note_ready()
         member = ready_member(ticket(), id)
-        redis.call('ZADD', READY, 0 - tonumber(v[base + 5]), member)
+        queue_ready(v[base + 1], v[base + 5], member)
       end
       fields[#fields + 1] = 'queued'
       fields[#fields + 1] = member

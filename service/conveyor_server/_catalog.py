@@ -1,0 +1,126 @@
+"""TaskTypeCatalog: which task types this service accepts, and who serves them.
+
+A type is served when this server has its handler code (the local
+registry) or a live worker registered in the store serves it. API replicas
+of a shared store so accept the types of worker processes without their
+code; the payload of such a type is checked by the worker when it claims
+the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor_server._convert import set_timestamp
+from conveyor_server._handlers import HandlerRegistry
+from conveyor_server._presence import type_infos
+from conveyor_server.stores import TaskStore, WorkerInfo
+
+# How long a read of the live workers stands in for the store's list.
+FRESH_SECONDS = 1.0
+# A type that nobody seems to serve reads the list again, at most this often:
+# a worker that just started is seen at once, a flood of bad submits does
+# not flood the store.
+MISS_SECONDS = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTypeEntry:
+    """One served task type, as ListTaskTypes tells of it."""
+
+    name: str
+    description: str
+    # Live workers that serve it.
+    workers: int
+    # An example payload as JSON, or "".
+    example: str
+
+
+class TaskTypeCatalog:
+    def __init__(
+        self,
+        registry: HandlerRegistry,
+        store: TaskStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._clock = clock
+        self._read: tuple[float, list[WorkerInfo]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def workers(self, *, max_age: float = FRESH_SECONDS) -> list[WorkerInfo]:
+        """The live workers, as read at most `max_age` seconds ago."""
+        async with self._lock:
+            read = self._read
+            if read is None or time.monotonic() - read[0] >= max_age:
+                read = self._read = (
+                    time.monotonic(),
+                    await self._store.live_workers(self._clock()),
+                )
+            return read[1]
+
+    async def remote_types(self, wanted: Collection[str]) -> frozenset[str]:
+        """The types live workers serve, when some of `wanted` has no local
+        handler (else nothing is read and the set is empty)."""
+        if all(t in self._registry for t in wanted):
+            return frozenset()
+        served = _types_of(await self.workers())
+        if not served.issuperset(t for t in wanted if t not in self._registry):
+            served = _types_of(await self.workers(max_age=MISS_SECONDS))
+        return served
+
+    async def entries(self) -> list[TaskTypeEntry]:
+        """Every served type, by name: the local handlers' and the live
+        workers' (read now: people ask this rarely and want it current)."""
+        workers = await self.workers(max_age=0)
+        infos = {info.name: info for info in type_infos(self._registry)}
+        counts: dict[str, int] = {}
+        for worker in workers:
+            for info in worker.types:
+                counts[info.name] = counts.get(info.name, 0) + 1
+                infos.setdefault(info.name, info)
+        return [
+            TaskTypeEntry(name, info.description, counts.get(name, 0), info.example)
+            for name, info in sorted(infos.items())
+        ]
+
+
+def _types_of(workers: Collection[WorkerInfo]) -> frozenset[str]:
+    return frozenset(info.name for worker in workers for info in worker.types)
+
+
+# -- the responses of ListTaskTypes and ListWorkers ------------------------------
+
+
+def task_types_response(entries: Collection[TaskTypeEntry]) -> pb.ListTaskTypesResponse:
+    response = pb.ListTaskTypesResponse()
+    for entry in entries:
+        message = response.task_types.add(
+            name=entry.name, description=entry.description, workers=entry.workers
+        )
+        if entry.example:
+            message.example_payload.update(json.loads(entry.example))
+    return response
+
+
+def workers_response(workers: Collection[WorkerInfo]) -> pb.ListWorkersResponse:
+    response = pb.ListWorkersResponse()
+    for worker in workers:
+        message = response.workers.add(
+            id=worker.id,
+            host=worker.host,
+            pid=worker.pid,
+            task_types=[info.name for info in worker.types],
+            threads=worker.threads,
+            running=worker.running,
+        )
+        set_timestamp(message.start_time, worker.started)
+        set_timestamp(message.heartbeat_time, worker.heartbeat)
+    return response
