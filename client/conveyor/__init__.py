@@ -35,6 +35,7 @@ from conveyor._types import (
     TaskSpec,
     TaskState,
     TaskType,
+    TaskView,
     Worker,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "TaskSpec",
     "TaskState",
     "TaskType",
+    "TaskView",
     "Unauthenticated",
     "Unavailable",
     "WaitTimeout",

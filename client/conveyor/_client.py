@@ -15,7 +15,7 @@ import grpc
 from conveyor import _core, _flows
 from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
-from conveyor._types import Task, TaskSpec, TaskState, TaskType, Worker
+from conveyor._types import Task, TaskSpec, TaskState, TaskType, TaskView, Worker
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
 _R = TypeVar("_R")
@@ -154,8 +154,9 @@ class Client:
         labels: Mapping[str, str] | None = None,
         page_size: int = 100,
         limit: int | None = None,
+        view: TaskView = TaskView.FULL,
     ) -> Iterator[Task]:
-        flow = _flows.list_tasks(states, type, labels, page_size, limit)
+        flow = _flows.list_tasks(states, type, labels, page_size, limit, view)
         return self._drive(_flows.FlowRun(flow))
 
     @shares_doc(_flows.cancel)

@@ -16,7 +16,16 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from conveyor._errors import Unavailable
 from conveyor._struct import struct_to_dict, value_to_python
-from conveyor._types import Progress, Task, TaskError, TaskSpec, TaskState, TaskType, Worker
+from conveyor._types import (
+    Progress,
+    Task,
+    TaskError,
+    TaskSpec,
+    TaskState,
+    TaskType,
+    TaskView,
+    Worker,
+)
 from conveyor.v1 import task_pb2, task_service_pb2
 
 _Channel = TypeVar("_Channel")
@@ -232,8 +241,10 @@ def list_request(
     labels: Mapping[str, str] | None,
     page_size: int,
     page_token: str = "",
+    view: TaskView = TaskView.FULL,
 ) -> task_service_pb2.ListTasksRequest:
     return task_service_pb2.ListTasksRequest(
+        view=view.value,
         page_size=page_size,
         page_token=page_token,
         states=[state_to_proto(state) for state in states or ()],
@@ -259,21 +270,28 @@ def list_page_size(page_size: int, limit: int | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded retries with exponential backoff, for UNAVAILABLE only."""
+    """Bounded retries with exponential backoff, for UNAVAILABLE (and `codes`)."""
 
     max_tries: int = 3
     initial_backoff: float = 0.1
     multiplier: float = 2.0
+    codes: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
 
     def backoff(self, code: grpc.StatusCode, tries: int) -> float | None:
         """Seconds to wait before another try after `tries` failed ones, or None to give up."""
-        if code is not grpc.StatusCode.UNAVAILABLE or tries >= self.max_tries:
+        if code not in self.codes or tries >= self.max_tries:
             return None
         return self.initial_backoff * self.multiplier ** (tries - 1)
 
 
 DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(max_tries=1)
+# A watch stream that ends CANCELLED before its first message was shed by
+# the server before any handler ran (gRPC does so to a burst of new calls
+# past its backlog); opening it again is as safe as any watch.
+NEW_WATCH_RETRY = RetryPolicy(
+    codes=frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+)
 
 
 def submit_retry(specs: Iterable[TaskSpec]) -> RetryPolicy:

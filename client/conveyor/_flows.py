@@ -25,7 +25,7 @@ from google.protobuf import message
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, DeadlineExceeded, WaitTimeout, translate_rpc_errors
-from conveyor._types import Task, TaskSpec, TaskState, TaskType, Worker
+from conveyor._types import Task, TaskSpec, TaskState, TaskType, TaskView, Worker
 from conveyor.v1 import task_service_pb2
 
 _log = logging.getLogger(__name__)
@@ -260,18 +260,26 @@ def list_tasks(
     labels: Mapping[str, str] | None,
     page_size: int,
     limit: int | None,
+    view: TaskView = TaskView.FULL,
 ) -> Flow[None]:
     """Yield tasks, newest first, fetching further pages as needed.
 
     Filters combine: any of `states`, this `type`, every one of `labels`.
-    `limit` caps the number of tasks yielded.
+    `limit` caps the number of tasks yielded. `view=TaskView.BASIC` leaves
+    out each task's payload and result. A page may hold fewer than
+    `page_size` tasks when they are large; paging goes on regardless.
     """
     # Checked here, when the method is called, not at the first page.
     size = _core.list_page_size(page_size, limit)
 
     def page(token: str) -> task_service_pb2.ListTasksRequest:
         return _core.list_request(
-            states=states, type=type, labels=labels, page_size=size, page_token=token
+            states=states,
+            type=type,
+            labels=labels,
+            page_size=size,
+            page_token=token,
+            view=view,
         )
 
     return _pages(page, limit)
@@ -311,7 +319,8 @@ class _Watched:
 def _follow(
     task_id: str, watched: _Watched, deadline: float | None, *, emit: bool
 ) -> Flow[Task | None]:
-    """Watch a task, reopening the stream from the last version after UNAVAILABLE.
+    """Watch a task, reopening the stream from the last version after UNAVAILABLE,
+    or after CANCELLED before the stream's first message.
 
     With `emit`, every snapshot goes to the caller until the stream ends;
     without, the flow returns the first terminal snapshot. None: the stream
@@ -321,8 +330,10 @@ def _follow(
     while True:
         request = task_service_pb2.WatchTaskRequest(id=task_id, since_version=watched.version)
         yield OpenWatch(request, _core.remaining(deadline, time.monotonic()))
+        policy = _core.NEW_WATCH_RETRY
         try:
             while (response := (yield Receive())) is not None:
+                policy = _core.DEFAULT_RETRY
                 task = _core.task_from_proto(response.task)
                 watched.version, watched.last = task.version, task
                 failures = 0
@@ -333,7 +344,7 @@ def _follow(
             return None
         except ConveyorError as exc:
             failures += 1
-            delay = _core.DEFAULT_RETRY.backoff(exc.code, failures)
+            delay = policy.backoff(exc.code, failures)
             if delay is None:
                 raise
             _log.debug("reopening the watch of %s from version %d", task_id, watched.version)

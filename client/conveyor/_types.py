@@ -33,6 +33,17 @@ class TaskState(enum.Enum):
 _TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 
+class TaskView(enum.Enum):
+    """How much of each task `list` returns; the values are the proto enum numbers.
+
+    BASIC leaves out `payload` (an empty dict) and `result` (None), which can
+    be large; `get` returns them.
+    """
+
+    BASIC = task_service_pb2.TASK_VIEW_BASIC
+    FULL = task_service_pb2.TASK_VIEW_FULL
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     """How far a running task has come, as its handler reports it."""

@@ -147,6 +147,7 @@ def run_handler(
     registration: Registration,
     payload: bytes,
     post: Callable[[HandlerReturned], None],
+    max_result_bytes: int,
 ) -> None:
     """Run one attempt's handler on this (executor) thread and `post` how it
     ended, whatever happens.
@@ -162,6 +163,17 @@ def run_handler(
             registration.validate(arguments)
         value = registration.handler(running.ctx, arguments)
         result = result_to_bytes(value)
+        if len(result) > max_result_bytes:
+            # Capped as payloads are: a task must stay readable in one
+            # message, alone and on a page of ListTasks. Not retried: the
+            # same handler would return the same result.
+            failure = TaskFailure(
+                ErrorCode.INVALID_RESULT,
+                f"the result is {len(result)} bytes serialized; the limit is "
+                f"{max_result_bytes} bytes (--max-result-bytes): store large outputs "
+                "elsewhere and return a reference",
+            )
+            result = None
     except InvalidPayload as exc:
         failure = TaskFailure(ErrorCode.INVALID_PAYLOAD, str(exc), type(exc).__name__)
     except NonRetryableError as exc:

@@ -8,6 +8,9 @@ from typing import Any
 
 KIB = 1024
 MIB = 1024 * KIB
+# Room in a message for a task's fields beside its payload and result
+# (labels, error, progress, times).
+TASK_OVERHEAD = 64 * KIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,9 @@ class ServerConfig:
     RESOURCE_EXHAUSTED."""
     max_payload_bytes: int = 256 * KIB
     """Largest payload accepted, serialized."""
+    max_result_bytes: int = 1 * MIB
+    """Largest handler result kept, serialized; an attempt that returns a
+    larger one fails with INVALID_RESULT and is not retried."""
     max_message_bytes: int = 16 * MIB
     """Largest gRPC message received or sent (a batch is one message)."""
     max_watchers: int = 50_000
@@ -125,6 +131,7 @@ class ServerConfig:
         for name in (
             "max_queue",
             "max_payload_bytes",
+            "max_result_bytes",
             "max_message_bytes",
             "max_watchers",
             "retention_count",
@@ -147,6 +154,12 @@ class ServerConfig:
         ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.max_payload_bytes + self.max_result_bytes + TASK_OVERHEAD > self.max_message_bytes:
+            problems.append(
+                "max_payload_bytes + max_result_bytes must leave 64 KiB of max_message_bytes "
+                "for the rest of a task, or a task could not be read back; raise "
+                "max_message_bytes or lower the others"
+            )
         if self.default_max_attempts > 100:
             problems.append("default_max_attempts must be at most 100")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -21,9 +21,10 @@ def set_timestamp(target: Any, seconds: float) -> None:
     target.nanos = int((seconds - whole) * 1e9)
 
 
-def fill_task(task: task_pb2.Task, record: TaskRecord) -> None:
+def fill_task(task: task_pb2.Task, record: TaskRecord, *, full: bool = True) -> None:
     """Write a record into an empty Task message, in place: every response
-    embeds its task this way, without building a Task and copying it."""
+    embeds its task this way, without building a Task and copying it.
+    Without `full`, payload and result stay out (TASK_VIEW_BASIC)."""
     task.id = record.id
     task.type = record.type
     task.state = record.state.value  # type: ignore[assignment]
@@ -35,15 +36,16 @@ def fill_task(task: task_pb2.Task, record: TaskRecord) -> None:
         task.priority = record.priority
     if record.cancel_requested:
         task.cancel_requested = True
-    if record.payload:
-        task.payload.MergeFromString(record.payload)
-    else:
-        task.payload.SetInParent()
+    if full:
+        if record.payload:
+            task.payload.MergeFromString(record.payload)
+        else:
+            task.payload.SetInParent()
     if record.labels:
         task.labels.update(record.labels)
     if record.idempotency_key is not None:
         task.idempotency_key = record.idempotency_key
-    if record.result is not None:
+    if full and record.result is not None:
         task.result.MergeFromString(record.result)
     error = record.error
     if error is not None:

@@ -67,6 +67,7 @@ class TaskEngine:
                 config.retry_backoff_seconds, config.retry_backoff_max_seconds
             ),
             stop_grace=config.stop_grace_seconds,
+            max_result_bytes=config.max_result_bytes,
             observer=self.observer,
         )
         # A process that runs tasks registers in the store, so that API

@@ -78,6 +78,7 @@ class TaskRunner(StoreListener):
         workers: int,
         retry_policy: RetryPolicy,
         stop_grace: float,
+        max_result_bytes: int,
         clock: Callable[[], float] = time.time,
         observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
@@ -90,6 +91,7 @@ class TaskRunner(StoreListener):
         self._workers = workers
         self._retry = retry_policy
         self._stop_grace = stop_grace
+        self._max_result_bytes = max_result_bytes
         self._clock = clock
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="conveyor-task"
@@ -424,8 +426,9 @@ class TaskRunner(StoreListener):
     def _worker_loop(self) -> None:
         get = self._jobs.get
         post = self._post
+        limit = self._max_result_bytes
         while (job := get()) is not None:
-            run_handler(*job, post)
+            run_handler(*job, post, limit)
 
     def _release_workers(self) -> None:
         for _ in range(self._workers):

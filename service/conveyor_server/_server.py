@@ -17,6 +17,7 @@ from conveyor_server._auth import TokenAuthInterceptor, load_tokens
 from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
 from conveyor_server._engine import TaskEngine
+from conveyor_server._grpc_logs import quiet_undecodable_metadata
 from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._page_token import PageTokens
@@ -45,6 +46,13 @@ def grpc_server_options(config: ServerConfig) -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         # Two servers must never share a port by accident.
         ("grpc.so_reuseport", 0),
+        # gRPC keeps calls not yet handed to the application in a backlog;
+        # past 1,000 of them it refuses a growing share with CANCELLED, and
+        # all past 3,000 (its defaults). A burst of new watch streams meets
+        # that long before --max-watchers, with a code no client retries:
+        # let the backlog hold as many calls as the server admits streams.
+        ("grpc.server.max_pending_requests", max(1000, config.max_watchers)),
+        ("grpc.server.max_pending_requests_hard_limit", max(3000, 2 * config.max_watchers)),
     ]
     if config.max_connection_idle_seconds > 0:
         options.append(
@@ -153,6 +161,7 @@ class ConveyorServer:
         interceptors = (
             [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
         )
+        quiet_undecodable_metadata()
         server = aio.server(options=grpc_server_options(config), interceptors=interceptors)
         server.add_generic_rpc_handlers((service_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

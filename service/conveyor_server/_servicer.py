@@ -19,6 +19,7 @@ from conveyor_server._auth import current_tenant
 from conveyor_server._catalog import TaskTypeCatalog, task_types_response, workers_response
 from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
+from conveyor_server._list_page import fill_page, full_view
 from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
@@ -66,6 +67,14 @@ def _store_error(exc: Exception) -> ServiceError:
     if isinstance(exc, StoreUnavailable):
         return ServiceError(grpc.StatusCode.UNAVAILABLE, f"task store unavailable: {exc}")
     raise exc
+
+
+def _ahead(task_id: str, since: int, version: int) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"since_version {since} is ahead of task {task_id}, which is at version {version}; "
+        f"resume from a version you received, or from 0 for the current snapshot",
+    )
 
 
 async def _abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> None:
@@ -182,6 +191,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                 await _abort(context, not_found(request.id))
                 return
             last = request.since_version
+            if last > record.version and not record.state.is_terminal:
+                # Versions only grow: waiting for this one would hold the
+                # stream open with nothing to send, perhaps for ever.
+                code = "OUT_OF_RANGE"
+                await _abort(context, _ahead(request.id, last, record.version))
+                return
             while True:
                 if record.version > last:
                     last = record.version
@@ -215,6 +230,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.ListTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListTasksResponse:
         size = page_size(request.page_size)
+        full = full_view(request.view)
         states = []
         for index, value in enumerate(request.states):
             state = _STATE_NAMES.get(value)
@@ -244,9 +260,10 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             query = dataclasses.replace(query, before_seq=cursor)
         records, next_cursor = await self._store.list_page(query)
         response = pb.ListTasksResponse()
-        add = response.tasks.add
-        for record in records:
-            fill_task(add(), record)
+        kept = fill_page(response, records, full=full)
+        if kept < len(records):
+            # A short page: the next one starts after its last task.
+            next_cursor = records[kept - 1].seq
         if next_cursor is not None:
             response.next_page_token = self.page_tokens.mint(query, next_cursor)
         return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 
 from google.protobuf import duration_pb2, struct_pb2
@@ -53,6 +54,40 @@ def _nests_too_deep(payload: struct_pb2.Struct) -> bool:
         level = below
         depth += 1
     return False
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Enough to show the pattern; a payload of a million NaNs needs no million lines.
+MAX_REPORTED_NUMBERS = 10
+
+
+def _non_finite_numbers(payload: struct_pb2.Struct, path: str) -> list[str]:
+    """Paths of the NaN and infinite numbers in a payload (which nests at most
+    MAX_NESTING levels): JSON has no such numbers, so protobuf's JSON printer,
+    grpcurl and every JSON client fail on a task that holds one."""
+    found: list[str] = []
+    stack: list[tuple[str, struct_pb2.Value]] = []
+
+    def push_fields(prefix: str, struct: struct_pb2.Struct) -> None:
+        for key, value in list(struct.fields.items())[::-1]:
+            step = f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{key[:64]!r}]"
+            stack.append((prefix + step, value))
+
+    push_fields(path, payload)
+    while stack and len(found) < MAX_REPORTED_NUMBERS:
+        where, value = stack.pop()
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            if not math.isfinite(value.number_value):
+                found.append(where)
+        elif kind == "struct_value":
+            push_fields(where, value.struct_value)
+        elif kind == "list_value":
+            items = value.list_value.values
+            stack.extend(
+                (f"{where}[{index}]", items[index]) for index in reversed(range(len(items)))
+            )
+    return found
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:
@@ -171,6 +206,11 @@ class RequestValidator:
             )
         elif _nests_too_deep(request.payload):
             problems.append((prefix + "payload", f"nests deeper than {MAX_NESTING} levels"))
+        elif non_finite := _non_finite_numbers(request.payload, prefix + "payload"):
+            problems.extend(
+                (where, "must be a finite number: JSON has no NaN or Infinity")
+                for where in non_finite
+            )
         elif registration is not None and registration.validate is not None:
             try:
                 # The Struct is itself a Mapping: validators read only the

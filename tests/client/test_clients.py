@@ -28,6 +28,7 @@ from conveyor import (
     TaskNotFound,
     TaskSpec,
     TaskState,
+    TaskView,
     Unavailable,
     WaitTimeout,
 )
@@ -190,6 +191,18 @@ def test_list_pages_and_filters(client: Client, run_label: dict[str, str]) -> No
     assert len(list(client.list(labels=run_label, type="echo", states=[TaskState.SUCCEEDED]))) == 5
     assert list(client.list(labels=run_label, states=[TaskState.FAILED])) == []
     assert list(client.list(labels=run_label, type="sleep")) == []
+
+
+def test_list_views(each_client: Client, run_label: dict[str, str]) -> None:
+    handle = each_client.submit("echo", {"k": "v"}, labels=run_label)
+    done = each_client.wait(handle.id, timeout=10)
+    [basic] = each_client.list(labels=run_label, view=TaskView.BASIC)
+    assert (basic.id, basic.state, basic.version) == (done.id, done.state, done.version)
+    assert basic.payload == {} and basic.result is None
+    [full] = each_client.list(labels=run_label, view=TaskView.FULL)
+    assert full.payload == {"k": "v"} and full.result == {"k": "v"}
+    # FULL by default, as before views existed.
+    assert list(each_client.list(labels=run_label)) == [full]
 
 
 def test_cancel_pending_task(client: Client) -> None:

@@ -20,6 +20,7 @@ import pytest
 from conveyor import (
     AsyncClient,
     Client,
+    ConveyorError,
     DeadlineExceeded,
     Task,
     TaskNotFound,
@@ -329,3 +330,23 @@ def test_both_clients_share_each_public_docstring(name: str) -> None:
     doc = getattr(Client, name).__doc__
     assert doc
     assert getattr(AsyncClient, name).__doc__ == doc
+
+
+def _cancelled() -> ConveyorError:
+    return ConveyorError("CANCELLED", code=grpc.StatusCode.CANCELLED)
+
+
+def test_flow_reopens_a_watch_shed_before_its_first_message() -> None:
+    script = Script(_stream(_cancelled(), _cancelled(), _message(1), _message(2, done=True), None))
+    script.play(_flows.watch("t-1", 0))
+    assert [task.version for task in script.emitted] == [1, 2]
+    assert [step.request.since_version for step in script.of(_flows.OpenWatch)] == [0, 0, 0]
+    assert [step.seconds for step in script.of(_flows.Sleep)] == [0.1, 0.2]
+
+
+def test_flow_does_not_reopen_a_watch_cancelled_after_a_message() -> None:
+    script = Script(_stream(_message(1), _cancelled()))
+    with pytest.raises(ConveyorError) as caught:
+        script.play(_flows.watch("t-1", 0))
+    assert caught.value.code is grpc.StatusCode.CANCELLED
+    assert len(script.of(_flows.OpenWatch)) == 1

@@ -116,7 +116,13 @@ def test_get_and_watch_fuzz(
 
         request = pb.WatchTaskRequest(id=task_id, since_version=since)
         stays_open = known is not None and known.state not in TERMINAL and since >= 0
-        if stays_open and since >= known.version:  # type: ignore[union-attr]
+        if stays_open and since > known.version:  # type: ignore[union-attr]
+            # Ahead of an unfinished task: nothing would ever be sent.
+            stream = fuzz_api.stub.WatchTask(request, metadata=metadata, timeout=10)
+            answer = answer_of(lambda: list(stream))
+            check_clean(answer, frozenset({Code.OUT_OF_RANGE}))
+            return
+        if stays_open and since == known.version:  # type: ignore[union-attr]
             # Nothing newer to send until the task changes: an open, silent
             # stream, which the client gives up on.
             stream = fuzz_api.stub.WatchTask(request, metadata=metadata, timeout=0.02)

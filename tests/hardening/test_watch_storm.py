@@ -34,10 +34,8 @@ pytestmark = pytest.mark.slow
 STREAMS = 5000
 ROUNDS = 10
 CHANNELS = 10
-# gRPC's server keeps calls it has not yet handed to the application in a
-# backlog and, past 1,000 of them, refuses a growing share with CANCELLED
-# (grpc.server.max_pending_requests). A client opening thousands of streams
-# at once meets that; this one opens them 500 at a time.
+# Streams open 500 at a time, as many clients do; a burst of thousands at
+# once is test_watch_burst's subject.
 WAVE = 500
 DROPS = ("cancel", "close", "kill")
 CLIENT = Path(__file__).parents[1] / "support" / "watch_storm_client.py"

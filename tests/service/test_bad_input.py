@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -217,3 +218,26 @@ def test_server_survives_garbage_bytes(api: Api) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid conveyor.v1.SubmitTaskRequest" in error.details()
     assert api.submit("echo", {}).id
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_in_a_payload_are_refused(api: Api, number: float) -> None:
+    bad = payload(ok=1.5, a={"b": [1, 2, number]})
+    error = submit_error(api, type="echo", payload=bad)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = violations(error)
+    assert [field for field, _ in found] == ["payload.a.b[2]"], found
+    assert "finite" in found[0][1]
+    assert "payload.a.b[2]" in error.details()
+
+
+def test_non_finite_numbers_in_a_batch_name_the_request(api: Api) -> None:
+    requests = [
+        pb.SubmitTaskRequest(type="echo", payload=payload(x=1)),
+        pb.SubmitTaskRequest(type="echo", payload=payload(x={"odd key": math.nan})),
+    ]
+    error = rpc_error(
+        lambda: api.stub.BatchSubmitTasks(pb.BatchSubmitTasksRequest(requests=requests), timeout=10)
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in violations(error)] == ["requests[1].payload.x['odd key']"]

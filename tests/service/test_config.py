@@ -69,3 +69,10 @@ def test_help_shows_each_real_default_once(capsys: pytest.CaptureFixture[str]) -
     assert "(default: 50051)" in text
     assert "[CONVEYOR_MAX_QUEUE]" in text
     assert "(default: None)" not in text
+
+
+def test_a_task_with_the_largest_payload_and_result_fits_in_a_message() -> None:
+    assert ServerConfig().max_result_bytes == 1024 * 1024
+    with pytest.raises(ValueError, match="raise max_message_bytes"):
+        ServerConfig(max_result_bytes=16 * 1024 * 1024)
+    ServerConfig(max_result_bytes=16 * 1024 * 1024, max_message_bytes=17 * 1024 * 1024)

@@ -277,3 +277,15 @@ def test_outcomes_survive_a_store_error(make_api) -> None:  # type: ignore[no-un
     done = api.wait(api.submit("echo", {"x": 1}).id, timeout=10)
     assert done.state == SUCCEEDED
     assert failures["left"] == 0
+
+
+def test_result_over_the_cap_fails_without_a_retry(make_api) -> None:  # type: ignore[no-untyped-def]
+    _, api = make_api(max_result_bytes=1000)
+    small = api.wait(api.submit("echo", {"blob": "x" * 900}).id)
+    assert small.state == task_pb2.TASK_STATE_SUCCEEDED
+    task = api.wait(api.submit("echo", {"blob": "x" * 2000}, max_attempts=3).id)
+    assert task.state == task_pb2.TASK_STATE_FAILED
+    assert task.error.code == "INVALID_RESULT"
+    assert "limit is 1000 bytes" in task.error.message
+    assert task.attempt == 1
+    assert not task.HasField("result")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import grpc
+import pytest
 from google.protobuf import duration_pb2
 
 from conveyor.v1 import task_pb2
@@ -83,3 +85,51 @@ def test_new_tasks_do_not_shift_pages(api: Api) -> None:
         timeout=10,
     )
     assert [t.id for t in second.tasks] == [ids[1], ids[0]]
+
+
+def test_pages_stay_readable_by_a_stock_client(make_api, store_url: str) -> None:  # type: ignore[no-untyped-def]
+    # The raw Api's channel keeps gRPC's default 4 MiB receive limit.
+    _, api = make_api(store=store_url)
+    blob = "x" * (250 * 1024)
+    ids = [
+        api.submit("echo", {"blob": blob, "i": i}, delay=duration_pb2.Duration(seconds=600)).id
+        for i in range(40)
+    ]
+    pages: list[int] = []
+    token = ""
+    listed: list[str] = []
+    while True:
+        response = api.stub.ListTasks(pb.ListTasksRequest(page_token=token), timeout=10)
+        assert response.ByteSize() < 4 * 1024 * 1024
+        pages.append(len(response.tasks))
+        listed.extend(task.id for task in response.tasks)
+        token = response.next_page_token
+        if not token:
+            break
+    assert listed == ids[::-1]
+    assert len(pages) > 1 and min(pages) >= 1
+
+
+def test_basic_view_leaves_out_payload_and_result(api: Api) -> None:
+    run = uuid.uuid4().hex
+    done = api.wait(api.submit("echo", {"k": "v"}, labels={"run": run}).id)
+
+    def listed(**fields: object) -> task_pb2.Task:
+        request = pb.ListTasksRequest(labels={"run": run}, **fields)  # type: ignore[arg-type]
+        [task] = api.stub.ListTasks(request, timeout=10).tasks
+        return task
+
+    basic = listed(view=pb.TASK_VIEW_BASIC)
+    assert basic.id == done.id and basic.state == task_pb2.TASK_STATE_SUCCEEDED
+    assert basic.version == done.version and basic.labels == done.labels
+    assert not basic.payload.fields and not basic.HasField("result")
+    # Unset means FULL, as before the view existed.
+    assert listed(view=pb.TASK_VIEW_FULL) == done
+    assert listed() == done
+
+
+def test_unknown_view_is_invalid_argument(api: Api) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        api.stub.ListTasks(pb.ListTasksRequest(view=7), timeout=10)  # type: ignore[arg-type]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "view" in caught.value.details()

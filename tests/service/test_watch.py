@@ -126,3 +126,23 @@ def test_many_watchers_all_see_the_end(server: ServerThread) -> None:
             assert set(states) == {task_pb2.TASK_STATE_SUCCEEDED}
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("state", ["pending", "running"])
+def test_watch_from_a_version_ahead_is_out_of_range(api: Api, state: str) -> None:
+    if state == "pending":
+        task = api.submit("echo", {}, delay=duration_pb2.Duration(seconds=60))
+    else:
+        task = api.submit("wait_for_cancel", {"seconds": 30})
+        task = api.wait(task.id, states={task_pb2.TASK_STATE_RUNNING})
+    try:
+        ahead = task.version + 1000
+        stream = api.stub.WatchTask(pb.WatchTaskRequest(id=task.id, since_version=ahead), timeout=5)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stream)
+        error = caught.value
+        assert error.code() == grpc.StatusCode.OUT_OF_RANGE, error.details()
+        assert f"since_version {ahead}" in error.details()
+        assert "resume from" in error.details()
+    finally:
+        api.stub.CancelTask(pb.CancelTaskRequest(id=task.id), timeout=10)

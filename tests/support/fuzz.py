@@ -3,6 +3,7 @@ contract states them, and the checks every answer must pass."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -90,14 +91,15 @@ class Answer:
 
     @property
     def fields(self) -> set[str]:
-        """The violated fields, without indexes: `requests[2].labels['x']`
-        becomes `requests[2].labels`, `states[0]` becomes `states`."""
+        """The violated fields, without indexes or paths: `requests[2].labels['x']`
+        becomes `requests[2].labels`, `states[0]` becomes `states`,
+        `payload.a[1]` becomes `payload`."""
         return {normalize_field(name) for name, _ in self.violations}
 
 
 def normalize_field(name: str) -> str:
     prefix = re.match(r"(requests\[\d+\]\.)?", name).group()  # type: ignore[union-attr]
-    return prefix + name[len(prefix) :].split("[", 1)[0]
+    return prefix + re.split(r"[.\[]", name[len(prefix) :], maxsplit=1)[0]
 
 
 def answer_of(call: Callable[[], Any]) -> Answer:
@@ -234,6 +236,21 @@ def payload_depth(struct: struct_pb2.Struct) -> int:
     return depth
 
 
+def has_non_finite(struct: struct_pb2.Struct) -> bool:
+    """Whether a NaN or an infinity sits anywhere in the payload."""
+    values: list[struct_pb2.Value] = list(struct.fields.values())
+    while values:
+        value = values.pop()
+        kind = value.WhichOneof("kind")
+        if kind == "number_value" and not math.isfinite(value.number_value):
+            return True
+        if kind == "struct_value":
+            values.extend(value.struct_value.fields.values())
+        elif kind == "list_value":
+            values.extend(value.list_value.values)
+    return False
+
+
 json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
 plain_payloads = json_objects.map(struct_of)
 payloads = st.one_of(
@@ -357,7 +374,7 @@ def expected_submit(request: pb.SubmitTaskRequest, registered: frozenset[str]) -
         required.add("type")
     payload = request.payload
     too_big = len(payload.SerializeToString()) > MAX_PAYLOAD_BYTES
-    if too_big or payload_depth(payload) > MAX_PAYLOAD_DEPTH:
+    if too_big or payload_depth(payload) > MAX_PAYLOAD_DEPTH or has_non_finite(payload):
         required.add("payload")
     elif request.type in VALIDATED_TYPES:
         optional.add("payload")

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TaskView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_VIEW_UNSPECIFIED: _TaskView.ValueType  # 0
+    """The server's default: FULL, as before views existed."""
+    TASK_VIEW_BASIC: _TaskView.ValueType  # 1
+    """Every field but payload and result, which can be large: for tables and
+    dashboards. GetTask returns the rest.
+    """
+    TASK_VIEW_FULL: _TaskView.ValueType  # 2
+    """Every field."""
+
+class TaskView(_TaskView, metaclass=_TaskViewEnumTypeWrapper):
+    """How much of each task ListTasks returns (AIP-157)."""
+
+TASK_VIEW_UNSPECIFIED: TaskView.ValueType  # 0
+"""The server's default: FULL, as before views existed."""
+TASK_VIEW_BASIC: TaskView.ValueType  # 1
+"""Every field but payload and result, which can be large: for tables and
+dashboards. GetTask returns the rest.
+"""
+TASK_VIEW_FULL: TaskView.ValueType  # 2
+"""Every field."""
+Global___TaskView: _TypeAlias = TaskView  # noqa: Y015
 
 @_typing.final
 class SubmitTaskRequest(_message.Message):
@@ -282,12 +311,15 @@ class ListTasksRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many tasks; 0 means 50; values over 1,000 are coerced to 1,000."""
     page_token: _builtins.str
     """From a previous response's next_page_token, with the same filters."""
     type: _builtins.str
     """Only tasks of this type; empty means any type."""
+    view: Global___TaskView.ValueType
+    """Which fields of each task to return; unset means TASK_VIEW_FULL."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
         """Only tasks in one of these states; empty means any state."""
@@ -304,10 +336,11 @@ class ListTasksRequest(_message.Message):
         states: _abc.Iterable[_task_pb2.TaskState.ValueType] | None = ...,
         type: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        view: Global___TaskView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "type", b"type", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -322,7 +355,12 @@ class ListTasksResponse(_message.Message):
     next_page_token: _builtins.str
     """Empty when there are no more pages."""
     @_builtins.property
-    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]: ...
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
+        """Newest first. A page holds fewer than page_size tasks when more would
+        pass 4 MiB, the receive limit of a stock gRPC client; it always holds at
+        least one, and next_page_token continues after its last task.
+        """
+
     def __init__(
         self,
         *,
