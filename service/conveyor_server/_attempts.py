@@ -39,6 +39,7 @@ class RunningAttempt:
 
     __slots__ = (
         "attempt",
+        "claim",
         "ctx",
         "finished",
         "max_attempts",
@@ -54,6 +55,8 @@ class RunningAttempt:
         self.task_id = record.id
         self.tenant = record.tenant
         self.attempt = record.attempt
+        # What the store knows this attempt by in its reports (fencing).
+        self.claim = record.claim
         self.max_attempts = record.max_attempts
         self.ctx = ctx
         # Set once the store has been told how the attempt ended, perhaps

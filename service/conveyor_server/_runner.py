@@ -149,7 +149,7 @@ class TaskRunner(StoreListener):
         if running is None or running.finished:
             return
         running.ctx.request_stop("cancelled")
-        self._arm_stop_timer(running, Outcome(running.task_id, running.attempt, cancelled=True))
+        self._arm_stop_timer(running, Outcome(running.task_id, running.claim, cancelled=True))
 
     async def drain(self, grace: float) -> int:
         """Stop claiming, let running tasks finish for `grace` seconds, then
@@ -169,7 +169,7 @@ class TaskRunner(StoreListener):
             running.ctx.request_stop("shutdown")
             self._finish_locally(running)
             try:
-                if await self._store.requeue(running.task_id, running.attempt, now) is not None:
+                if await self._store.requeue(running.task_id, running.claim, now) is not None:
                     handed_back += 1
             except StoreError:
                 logger.exception(
@@ -198,11 +198,11 @@ class TaskRunner(StoreListener):
 
     # -- attempts lost to another process ---------------------------------
 
-    def attempt_lost(self, task_id: str, attempt: int) -> None:
+    def attempt_lost(self, task_id: str, claim: int) -> None:
         """Another process owns this task now: stop the local handler and
         report nothing (the store would refuse it anyway)."""
         running = self._running.get(task_id)
-        if running is None or running.finished or running.attempt != attempt:
+        if running is None or running.finished or running.claim != claim:
             return
         logger.warning(
             "task %s attempt %d lost its lease; stopping it here",
@@ -273,7 +273,7 @@ class TaskRunner(StoreListener):
                 running = event.running
                 running.progress_posted = False
                 if running.progress is not None and not running.finished:
-                    progress[running.task_id] = (running.task_id, running.attempt, running.progress)
+                    progress[running.task_id] = (running.task_id, running.claim, running.progress)
             else:
                 outcome = self._on_thread_done(event, now)
                 if outcome is not None:
@@ -316,7 +316,7 @@ class TaskRunner(StoreListener):
             self._local_outcomes.append(
                 Outcome(
                     record.id,
-                    record.attempt,
+                    record.claim,
                     failure=TaskFailure(
                         ErrorCode.UNKNOWN_TASK_TYPE,
                         f"no handler is registered for task type {record.type!r} on this server",
@@ -343,13 +343,11 @@ class TaskRunner(StoreListener):
         self._finish_locally(running)
         reason = running.ctx.stop_reason
         if reason == "cancelled":
-            return Outcome(running.task_id, running.attempt, cancelled=True)
+            return Outcome(running.task_id, running.claim, cancelled=True)
         if reason == "timeout":
             return self._timeout_outcome(running, now)
         if failure is None:
-            return Outcome(
-                running.task_id, running.attempt, result=result, progress=running.progress
-            )
+            return Outcome(running.task_id, running.claim, result=result, progress=running.progress)
         retry_at = None
         if failure.code == ErrorCode.HANDLER_ERROR:
             retry_at = self._retry.retry_at(running.attempt, running.max_attempts, now)
@@ -357,7 +355,7 @@ class TaskRunner(StoreListener):
         # attempts finished without their handler.
         return Outcome(
             running.task_id,
-            running.attempt,
+            running.claim,
             failure=failure,
             retry_at=retry_at,
             progress=running.progress,
@@ -374,7 +372,7 @@ class TaskRunner(StoreListener):
             f"attempt {running.attempt} exceeded its execution timeout",
         )
         retry_at = self._retry.retry_at(running.attempt, running.max_attempts, now)
-        return Outcome(running.task_id, running.attempt, failure=failure, retry_at=retry_at)
+        return Outcome(running.task_id, running.claim, failure=failure, retry_at=retry_at)
 
     def _on_timeout(self, running: RunningAttempt) -> None:
         if running.finished:

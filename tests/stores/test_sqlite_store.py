@@ -118,10 +118,10 @@ def fields(record: TaskRecord) -> dict[str, Any]:
 
 def test_every_task_field_has_a_column() -> None:
     stored = {
-        "attempt", "cancel_requested", "create_time", "end_time", "error", "fingerprint",
-        "id", "idempotency_key", "labels", "max_attempts", "payload", "priority",
-        "progress", "result", "scheduled_time", "seq", "start_time", "state", "tenant",
-        "timeout", "type", "update_time", "version",
+        "attempt", "cancel_requested", "claim", "create_time", "end_time", "error",
+        "fingerprint", "id", "idempotency_key", "labels", "max_attempts", "payload",
+        "priority", "progress", "result", "scheduled_time", "seq", "start_time", "state",
+        "tenant", "timeout", "type", "update_time", "version",
     }  # fmt: skip
     assert set(TaskRecord.__slots__) == stored, (
         "a new TaskRecord field needs a column in _sqlite_schema (and a schema version)"

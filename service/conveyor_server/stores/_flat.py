@@ -12,9 +12,12 @@ as compact JSON text. SQLite stores these as they are. A store that spells
 values otherwise (in Redis every value is bytes) builds its own converters
 with `flattener` and `unflattener`, from an expression per `Kind`.
 
-Adding a task field takes a `TaskRecord` slot, an entry in `FIELDS`, a
-column in `sqlite/schema.sql` (with a new schema version) and, in Redis, the
-Lua scripts that write it (`lua/create.lua` at least).
+Adding a task field takes a `TaskRecord` slot, an entry in `FIELDS` (at the
+end, where a migration's ALTER TABLE puts the column), a column in
+`sqlite/schema.sql` with a new schema version and its migration in
+`sqlite/schema.py`, and, in Redis, the Lua scripts that write it
+(`lua/create.lua` at least, or a default for hashes without it, as
+`claim` has in `lua/common.lua`).
 
 The converters are generated once, at import, as straight-line functions
 (the way `dataclasses` writes `__init__`): they run for every change and
@@ -100,6 +103,8 @@ FIELDS: tuple[FlatField, ...] = (
     _field("fingerprint", Kind.BLOB, optional=True),
     _field("cancel_requested", Kind.FLAG),
     _field("version", Kind.INT),
+    # Last: added in schema version 2, by ALTER TABLE, which appends.
+    _field("claim", Kind.INT),
 )
 
 NAMES = tuple(f.name for f in FIELDS)

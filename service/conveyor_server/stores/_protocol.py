@@ -56,8 +56,8 @@ class StoreListener(Protocol):
         be told more than once."""
         ...
 
-    def attempt_lost(self, task_id: str, attempt: int) -> None:
-        """This process no longer holds `attempt` of the task (on a store
+    def attempt_lost(self, task_id: str, claim: int) -> None:
+        """This process no longer holds claim `claim` of the task (on a store
         shared by several processes, its lease lapsed and another process
         took over): stop it without reporting."""
         ...
@@ -66,8 +66,11 @@ class StoreListener(Protocol):
 class TaskStore(Protocol):
     """Persistence, queueing and change events for tasks.
 
-    Fencing by attempt number keeps a late report of an attempt that is no
-    longer the task's running one from overwriting a newer state.
+    Fencing by claim number keeps a late report of an attempt that is no
+    longer the task's running one from overwriting a newer state. Every
+    claim of a task gets a greater number than the last, whatever happened
+    in between (a RetryTask, a hand-back), so the number tells claims apart
+    where the attempt number, which starts again, cannot.
     """
 
     @property
@@ -104,8 +107,9 @@ class TaskStore(Protocol):
     async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
         """Move up to `limit` due tasks of `types` to RUNNING (priority, then
         the order they became due, across the types) and return them with
-        their attempt number increased. Tasks of other types are not looked
-        at."""
+        their attempt number increased and a new claim number, greater than
+        every earlier one of the task: what the runner's reports of the
+        attempt name it by. Tasks of other types are not looked at."""
         ...
 
     async def next_due_time(self) -> float | None:
@@ -113,19 +117,21 @@ class TaskStore(Protocol):
         ...
 
     async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
-        """Record progress of running attempts; stale attempts are ignored."""
+        """Record progress of running attempts, each named by (task id,
+        claim number); a claim that no longer holds its task is ignored."""
         ...
 
     async def complete(self, outcomes: Sequence[Outcome], now: float) -> list[TaskRecord]:
         """Record how attempts ended and return the changed records.
 
-        An outcome whose attempt is no longer the task's running attempt
-        (fencing) is ignored.
+        An outcome whose claim no longer holds the task (fencing: the task
+        was claimed again since, or is no longer running) is ignored.
         """
         ...
 
-    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
-        """Hand a running attempt back to the queue without spending it."""
+    async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
+        """Hand a running attempt back to the queue without spending it;
+        None when claim `claim` no longer holds the task."""
         ...
 
     async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:

@@ -65,6 +65,7 @@ class TaskRecord:
     __slots__ = (
         "attempt",
         "cancel_requested",
+        "claim",
         "create_time",
         "end_time",
         "error",
@@ -116,6 +117,11 @@ class TaskRecord:
         self.error: TaskFailure | None = None
         self.progress: Progress | None = None
         self.attempt = 0
+        # The fencing token: the number of the latest claim of the task,
+        # 1 for the first. Unlike `attempt`, which RetryTask starts again
+        # and a hand-back gives back, it never goes down, so a report of an
+        # earlier claim is never taken for the current one.
+        self.claim = 0
         self.max_attempts = max_attempts
         self.priority = priority
         self.labels = labels
@@ -143,7 +149,7 @@ class TaskRecord:
     def __repr__(self) -> str:
         return (
             f"TaskRecord(id={self.id!r}, type={self.type!r}, state={self.state.name}, "
-            f"attempt={self.attempt}, version={self.version})"
+            f"attempt={self.attempt}, claim={self.claim}, version={self.version})"
         )
 
 
@@ -218,12 +224,14 @@ class NewTask:
 class Outcome:
     """How one attempt ended, as the runner reports it to the store.
 
-    Exactly one of `result` (success) or `failure` is set, unless
+    `claim` is the claim number of the attempt (`TaskRecord.claim` as the
+    claim returned it): the store applies the outcome only while that claim
+    still holds the task. Exactly one of `result` (success) or `failure` is set, unless
     `cancelled` is true. `retry_at` is set on a failure that may be retried.
     """
 
     task_id: str
-    attempt: int
+    claim: int
     result: bytes | None = None
     failure: TaskFailure | None = None
     retry_at: float | None = None

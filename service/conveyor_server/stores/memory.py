@@ -148,6 +148,7 @@ class MemoryStore:
         for record in claimed:
             record.state = State.RUNNING
             record.attempt += 1
+            record.claim += 1
             record.start_time = now
             record.update_time = now
             record.progress = None
@@ -169,9 +170,9 @@ class MemoryStore:
         return self._workers.live(now)
 
     async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
-        for task_id, attempt, progress in updates:
+        for task_id, claim, progress in updates:
             record = self._running.get(task_id)
-            if record is None or record.attempt != attempt:
+            if record is None or record.claim != claim:
                 continue
             record.progress = progress
             record.update_time = now
@@ -182,8 +183,8 @@ class MemoryStore:
         changed: list[TaskRecord] = []
         for outcome in outcomes:
             record = self._running.get(outcome.task_id)
-            if record is None or record.attempt != outcome.attempt:
-                continue  # fenced: a newer attempt, or already finished
+            if record is None or record.claim != outcome.claim:
+                continue  # fenced: a newer claim, or already finished
             del self._running[record.id]
             if outcome.progress is not None:
                 record.progress = outcome.progress
@@ -203,9 +204,9 @@ class MemoryStore:
             changed.append(record)
         return changed
 
-    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
+    async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
         record = self._running.get(task_id)
-        if record is None or record.attempt != attempt:
+        if record is None or record.claim != claim:
             return None
         del self._running[task_id]
         record.attempt -= 1

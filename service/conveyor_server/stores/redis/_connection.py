@@ -89,8 +89,10 @@ def connect(url: str) -> Connection:
         lease_margin=margin,
         where=f"Redis at {parts.hostname or 'localhost'}:{parts.port or 6379}",
         # One retry, on a fresh connection, for a pooled connection that
-        # died while idle (a Redis restart). Timeouts are not retried: the
-        # script may have run, and none of them is safe to run twice.
+        # died (a Redis restart). The script may have run before the
+        # connection dropped: the calls that must not act twice carry a key
+        # that makes the repeat answer as the first (RedisStore._run).
+        # Timeouts are not retried: a script may still be running.
         redis=Redis.from_url(
             client_url,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),

@@ -24,8 +24,8 @@ POLL_INTERVAL_SECONDS = 1.0
 class LeaseReport:
     """What `RedisStore.renew` found out about the attempts it renewed."""
 
-    # Attempts this process no longer holds (the lease lapsed and the task
-    # was re-queued or finished elsewhere).
+    # Tasks whose claim this process no longer holds (the lease lapsed and
+    # the task was re-queued or finished elsewhere).
     lost: list[str] = field(default_factory=list)
     # Attempts whose task has a cancel request.
     cancel_requested: list[str] = field(default_factory=list)
@@ -61,8 +61,8 @@ class LeaseKeeper:
     def __init__(self, store: _LeasedStore, clock: Callable[[], float]) -> None:
         self._store = store
         self._clock = clock
-        # The attempts this process claimed and has not reported the end
-        # of: their leases are renewed while they run.
+        # Task id -> claim number of the attempts this process claimed and
+        # has not reported the end of: their leases are renewed while they run.
         self._held: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -73,11 +73,11 @@ class LeaseKeeper:
     def hold(self, records: Iterable[TaskRecord]) -> None:
         """These attempts were claimed here."""
         for record in records:
-            self._held[record.id] = record.attempt
+            self._held[record.id] = record.claim
 
-    def release(self, task_id: str, attempt: int) -> None:
+    def release(self, task_id: str, claim: int) -> None:
         """The end of a held attempt was reported: its lease needs no renewal."""
-        if self._held.get(task_id) == attempt:
+        if self._held.get(task_id) == claim:
             del self._held[task_id]
 
     async def close(self, wait_seconds: float) -> None:
@@ -99,11 +99,11 @@ class LeaseKeeper:
                     next_renew = time.monotonic() + self._store.lease_seconds / 3
                     held = list(self._held.items())
                     report = await self._store.renew(held, self._clock())
-                    attempts = dict(held)
+                    claims = dict(held)
                     for task_id in report.lost:
-                        if self._held.get(task_id) == attempts[task_id]:
+                        if self._held.get(task_id) == claims[task_id]:
                             del self._held[task_id]
-                        listener.attempt_lost(task_id, attempts[task_id])
+                        listener.attempt_lost(task_id, claims[task_id])
                     for task_id in report.cancel_requested:
                         listener.cancel_requested(task_id)
                 if time.monotonic() >= next_reap:

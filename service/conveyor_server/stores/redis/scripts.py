@@ -21,6 +21,8 @@ and a batch costs one round trip. Keys, under the prefix `P`:
     P:signing_key      string: the secret that signs list page tokens
     P:workers          hash: worker id -> its registration (JSON)
     P:worker_expiry    zset: worker ids by the time their entry expires
+    P:call:<owner>:<n> string: the answer of one call that must not act twice,
+                       for CALL_MEMORY_SECONDS (see `RedisStore._run`)
 
 Channels: `P:events` (one message per script call: "id:version ..." of
 every task it changed), `P:cancel` (a task id whose running attempt was
@@ -48,6 +50,12 @@ from conveyor_server.stores._records import NewTask, Outcome, Progress, State, T
 LIST_SCAN = 500
 # Finished tasks a purge script looks at per call, for the same reason.
 PURGE_CHUNK = 500
+# How long the answer of a call that must not act twice is kept for a
+# repeat. The client repeats a call at once, on a fresh connection, when
+# the first one dropped (a read that times out is not repeated): a minute
+# covers the connect timeout many times over, and the answers of a minute
+# of calls are all the memory it costs.
+CALL_MEMORY_SECONDS = 60
 
 # The hash field of each flat field of a task, in `_flat.FIELDS` order: the
 # order scripts return them in (HMGET). One name differs from the SQLite
@@ -75,7 +83,11 @@ def _script(name: str) -> str:
 
 
 # Every script is COMMON followed by its own body.
-COMMON = _script("common").replace("FIELD_NAMES", ", ".join(f"'{name}'" for name in STORE_FIELDS))
+COMMON = (
+    _script("common")
+    .replace("FIELD_NAMES", ", ".join(f"'{name}'" for name in STORE_FIELDS))
+    .replace("CALL_MEMORY_MS", str(CALL_MEMORY_SECONDS * 1000))
+)
 CREATE = _script("create")
 CLAIM = _script("claim")
 SET_PROGRESS = _script("set_progress")
@@ -171,7 +183,7 @@ def outcome_values(outcome: Outcome) -> tuple[bytes, ...]:
         error = (opt(failure.code), failure.message.encode(), failure.exception_type.encode())
     return (
         outcome.task_id.encode(),
-        str(outcome.attempt).encode(),
+        str(outcome.claim).encode(),
         b"1" if outcome.cancelled else b"0",
         opt(outcome.result),
         *error,

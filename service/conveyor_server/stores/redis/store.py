@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -97,6 +98,7 @@ class RedisStore:
         self._prefix = prefix
         self._where = connection.where
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._calls = itertools.count(1)
         self._redis = connection.redis
 
         def script(body: str) -> AsyncScript:
@@ -185,8 +187,8 @@ class RedisStore:
         if not leases:
             return LeaseReport()
         args: list[Any] = [self._prefix, now, self._lease_seconds]
-        for task_id, attempt in leases:
-            args += (task_id, attempt)
+        for task_id, claim in leases:
+            args += (task_id, claim)
         lost, cancel = await self._run(self._renew, args)
         return LeaseReport(
             lost=[i.decode() for i in lost], cancel_requested=[i.decode() for i in cancel]
@@ -239,6 +241,7 @@ class RedisStore:
         claimed, earliest = await self._run(
             self._claim,
             [self._prefix, now, max(0, limit), self._lease_seconds, self._owner, *types],
+            once=True,
         )
         # The runner asks for the next due time right after claiming: the
         # claim read it already.
@@ -272,15 +275,17 @@ class RedisStore:
         for outcome in outcomes:
             values += lua.outcome_values(outcome)
         reply = await self._run(
-            self._complete, [self._prefix, now, self._retention_count, self._owner, *pack(values)]
+            self._complete,
+            [self._prefix, now, self._retention_count, self._owner, *pack(values)],
+            once=True,
         )
         for outcome in outcomes:
-            self._leases.release(outcome.task_id, outcome.attempt)
+            self._leases.release(outcome.task_id, outcome.claim)
         return self._changed(existing_record(values) for values in reply)
 
-    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
-        reply = await self._run(self._requeue, [self._prefix, now, task_id, attempt])
-        self._leases.release(task_id, attempt)
+    async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
+        reply = await self._run(self._requeue, [self._prefix, now, task_id, claim])
+        self._leases.release(task_id, claim)
         if reply is None:
             return None
         [record] = self._changed([existing_record(reply)])
@@ -288,7 +293,7 @@ class RedisStore:
 
     async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:
         reply = await self._run(
-            self._cancel, [self._prefix, now, task_id, tenant, self._retention_count]
+            self._cancel, [self._prefix, now, task_id, tenant, self._retention_count], once=True
         )
         if reply[0] == b"none":
             return None
@@ -315,6 +320,7 @@ class RedisStore:
         reply = await self._run(
             self._retry,
             [self._prefix, now, task_id, tenant, self._max_queue, self._max_per_tenant or 0],
+            once=True,
         )
         status = reply[0]
         if status == b"none":
@@ -406,17 +412,27 @@ class RedisStore:
         args: list[Any] = [self._prefix, self._max_queue, self._max_per_tenant or 0, self._owner]
         for batch in batches:
             args += batch
-        replies: list[Any] = await self._run(self._create, args)
+        replies: list[Any] = await self._run(self._create, args, once=True)
         return replies
 
     async def _send_gets(self, task_ids: list[str]) -> list[TaskRecord | Exception | None]:
         replies = await self._run(self._fetch, [self._prefix, *task_ids])
         return [lua.record_from(values) for values in replies]
 
-    async def _run(self, script: AsyncScript, args: list[Any]) -> Any:
+    async def _run(self, script: AsyncScript, args: list[Any], *, once: bool = False) -> Any:
+        """Run a script. With `once`, the call gets a key of its own that
+        the script keeps its answer under for a while: the client sends a
+        script again when its connection dropped before the reply, and the
+        second run then answers as the first instead of acting again
+        (creating, claiming, retrying twice). The scripts called without
+        are safe to run twice: a hand-back is fenced by its claim number
+        (the second run finds the task no longer held, and the draining
+        runner only counts it); progress writes the same values again;
+        renew, reap and purge find nothing more to do."""
         self._due_hint = None  # any change may move the earliest due time
+        keys = [f"{self._prefix}:call:{self._owner}:{next(self._calls)}"] if once else []
         try:
-            return await script(args=args)
+            return await script(keys=keys, args=args)
         except DOWN as exc:
             raise self._unavailable(exc) from exc
 

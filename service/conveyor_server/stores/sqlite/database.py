@@ -4,6 +4,7 @@ start-up, when attempts that a crash interrupted are settled."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 
 from conveyor_server.stores._errors import StoreUnavailable
@@ -51,14 +52,7 @@ def load_database(
     connection.executescript(schema.CREATE_SCHEMA)
     connection.execute("BEGIN IMMEDIATE")
     try:
-        version = get_meta(connection, "schema_version")
-        if version is None:
-            set_meta(connection, "schema_version", str(schema.SCHEMA_VERSION))
-        elif version != str(schema.SCHEMA_VERSION):
-            raise StoreUnavailable(
-                f"{path} has task schema version {version}; this server "
-                f"reads version {schema.SCHEMA_VERSION}"
-            )
+        migrate(connection, path)
         last_seq = int(get_meta(connection, "last_seq") or 0)
         records: list[TaskRecord] = []
         recovered: list[TaskRecord] = []
@@ -89,6 +83,44 @@ def load_database(
             len(dropped),
         )
     return top
+
+
+def signing_key(connection: sqlite3.Connection) -> bytes:
+    """The secret that signs list page tokens: made when the file is first
+    opened and kept in it, so that a token outlives the process that
+    minted it, as list cursors do."""
+    connection.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('signing_key', ?)",
+        (os.urandom(32).hex(),),
+    )
+    key = get_meta(connection, "signing_key")
+    assert key is not None
+    return bytes.fromhex(key)
+
+
+def migrate(connection: sqlite3.Connection, path: str) -> None:
+    """Bring the file to the current schema version, in the caller's
+    transaction; a new file is at it already (CREATE_SCHEMA)."""
+    found = get_meta(connection, "schema_version")
+    readable = [*schema.MIGRATIONS, schema.SCHEMA_VERSION]
+    if found is not None and found not in map(str, readable):
+        raise StoreUnavailable(
+            f"{path} has task schema version {found}; this server reads versions "
+            f"{min(readable)} to {schema.SCHEMA_VERSION}"
+        )
+    version = schema.SCHEMA_VERSION if found is None else int(found)
+    if version < schema.SCHEMA_VERSION:
+        logger.info(
+            "migrating %s from task schema version %d to %d",
+            path,
+            version,
+            schema.SCHEMA_VERSION,
+        )
+    while version < schema.SCHEMA_VERSION:
+        for statement in schema.MIGRATIONS[version]:
+            connection.execute(statement)
+        version += 1
+    set_meta(connection, "schema_version", str(version))
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:

@@ -1,22 +1,27 @@
 """The SQLite schema of `sqlite:///path` and the mapping of a task to a row.
 
-Schema version 1:
+Schema version 2:
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        'schema_version' -> '1'
+        'schema_version' -> '2'
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
+        'signing_key'    -> the secret that signs list page tokens (hex), so
+                            that tokens survive a restart as cursors do
     tasks(...)
         one row per task, a column per flat field of a task (`_flat.FIELDS`,
         in the order of schema.sql): `payload`,
         `result` and `fingerprint` as BLOB, `labels` as JSON text (NULL for
         none), `error_*` and `progress_*` spelled out (NULL when unset),
         `state` as the `TaskState` number, times as REAL seconds since the
-        epoch
+        epoch; `claim`, the fencing token, last (version 2 added it)
     tasks_by_seq on tasks(seq): loading reads the rows in creation order
 
 A row always holds a whole task: every write replaces it.
+
+A file of an older version is migrated when opened, by `MIGRATIONS`, in the
+transaction that loads it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,19 @@ from typing import Any, TypeVar
 from conveyor_server.stores import _flat
 from conveyor_server.stores._records import TaskRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Per version, the statements that bring a file of that version to the next.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # The claim number, kept apart from the attempt number. A task of a
+    # version-1 file was fenced on its attempt, and no claim has outlived
+    # the process that wrote the file, so the attempt is a claim number
+    # that every later claim exceeds.
+    1: (
+        "ALTER TABLE tasks ADD COLUMN claim INTEGER NOT NULL DEFAULT 0",
+        "UPDATE tasks SET claim = attempt",
+    ),
+}
 
 T = TypeVar("T")
 

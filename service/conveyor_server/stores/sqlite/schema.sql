@@ -1,4 +1,4 @@
--- The schema of `sqlite:///path`, version 1 (schema.SCHEMA_VERSION); its
+-- The schema of `sqlite:///path`, version 2 (schema.SCHEMA_VERSION); its
 -- tables and columns are described in schema.py. Run at every open: every
 -- statement is IF NOT EXISTS. A change of a table here needs a new schema
 -- version and a migration of the files written by the old one.
@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     idempotency_key TEXT,
     fingerprint BLOB,
     cancel_requested INTEGER NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    -- Version 2. Last, where ALTER TABLE puts it in a migrated file.
+    claim INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (seq);

@@ -30,7 +30,8 @@ with attempts left it is queued again, due now, else it ends FAILED, both
 with the error INTERRUPTED; one with a cancel request ends CANCELLED. The
 recovered rows are written back before the store is used.
 
-Schema version 1 (details in `_sqlite_schema`):
+Schema version 2 (details in `schema.py`; files of version 1 are
+migrated when opened):
 
     tasks(id TEXT PRIMARY KEY, seq, tenant, type, state, payload BLOB,
           result BLOB, error_code, error_message, error_exception_type,
@@ -38,9 +39,10 @@ Schema version 1 (details in `_sqlite_schema`):
           progress_total, attempt, max_attempts, priority, labels (JSON),
           create_time, start_time, end_time, update_time, scheduled_time,
           timeout, idempotency_key, fingerprint BLOB, cancel_requested,
-          version)
+          version, claim)
     tasks_by_seq ON tasks(seq)     loading reads in creation order
-    meta(key TEXT PRIMARY KEY, value): schema_version, last_seq
+    meta(key TEXT PRIMARY KEY, value): schema_version, last_seq,
+                                       signing_key
 
 The database is opened in exclusive locking mode: a second server on the
 same file is refused at start-up instead of silently diverging (and no
@@ -77,7 +79,13 @@ from conveyor_server.stores._subscriptions import LatestSubscription, Subscripti
 from conveyor_server.stores._workers import WorkerInfo
 from conveyor_server.stores.memory import MemoryStore
 from conveyor_server.stores.sqlite import schema
-from conveyor_server.stores.sqlite.database import connect, load_database, open_error, set_meta
+from conveyor_server.stores.sqlite.database import (
+    connect,
+    load_database,
+    open_error,
+    set_meta,
+    signing_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +148,7 @@ class SqliteStore:
         self._connection = connect(path, mode)
         try:
             self._saved_seq = load_database(self._connection, self._memory, path, time.time())
+            self._signing_key = signing_key(self._connection)
         except sqlite3.Error as exc:
             self._connection.close()
             raise open_error(path, exc) from exc
@@ -167,7 +176,7 @@ class SqliteStore:
         return False
 
     async def signing_key(self) -> bytes:
-        return await self._memory.signing_key()
+        return self._signing_key
 
     def attach(self, listener: StoreListener) -> None:
         self._listener = listener
@@ -223,9 +232,9 @@ class SqliteStore:
         self._check()
         return await self._memory.complete(outcomes, now)
 
-    async def requeue(self, task_id: str, attempt: int, now: float) -> TaskRecord | None:
+    async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
         self._check()
-        return await self._memory.requeue(task_id, attempt, now)
+        return await self._memory.requeue(task_id, claim, now)
 
     async def purge(self, finished_before: float) -> int:
         self._check()

@@ -5,16 +5,17 @@
 -- cancelled now, "requested" when a running one was flagged now]}
 -- or {"invalid", record}.
 
+local replayed = replay() if replayed then return replayed end
 local now_s, tenant = ARGV[2], ARGV[4]
 local e = open(ARGV[3])
 local state = e.r[F.state]
-if not state or e.r[F.tenant] ~= tenant then return {'none'} end
+if not state or e.r[F.tenant] ~= tenant then return answer({'none'}) end
 if state == '1' then
   finish(e, '5', now_s)
   local cancelled = save(e)
   keep_retention(tonumber(ARGV[5]))
   notify()
-  return {'ok', cancelled, 'cancelled'}
+  return answer({'ok', cancelled, 'cancelled'})
 elseif state == '2' then
   if e.r[F.cancel_requested] ~= '1' then
     put(e, 'cancel_requested', '1')
@@ -22,10 +23,10 @@ elseif state == '2' then
     save(e)
     notify()
     redis.call('PUBLISH', P .. ':cancel', e.id)
-    return {'ok', e.r, 'requested'}
+    return answer({'ok', e.r, 'requested'})
   end
-  return {'ok', e.r}
+  return answer({'ok', e.r})
 elseif state == '5' then
-  return {'ok', e.r}
+  return answer({'ok', e.r})
 end
-return {'invalid', e.r}
+return answer({'invalid', e.r})

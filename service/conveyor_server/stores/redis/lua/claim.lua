@@ -6,6 +6,7 @@
 -- Returns {the claimed records, the due time of the earliest delayed task or
 -- nil}.
 
+local replayed = replay() if replayed then return replayed end
 local now_s, limit, lease, owner = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now_s, 'LIMIT', 0, 1000)
 if #due > 0 then redis.call('ZREM', DELAYED, unpack(due)) end
@@ -45,6 +46,7 @@ for i = 1, math.min(limit, #chosen) do
   if e.r[F.state] == '1' then
     put(e, 'state', '2')
     put(e, 'attempt', tostring(tonumber(e.r[F.attempt]) + 1))
+    put(e, 'claim', tostring(tonumber(e.r[F.claim]) + 1))
     put(e, 'start_time', now_s)
     put(e, 'owner', owner)
     for _, name in ipairs({'queued', 'progress_percent', 'progress_message',
@@ -59,4 +61,4 @@ end
 for task_type in pairs(touched) do ready_left(task_type) end
 notify(owner)
 local earliest = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')
-return {claimed, earliest[2] or false}
+return answer({claimed, earliest[2] or false})

@@ -27,7 +27,36 @@ end
 
 local function task_key(id) return P .. ':task:' .. id end
 
-local function record(key) return redis.call('HMGET', key, unpack(FIELDS)) end
+-- A call that must not act twice passes KEYS[1], a key of its own: the
+-- client sends a script again on a fresh connection when the first one
+-- dropped before the reply came, though the script may have run. The first
+-- run keeps its answer there for CALL_MEMORY_MS (scripts.CALL_MEMORY_SECONDS);
+-- a run that finds it gives that answer again and changes nothing. A script
+-- starts with `local replayed = replay() if replayed then return replayed end`
+-- and returns `answer(reply)`.
+local CALL = KEYS[1]
+local function replay()
+  local earlier = CALL and redis.call('GET', CALL)
+  if earlier then return cmsgpack.unpack(earlier) end
+  return nil
+end
+local function answer(reply)
+  if CALL then redis.call('SET', CALL, cmsgpack.pack(reply), 'PX', CALL_MEMORY_MS) end
+  return reply
+end
+
+-- A task's fencing token is its claim number, which only grows. A hash
+-- without one was never claimed since claims were numbered (a new task, or
+-- one stored by an older version, fenced on its attempt then): its attempt
+-- stands for it, and every later claim exceeds it. A script that changes
+-- the attempt of such a hash writes the claim number down first.
+local function claim_of(claim, attempt) return claim or attempt end
+
+local function record(key)
+  local r = redis.call('HMGET', key, unpack(FIELDS))
+  r[F.claim] = claim_of(r[F.claim], r[F.attempt])
+  return r
+end
 
 local function opt(value)
   if value == '' then return nil end

@@ -1,11 +1,12 @@
 -- Apply how attempts ended: success, failure (retried or final), or cancel.
 --
 -- ARGV: prefix, now, retention_count, owner, lengths, values: 12 per
--- outcome: id, attempt, cancelled ("1"/"0"), result?, error code?, error
+-- outcome: id, claim, cancelled ("1"/"0"), result?, error code?, error
 -- message, error type, retry_at ("" for none), progress percent ("" for
 -- none), progress message, current, total.
 -- Returns the changed records.
 
+local replayed = replay() if replayed then return replayed end
 local now_s, retention, owner = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local v = unpack_values(ARGV[5], ARGV[6])
 reserve_tickets(#v / 12)
@@ -13,7 +14,7 @@ local out = {}
 for i = 1, #v, 12 do
   local e = open(v[i])
   local r = e.r
-  if r[F.state] == '2' and r[F.attempt] == v[i + 1] then
+  if r[F.state] == '2' and r[F.claim] == v[i + 1] then
     if v[i + 8] ~= '' then
       put(e, 'progress_percent', v[i + 8])
       put(e, 'progress_message', v[i + 9])
@@ -54,4 +55,4 @@ for i = 1, #v, 12 do
 end
 keep_retention(retention)
 notify(owner)
-return out
+return answer(out)

@@ -9,6 +9,7 @@
 -- request of the batch, 1-based) or the stored record}, {"conflict", key,
 -- id or ""}, {"full", depth} or {"quota", tenant, its depth}.
 
+local replayed = replay() if replayed then return replayed end
 local max_queue, quota, owner = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
 local function create(now_s, v)
@@ -109,4 +110,4 @@ for i = 5, #ARGV, 3 do
   replies[#replies + 1] = create(ARGV[i], unpack_values(ARGV[i + 1], ARGV[i + 2]))
 end
 notify(owner)
-return replies
+return answer(replies)

@@ -1,7 +1,7 @@
 -- Record the progress of running attempts; an update for an attempt that is
 -- no longer running is dropped.
 --
--- ARGV: prefix, now, lengths, values: 6 per update: id, attempt, percent,
+-- ARGV: prefix, now, lengths, values: 6 per update: id, claim, percent,
 -- message, current, total.
 -- Returns nothing.
 
@@ -10,8 +10,8 @@ local v = unpack_values(ARGV[3], ARGV[4])
 for i = 1, #v, 6 do
   local id = v[i]
   local key = task_key(id)
-  local current = redis.call('HMGET', key, 'state', 'attempt')
-  if current[1] == '2' and current[2] == v[i + 1] then
+  local current = redis.call('HMGET', key, 'state', 'claim', 'attempt')
+  if current[1] == '2' and claim_of(current[2], current[3]) == v[i + 1] then
     redis.call('HSET', key, 'progress_percent', v[i + 2], 'progress_message', v[i + 3],
       'progress_current', v[i + 4], 'progress_total', v[i + 5], 'update_time', now_s)
     events[#events + 1] = id .. ':' .. redis.call('HINCRBY', key, 'version', 1)

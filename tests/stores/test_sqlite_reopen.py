@@ -1,0 +1,125 @@
+"""What a `sqlite:///path` file keeps beyond its tasks: across versions of
+the server (a file of an older schema version is migrated when opened), and
+across restarts of one (the key that signs list page tokens)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+import conveyor
+from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
+from conveyor_server.stores import NewTask, Outcome, SqliteStore, State, TaskRecord, _flat
+from conveyor_server.stores.sqlite import schema
+from tests.support.server import ServerThread, test_config
+from tests.support.stores import BOOM, TYPES, new_task, value_bytes
+
+T0 = 1_700_000_000.0
+
+# The tables as schema version 1 wrote them: no claim number.
+SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, tenant TEXT NOT NULL, type TEXT NOT NULL,
+    state INTEGER NOT NULL, payload BLOB NOT NULL, result BLOB, error_code TEXT,
+    error_message TEXT, error_exception_type TEXT, progress_percent REAL,
+    progress_message TEXT, progress_current INTEGER, progress_total INTEGER,
+    attempt INTEGER NOT NULL, max_attempts INTEGER NOT NULL, priority INTEGER NOT NULL,
+    labels TEXT, create_time REAL NOT NULL, start_time REAL, end_time REAL,
+    update_time REAL NOT NULL, scheduled_time REAL NOT NULL, timeout REAL,
+    idempotency_key TEXT, fingerprint BLOB, cancel_requested INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX tasks_by_seq ON tasks (seq);
+"""
+
+
+def record(new: NewTask, task_id: str, seq: int, state: State, attempt: int) -> TaskRecord:
+    task = new.record(task_id, T0, T0, seq)
+    task.state, task.attempt, task.version = state, attempt, 2 + attempt
+    if state is State.FAILED:
+        task.error, task.end_time = BOOM, T0 + 1
+    return task
+
+
+def write_v1_file(path: Path, tasks: list[TaskRecord]) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.executescript(SCHEMA_V1)
+        connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        connection.execute("INSERT INTO meta VALUES ('last_seq', ?)", (str(len(tasks)),))
+        columns = [name for name in schema.COLUMNS if name != "claim"]
+        for task in tasks:
+            values = dict(zip(_flat.NAMES, _flat.flatten(task), strict=True))
+            connection.execute(
+                f"INSERT INTO tasks ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [values[name] for name in columns],
+            )
+
+
+async def test_a_version_1_file_is_migrated_and_keeps_fencing(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    running = record(new_task(max_attempts=3), "running", 1, State.RUNNING, 2)
+    failed = record(new_task(max_attempts=1), "failed", 2, State.FAILED, 1)
+    write_v1_file(path, [running, failed])
+
+    store = SqliteStore(str(path), max_queue=100, retention_count=100)
+    try:
+        # The interrupted attempt counts, as ever; its claim number is the
+        # attempt it was fenced on.
+        recovered = await store.get("running")
+        assert recovered is not None
+        assert (recovered.state, recovered.attempt, recovered.claim) == (State.PENDING, 2, 2)
+        [claimed] = await store.claim(1, T0 + 2, TYPES)
+        assert (claimed.id, claimed.attempt, claimed.claim) == ("running", 3, 3)
+
+        await store.retry("failed", T0 + 3)
+        [again] = await store.claim(1, T0 + 4, TYPES)
+        assert (again.id, again.attempt, again.claim) == ("failed", 1, 2)
+        late = Outcome("failed", 1, result=value_bytes("stale"))
+        assert await store.complete([late], T0 + 5) == []
+        [done] = await store.complete([Outcome("failed", 2, result=b"")], T0 + 5)
+        assert done.state is State.SUCCEEDED
+    finally:
+        await store.close()
+
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == (str(schema.SCHEMA_VERSION),)
+        rows = dict(connection.execute("SELECT id, claim FROM tasks"))
+    assert rows == {"running": 3, "failed": 2}
+
+
+def test_a_page_token_survives_a_server_restart(
+    tmp_path: Path, make_server: Callable[..., ServerThread]
+) -> None:
+    url = f"sqlite:///{tmp_path}/tasks.db"
+    # Stopped here rather than by make_server, which stops its servers at
+    # the end of the test.
+    first = ServerThread(test_config(store=url)).start()
+    try:
+        with conveyor.Client(first.address, timeout=5.0) as client:
+            ids = [client.submit("echo", {"n": n}, delay=3600).id for n in range(3)]
+        page = list_page(first.address, task_service_pb2.ListTasksRequest(page_size=2))
+        assert [task.id for task in page.tasks] == ids[:0:-1]
+    finally:
+        first.stop()
+
+    second = make_server(store=url)
+    request = task_service_pb2.ListTasksRequest(page_size=2, page_token=page.next_page_token)
+    rest = list_page(second.address, request)
+    assert ([task.id for task in rest.tasks], rest.next_page_token) == ([ids[0]], "")
+
+
+def list_page(
+    address: str, request: task_service_pb2.ListTasksRequest
+) -> task_service_pb2.ListTasksResponse:
+    """A raw ListTasks call: the SDK pages for its callers, and keeps its
+    tokens to itself."""
+    with grpc.insecure_channel(address) as channel:
+        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        response: task_service_pb2.ListTasksResponse = stub.ListTasks(request, timeout=5.0)
+        return response
