@@ -19,7 +19,7 @@ from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._convert import set_timestamp
 from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._presence import type_infos
-from conveyor_server.stores import TaskStore, WorkerInfo
+from conveyor_server.stores import State, TaskRecord, TaskStore, WorkerInfo
 
 # How long a read of the live workers stands in for the store's list.
 FRESH_SECONDS = 1.0
@@ -75,6 +75,15 @@ class TaskTypeCatalog:
         if not served.issuperset(t for t in wanted if t not in self._registry):
             served = _types_of(await self.workers(max_age=MISS_SECONDS))
         return served
+
+    async def waiting_reason(self, record: TaskRecord) -> str | None:
+        """Why a PENDING task waits when nobody serves its type (a task let
+        in by --accept-unserved-types); None for any other task."""
+        if record.state is not State.PENDING or record.type in self._registry:
+            return None
+        if record.type in _types_of(await self.workers()):
+            return None
+        return f"waiting for a worker: no live worker serves task type {record.type!r}"
 
     async def entries(self) -> list[TaskTypeEntry]:
         """Every served type, by name: the local handlers' and the live

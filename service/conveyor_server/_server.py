@@ -156,6 +156,7 @@ class ConveyorServer:
             TaskTypeCatalog(engine.registry, engine.store),
             max_watchers=config.max_watchers,
             max_watchers_per_tenant=config.max_watchers_per_tenant or None,
+            explain_waits=config.accept_unserved_types and engine.store.shared,
             observer=engine.observer,
         )
         interceptors = (

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
+from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
 from conveyor_server._auth import current_tenant
@@ -32,6 +33,7 @@ from conveyor_server.stores import (
     QueueFull,
     State,
     StoreUnavailable,
+    TaskRecord,
     TaskStore,
 )
 
@@ -92,10 +94,14 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         *,
         max_watchers: int,
         max_watchers_per_tenant: int | None = None,
+        explain_waits: bool = False,
         clock: Callable[[], float] = time.time,
         observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
         self._store = store
+        # With --accept-unserved-types, a pending task of a type that no
+        # live worker serves says so in its progress message.
+        self._explain_waits = explain_waits
         self.observer = observer
         self._validator = validator
         self._catalog = catalog
@@ -119,7 +125,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self.observer.tasks_submitted(records, now)
         [record] = records
         response = pb.SubmitTaskResponse()
-        fill_task(response.task, record)
+        await self._fill(response.task, record)
         return response
 
     async def BatchSubmitTasks(
@@ -134,7 +140,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         response = pb.BatchSubmitTasksResponse()
         add = response.tasks.add
         for record in records:
-            fill_task(add(), record)
+            await self._fill(add(), record)
         return response
 
     async def GetTask(
@@ -145,7 +151,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         if record is None:
             raise not_found(request.id)
         response = pb.GetTaskResponse()
-        fill_task(response.task, record)
+        await self._fill(response.task, record)
         return response
 
     async def WatchTask(
@@ -202,7 +208,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
                     last = record.version
                     terminal = record.state.is_terminal
                     response = pb.WatchTaskResponse()
-                    fill_task(response.task, record)
+                    await self._fill(response.task, record)
                     yield response
                     if terminal:
                         code = "OK"
@@ -261,6 +267,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         records, next_cursor = await self._store.list_page(query)
         response = pb.ListTasksResponse()
         kept = fill_page(response, records, full=full)
+        if self._explain_waits:
+            for message, record in zip(response.tasks, records, strict=False):
+                await self._explain(message, record)
         if kept < len(records):
             # A short page: the next one starts after its last task.
             next_cursor = records[kept - 1].seq
@@ -312,6 +321,16 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self, request: pb.ListWorkersRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListWorkersResponse:
         return workers_response(await self._catalog.workers(max_age=0))
+
+    async def _fill(self, message: task_pb2.Task, record: TaskRecord) -> None:
+        fill_task(message, record)
+        if self._explain_waits:
+            await self._explain(message, record)
+
+    async def _explain(self, message: task_pb2.Task, record: TaskRecord) -> None:
+        reason = await self._catalog.waiting_reason(record)
+        if reason is not None:
+            message.progress.message = reason
 
 
 class Malformed:

@@ -52,7 +52,15 @@ def test_an_unserved_type_is_queued_with_the_flag_and_runs_once_a_worker_serves_
         # Nobody has the code: the payload check waits for the worker.
         handle = client.submit("render_video", {"frames": 3})
         bad = client.submit("render_video", {"frames": "many"}, max_attempts=3)
-        assert client.get(handle.id).state is TaskState.PENDING
+        waiting = client.get(handle.id)
+        assert waiting.state is TaskState.PENDING
+        # Such a task says why it waits, wherever it is read.
+        why = "waiting for a worker: no live worker serves task type 'render_video'"
+        assert handle.task.progress.message == why
+        assert waiting.progress.message == why
+        assert next(iter(client.watch(handle.id))).progress.message == why
+        listed_waiting = {t.id: t for t in client.list(type="render_video")}
+        assert listed_waiting[handle.id].progress.message == why
 
         worker = started(render_registry, store=redis_url, workers=2)
         done = client.wait(handle.id, timeout=20)
@@ -62,6 +70,7 @@ def test_an_unserved_type_is_queued_with_the_flag_and_runs_once_a_worker_serves_
 
     assert done.state is TaskState.SUCCEEDED
     assert done.result == {"frames": 3, "tenant": ""}
+    assert "waiting for a worker" not in done.progress.message
     assert refused.state is TaskState.FAILED
     assert refused.error is not None and refused.error.code == "INVALID_PAYLOAD"
     assert refused.error.message == '"frames" must be a whole number'
