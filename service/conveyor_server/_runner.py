@@ -118,6 +118,7 @@ class TaskRunner(StoreListener):
         self._grace_ended = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._store_down = False
 
     @property
     def running_count(self) -> int:
@@ -234,8 +235,15 @@ class TaskRunner(StoreListener):
                         for record in claimed:
                             self._start(record)
                 due = await self._store.next_due_time() if self._claiming else None
-            except StoreError:
-                logger.exception("store call failed; retrying in 1s")
+                if self._store_down:
+                    self._store_down = False
+                    logger.info("the task store is reachable again")
+            except StoreError as exc:
+                # An outage is a state, not a bug: said once, with no
+                # traceback, however long it lasts.
+                if not self._store_down:
+                    self._store_down = True
+                    logger.warning("the task store failed (%s); retrying every 1s", exc)
                 due = self._clock() + 1.0
             except Exception:
                 logger.exception("dispatcher step failed; retrying in 1s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -289,3 +290,31 @@ def test_result_over_the_cap_fails_without_a_retry(make_api) -> None:  # type: i
     assert "limit is 1000 bytes" in task.error.message
     assert task.attempt == 1
     assert not task.HasField("result")
+
+
+def test_a_store_outage_is_logged_once_without_a_traceback(
+    make_api,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store that stays down is an operational state, not a bug: one
+    warning when it goes, one line when it is back, not a traceback a second."""
+    server, api = make_api()
+    store = server.server.store
+    original = store.claim
+    down = {"until": time.monotonic() + 2.5}
+
+    async def unreachable_claim(limit, now, types):  # type: ignore[no-untyped-def]
+        if time.monotonic() < down["until"]:
+            raise StoreUnavailable("Redis at example:6379 is unavailable: connection refused")
+        return await original(limit, now, types)
+
+    store.claim = unreachable_claim
+    with caplog.at_level(logging.INFO, logger="conveyor_server._runner"):
+        done = api.wait(api.submit("echo", {"x": 1}).id, timeout=15)
+    assert done.state == SUCCEEDED
+    records = [r for r in caplog.records if r.name == "conveyor_server._runner"]
+    warnings = [r for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "connection refused" in warnings[0].getMessage()
+    assert all(r.exc_info is None for r in records)
+    assert any("reachable again" in r.getMessage() for r in records)
