@@ -24,6 +24,14 @@ def register_builtin_tasks(registry: HandlerRegistry, config: ServerConfig) -> N
         validate=csv_stats.validate_csv_stats,
         example={"csv": "name,age\nada,36\nalan,41\n"},
     )
+    from conveyor_server.builtin import image
+
+    registry.register(
+        "image",
+        image.image_handler(config.max_result_bytes),
+        validate=image.validate_image,
+        example=image.EXAMPLE,
+    )
     if config.smtp_url:
         # Without an SMTP server the type is not registered, rather than
         # registered to refuse: on a shared store an API replica without
