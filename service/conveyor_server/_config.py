@@ -113,6 +113,16 @@ class ServerConfig:
     """Bearer tokens as TOKEN=TENANT or sha256:HEX=TENANT pairs, separated by
     commas; like --auth-tokens-file. Environment only, so that tokens never
     show in the process list."""
+    smtp_url: str = field(default="", repr=False)
+    """SMTP server of the send_email task type: smtp://host[:port] (port 25;
+    STARTTLS when the server offers it, or always with ?starttls=required),
+    smtps://host[:port] (port 465, TLS from the start), credentials as
+    smtp://user:password@host (sent only over TLS), ?cafile=PEM to trust a
+    private CA. Unset, send_email is not registered. A URL with a password
+    belongs in the environment: flags show in the process list."""
+    smtp_from: str = ""
+    """The From address of send_email messages, such as 'Reports
+    <reports@example.com>'; required with --smtp-url."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -166,6 +176,15 @@ class ServerConfig:
             problems.append("tls_cert and tls_key go together: give both or neither")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
+        if self.smtp_url:
+            # Imported here, as the configuration is read before anything
+            # else of the server is imported.
+            from conveyor_server.builtin.smtp_settings import parse_smtp_settings
+
+            try:
+                parse_smtp_settings(self.smtp_url, self.smtp_from)
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise ValueError("; ".join(problems))
 

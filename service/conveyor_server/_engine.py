@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 
 from conveyor_server._attempts import RetryPolicy
-from conveyor_server._builtin_tasks import register_builtin_tasks
 from conveyor_server._config import ServerConfig
 from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._presence import WorkerPresence
 from conveyor_server._runner import TaskRunner
+from conveyor_server.builtin import register_builtin_tasks
 from conveyor_server.stores import TaskStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ RETENTION_SWEEP_SECONDS = 1.0
 def build_registry(config: ServerConfig, registry: HandlerRegistry | None) -> HandlerRegistry:
     """Built-in tasks, then the configured modules' and the given handlers."""
     combined = HandlerRegistry()
-    register_builtin_tasks(combined)
+    register_builtin_tasks(combined, config)
     import_task_modules(list(config.tasks))
     combined.update(registry if registry is not None else default_registry)
     return combined

@@ -43,7 +43,13 @@ class InvalidPayload(NonRetryableError):
 
     Raised by a payload validator, it refuses the submit with
     INVALID_ARGUMENT; raised by a handler it fails the task for good.
+    `field` names the part of the payload at fault (`to[1]`), so that the
+    field violation points at it (`payload.to[1]`).
     """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)

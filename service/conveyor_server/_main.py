@@ -26,7 +26,7 @@ logger = logging.getLogger("conveyor_server")
 
 # What `pip install '.[server]'` adds to the SDK's dependencies, by import name.
 _SERVER_EXTRA_MODULES = frozenset(
-    {"grpc_health", "grpc_reflection", "prometheus_client", "redis", "hiredis"}
+    {"grpc_health", "grpc_reflection", "prometheus_client", "redis", "hiredis", "PIL"}
 )
 MISSING_SERVER_EXTRA = (
     "conveyor-server: error: the server needs the server extra: pip install 'conveyor[server]'"

@@ -217,7 +217,8 @@ class RequestValidator:
                 # keys they need, without converting the whole payload.
                 registration.validate(StructView(request.payload))
             except InvalidPayload as exc:
-                problems.append((prefix + "payload", str(exc)))
+                where = f"{prefix}payload.{exc.field}" if exc.field else prefix + "payload"
+                problems.append((where, str(exc)))
 
         labels: dict[str, str] | None = None
         if request.labels:
