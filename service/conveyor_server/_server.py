@@ -16,13 +16,14 @@ from conveyor.v1 import task_service_pb2
 from conveyor_server._auth import TokenAuthInterceptor, load_tokens
 from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
+from conveyor_server._core import Gate, TaskCore
 from conveyor_server._engine import TaskEngine
 from conveyor_server._grpc_logs import quiet_undecodable_metadata
 from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._page_token import PageTokens
 from conveyor_server._runner import TaskRunner
-from conveyor_server._servicer import Gate, TaskServicer, service_handler
+from conveyor_server._servicer import TaskServicer, service_handler
 from conveyor_server._tls import server_credentials
 from conveyor_server._validation import RequestValidator
 from conveyor_server.stores import TaskStore
@@ -111,6 +112,7 @@ class ConveyorServer:
         self.engine = TaskEngine(config, registry, store)
         self.gate = Gate()
         # Built at start, once the store's signing key for page tokens is known.
+        self.core: TaskCore | None = None
         self.servicer: TaskServicer | None = None
         self._health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
@@ -141,7 +143,7 @@ class ConveyorServer:
         """Bind, start serving and running tasks; returns the bound port."""
         config = self.config
         engine = self.engine
-        servicer = self.servicer = TaskServicer(
+        core = self.core = TaskCore(
             engine.store,
             RequestValidator(
                 engine.registry,
@@ -159,6 +161,7 @@ class ConveyorServer:
             explain_waits=config.accept_unserved_types and engine.store.shared,
             observer=engine.observer,
         )
+        servicer = self.servicer = TaskServicer(core)
         interceptors = (
             [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
         )
