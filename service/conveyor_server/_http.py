@@ -157,7 +157,12 @@ class HttpApi:
         # The one place where refusals become Status JSON, and where
         # requests are counted and timed.
         started = time.perf_counter()
-        request[_ROUTE] = "unmatched"
+        # Handlers name their route; a request refused before that is
+        # counted under the path pattern it matched.
+        resource = request.match_info.route.resource
+        request[_ROUTE] = (
+            "unmatched" if resource is None else f"{request.method} {resource.canonical}"
+        )
         request[_STREAM] = False
         status = 500
         try:
