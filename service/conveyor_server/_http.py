@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._core import STORE_ERRORS, TaskCore, store_error
 from conveyor_server._errors import ServiceError
-from conveyor_server._http_auth import SESSION_COOKIE, HttpAuth, Session
+from conveyor_server._http_auth import EXPIRED, MISSING, SESSION_COOKIE, HttpAuth, Session
 from conveyor_server._http_json import (
     dumps,
     http_status,
@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 # A comment line this often keeps proxies from closing a quiet event
 # stream, and finds a client that went away.
 KEEPALIVE_SECONDS = 15.0
-# The custom methods of one task, after "/v1/tasks/{id}".
-_TASK_VERBS = {"POST": (":cancel", ":retry"), "GET": (":watch",)}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -350,10 +348,11 @@ class HttpApi:
         request[_ROUTE] = "GET /v1/session"
         cookie = request.cookies.get(SESSION_COOKIE)
         session = self._auth.session(cookie) if cookie else None
-        if session is None:
-            self._auth.tenant(request.method, {}, {})  # open: "" ; else the right refusal
-            return _json({"tenant": ""})
-        return _session_json(session)
+        if session is not None:
+            return _session_json(session)
+        if self._auth.tokens is None:
+            return _json({"tenant": ""})  # authentication is off: no session to have
+        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, EXPIRED if cookie else MISSING)
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "DELETE /v1/session"

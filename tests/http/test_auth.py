@@ -114,6 +114,9 @@ def test_logout_clears_the_cookie_and_a_forged_one_is_refused(auth_server: Serve
     http.cookie = f"{body}.{'0' * len(mac)}"
     reply = http.get("/v1/tasks")
     assert reply.status == 401 and "log in again" in reply.body["message"]
+    assert http.get("/v1/session").status == 401
+    http.cookie = None
+    assert "POST /v1/session" in http.get("/v1/session").body["message"]
 
 
 def test_login_with_a_wrong_token_is_401(auth_server: ServerThread) -> None:
