@@ -11,6 +11,10 @@ import pytest
 
 from tests.support.server import ServerThread, drop_redis_prefix, need_server, test_config
 
+# Servers started as processes serve their HTTP API on a free port, not on
+# the default 8080 that another server on this machine may hold.
+os.environ.setdefault("CONVEYOR_HTTP_PORT", "0")
+
 REDIS_HOST = os.environ.get("CONVEYOR_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CONVEYOR_TEST_REDIS_PORT", "6379"))
 

@@ -84,7 +84,10 @@ class TokenTable:
 
     def tenant_of(self, token: str) -> str | None:
         """The token's tenant, or None for a token not in the table."""
-        presented = token_digest(token)
+        return self.tenant_of_digest(token_digest(token))
+
+    def tenant_of_digest(self, presented: bytes) -> str | None:
+        """The tenant of the token with this SHA-256 digest, or None."""
         found: str | None = None
         # No early exit: every check costs the same, match or not.
         for digest, tenant in self._entries:

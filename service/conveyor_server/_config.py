@@ -97,6 +97,11 @@ class ServerConfig:
     none."""
     metrics_host: str = ""
     """Address of the metrics endpoint; empty means the same as --host."""
+    http_port: int = 8080
+    """Port of the HTTP/JSON API (/v1/tasks...), served beside gRPC by the
+    same process; 0 picks a free one, -1 serves none."""
+    http_host: str = ""
+    """Address of the HTTP/JSON API; empty means the same as --host."""
     tls_cert: str = ""
     """PEM file of the server's certificate chain; with --tls-key, serves
     TLS instead of plaintext."""
@@ -128,6 +133,8 @@ class ServerConfig:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0-65535, got {self.port}")
+        if not -1 <= self.http_port <= 65535:
+            problems.append(f"http_port must be -1 (none) or 0-65535, got {self.http_port}")
         if not 0 <= self.metrics_port <= 65535:
             problems.append(f"metrics_port must be 0-65535, got {self.metrics_port}")
         if self.log_format not in ("text", "json"):

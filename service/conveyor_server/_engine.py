@@ -17,9 +17,10 @@ from conveyor_server._attempts import RetryPolicy
 from conveyor_server._config import ServerConfig
 from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
 from conveyor_server._metrics import ServerMetrics
-from conveyor_server._observer import NULL_OBSERVER, TaskObserver
+from conveyor_server._observer import ObserverPair, TaskObserver
 from conveyor_server._presence import WorkerPresence
 from conveyor_server._runner import TaskRunner
+from conveyor_server._stats import Throughput
 from conveyor_server.builtin import register_builtin_tasks
 from conveyor_server.stores import TaskStore, open_store
 
@@ -56,9 +57,13 @@ class TaskEngine:
         self.config = config
         self.registry = build_registry(config, registry)
         self.store: TaskStore = store if store is not None else open_store(config)
-        # Without --metrics-port nothing is recorded.
+        # Without --metrics-port no metrics are recorded; the throughput
+        # behind /v1/stats always is.
         self.metrics = ServerMetrics() if config.metrics_port else None
-        self.observer: TaskObserver = self.metrics or NULL_OBSERVER
+        self.throughput = Throughput()
+        self.observer: TaskObserver = (
+            self.throughput if self.metrics is None else ObserverPair(self.metrics, self.throughput)
+        )
         self.runner = TaskRunner(
             self.store,
             self.registry,

@@ -27,6 +27,10 @@ class ServiceError(Exception):
         self.violations = violations or []
 
     def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return ((_DETAILS_KEY, self.status().SerializeToString()),)
+
+    def status(self) -> status_pb2.Status:
+        """The google.rpc.Status: code, message and details."""
         status = status_pb2.Status(code=self.code.value[0], message=self.message)
         if self.violations:
             bad_request = error_details_pb2.BadRequest(
@@ -36,7 +40,7 @@ class ServiceError(Exception):
                 ]
             )
             status.details.add().Pack(bad_request)
-        return ((_DETAILS_KEY, status.SerializeToString()),)
+        return status
 
 
 def invalid_argument(violations: list[tuple[str, str]]) -> ServiceError:

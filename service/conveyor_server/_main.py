@@ -26,7 +26,7 @@ logger = logging.getLogger("conveyor_server")
 
 # What `pip install '.[server]'` adds to the SDK's dependencies, by import name.
 _SERVER_EXTRA_MODULES = frozenset(
-    {"grpc_health", "grpc_reflection", "prometheus_client", "redis", "hiredis", "PIL"}
+    {"aiohttp", "grpc_health", "grpc_reflection", "prometheus_client", "redis", "hiredis", "PIL"}
 )
 MISSING_SERVER_EXTRA = (
     "conveyor-server: error: the server needs the server extra: pip install 'conveyor[server]'"
@@ -47,8 +47,8 @@ SERVER_DESCRIPTION = (
 )
 WORKER_DESCRIPTION = (
     "Run a Conveyor worker: claim tasks from a shared store (redis://), run them, renew "
-    "their leases, and re-queue the tasks of workers that died. Serves no API; --host and "
-    "--port are not used. Every flag also reads an environment variable (shown in "
+    "their leases, and re-queue the tasks of workers that died. Serves no API; --host, "
+    "--port and the --http-* flags are not used. Every flag also reads an environment variable (shown in "
     "brackets); a flag wins."
 )
 

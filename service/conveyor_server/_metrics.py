@@ -77,6 +77,7 @@ RPC_BUCKETS: tuple[float, ...] = (
 
 TASK_LABELS = ["type", "tenant"]
 RPC_LABELS = ["method", "code"]
+HTTP_LABELS = ["route", "status"]
 
 # name (without _total), meaning
 TASK_COUNTERS = (
@@ -176,6 +177,8 @@ class ServerMetrics:
         self._wait_seconds = _Histogram(TASK_BUCKETS)
         self._rpc_counts: dict[Key, int] = {}
         self._rpc_seconds = _Histogram(RPC_BUCKETS)
+        self._http_counts: dict[Key, int] = {}
+        self._http_seconds = _Histogram(RPC_BUCKETS)
         self._depth: int | None = None
         self._running: Callable[[], int] | None = None
         self._watchers: Callable[[], int] | None = None
@@ -224,6 +227,12 @@ class ServerMetrics:
         if seconds is not None:
             self._rpc_seconds.observe(key, seconds)
 
+    def http_handled(self, route: str, status: int, seconds: float | None) -> None:
+        key = (route, str(status))
+        _bump(self._http_counts, key)
+        if seconds is not None:
+            self._http_seconds.observe(key, seconds)
+
     # -- Prometheus: called on the HTTP server's thread ---------------
 
     def describe(self) -> Iterable[Metric]:
@@ -265,9 +274,21 @@ class ServerMetrics:
             "Time to serve a unary TaskService call, by method and gRPC status code.",
             RPC_LABELS,
         )
+        yield _counter(
+            "conveyor_http_requests_handled",
+            "HTTP/JSON API requests that ended, by route and HTTP status.",
+            HTTP_LABELS,
+            self._http_counts,
+        )
+        yield self._http_seconds.family(
+            "conveyor_http_request_duration_seconds",
+            "Time to serve an HTTP/JSON API request (event streams excepted), "
+            "by route and HTTP status.",
+            HTTP_LABELS,
+        )
         yield _gauge(
             "conveyor_watch_streams",
-            "Open WatchTask streams.",
+            "Open WatchTask streams, gRPC and HTTP event streams alike.",
             self._watchers() if self._watchers is not None else None,
         )
 

@@ -39,6 +39,11 @@ class TaskObserver(Protocol):
         `seconds` is None for a stream."""
         ...
 
+    def http_handled(self, route: str, status: int, seconds: float | None) -> None:
+        """An HTTP/JSON API request ended with HTTP `status`; `route` is its
+        pattern ("GET /v1/tasks/{id}"); `seconds` is None for an event stream."""
+        ...
+
 
 class NullObserver:
     """Records nothing: the observer of a server with metrics off."""
@@ -57,6 +62,42 @@ class NullObserver:
 
     def rpc_handled(self, method: str, code: str, seconds: float | None) -> None:
         pass
+
+    def http_handled(self, route: str, status: int, seconds: float | None) -> None:
+        pass
+
+
+class ObserverPair:
+    """Tells two observers everything: the metrics and the engine's own
+    throughput record."""
+
+    def __init__(self, first: TaskObserver, second: TaskObserver) -> None:
+        self._first = first
+        self._second = second
+
+    def tasks_submitted(self, records: Sequence[TaskRecord], now: float) -> None:
+        self._first.tasks_submitted(records, now)
+        self._second.tasks_submitted(records, now)
+
+    def tasks_started(self, records: Sequence[TaskRecord], now: float) -> None:
+        self._first.tasks_started(records, now)
+        self._second.tasks_started(records, now)
+
+    def attempts_ended(self, records: Sequence[TaskRecord], now: float) -> None:
+        self._first.attempts_ended(records, now)
+        self._second.attempts_ended(records, now)
+
+    def task_cancelled(self, record: TaskRecord) -> None:
+        self._first.task_cancelled(record)
+        self._second.task_cancelled(record)
+
+    def rpc_handled(self, method: str, code: str, seconds: float | None) -> None:
+        self._first.rpc_handled(method, code, seconds)
+        self._second.rpc_handled(method, code, seconds)
+
+    def http_handled(self, route: str, status: int, seconds: float | None) -> None:
+        self._first.http_handled(route, status, seconds)
+        self._second.http_handled(route, status, seconds)
 
 
 NULL_OBSERVER: TaskObserver = NullObserver()

@@ -16,14 +16,17 @@ from conveyor.v1 import task_service_pb2
 from conveyor_server._auth import TokenAuthInterceptor, load_tokens
 from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
+from conveyor_server._core import Gate, TaskCore
 from conveyor_server._engine import TaskEngine
 from conveyor_server._grpc_logs import quiet_undecodable_metadata
 from conveyor_server._handlers import HandlerRegistry
+from conveyor_server._http import HttpApi
+from conveyor_server._http_auth import HttpAuth
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._page_token import PageTokens
 from conveyor_server._runner import TaskRunner
-from conveyor_server._servicer import Gate, TaskServicer, service_handler
-from conveyor_server._tls import server_credentials
+from conveyor_server._servicer import TaskServicer, service_handler
+from conveyor_server._tls import http_ssl_context, server_credentials
 from conveyor_server._validation import RequestValidator
 from conveyor_server.stores import TaskStore
 
@@ -108,13 +111,18 @@ class ConveyorServer:
         # Read before anything opens, so a bad file stops the start at once.
         self._credentials = server_credentials(config)
         self._tokens = load_tokens(config)
+        self._http_ssl = http_ssl_context(config) if config.http_port >= 0 else None
         self.engine = TaskEngine(config, registry, store)
         self.gate = Gate()
         # Built at start, once the store's signing key for page tokens is known.
+        self.core: TaskCore | None = None
         self.servicer: TaskServicer | None = None
         self._health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
         self.port: int | None = None
+        # The HTTP/JSON API, unless --http-port is -1.
+        self.http: HttpApi | None = None
+        self.http_port: int | None = None
         self._stopping = False
 
     @property
@@ -141,7 +149,8 @@ class ConveyorServer:
         """Bind, start serving and running tasks; returns the bound port."""
         config = self.config
         engine = self.engine
-        servicer = self.servicer = TaskServicer(
+        signing_key = await engine.store.signing_key()
+        core = self.core = TaskCore(
             engine.store,
             RequestValidator(
                 engine.registry,
@@ -151,7 +160,7 @@ class ConveyorServer:
                 shared=engine.store.shared,
                 accept_unserved=config.accept_unserved_types,
             ),
-            PageTokens(await engine.store.signing_key()),
+            PageTokens(signing_key),
             self.gate,
             TaskTypeCatalog(engine.registry, engine.store),
             max_watchers=config.max_watchers,
@@ -159,6 +168,7 @@ class ConveyorServer:
             explain_waits=config.accept_unserved_types and engine.store.shared,
             observer=engine.observer,
         )
+        servicer = self.servicer = TaskServicer(core)
         interceptors = (
             [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
         )
@@ -190,6 +200,22 @@ class ConveyorServer:
         await server.start()
         self._server = server
         self.port = port
+        if config.http_port >= 0:
+            self.http = HttpApi(
+                core,
+                HttpAuth(self._tokens, signing_key),
+                engine.throughput,
+                engine.observer,
+                max_body_bytes=config.max_message_bytes,
+                ssl_context=self._http_ssl,
+            )
+            try:
+                self.http_port = await self.http.start(
+                    config.http_host or config.host, config.http_port
+                )
+            except OSError:
+                await server.stop(None)
+                raise
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "conveyor serving on %s:%d (store %s, %d workers, task types: %s)",
@@ -199,6 +225,10 @@ class ConveyorServer:
             self.config.workers,
             ", ".join(self.registry.types()),
         )
+        if self.http_port is not None:
+            scheme = "http" if self._credentials is None else "https"
+            host = config.http_host or config.host
+            logger.info("HTTP/JSON API on %s://%s:%d/v1/", scheme, host, self.http_port)
         self._log_security()
         return port
 
@@ -216,10 +246,14 @@ class ConveyorServer:
             tenants = f"on, {count} tenant{'' if count == 1 else 's'}"
         logger.info("TLS: %s; token authentication: %s", tls, tenants)
         if self._tokens is None:
+            reach = f"{self.config.host}:{self.port}"
+            if self.http_port is not None:
+                reach += f" (gRPC) or {self.config.http_host or self.config.host}:"
+                reach += f"{self.http_port} (HTTP)"
             logger.warning(
                 "AUTHENTICATION IS OFF: anyone who can reach %s can submit, read and cancel "
                 "every task; give --auth-tokens-file or CONVEYOR_AUTH_TOKENS",
-                f"{self.config.host}:{self.port}",
+                reach,
             )
         elif self._credentials is None:
             logger.warning(
@@ -242,6 +276,8 @@ class ConveyorServer:
         self.gate.open = False
         await self.engine.drain(self.config.shutdown_grace_seconds if grace is None else grace)
         # Open watch streams end here; clients resume elsewhere.
+        if self.http is not None:
+            await self.http.stop()
         await self._server.stop(1.0)
         await self.engine.close()
         logger.info("stopped")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import grpc
 
 from conveyor_server._config import ServerConfig
@@ -37,3 +39,19 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def http_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The same certificate (and client CA) for the HTTP API, or None for
+    plaintext."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+        if config.tls_client_ca:
+            context.load_verify_locations(config.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load --tls-cert/--tls-key for the HTTP API: {exc}") from None
+    return context

@@ -217,7 +217,7 @@ def test_process_exits_even_if_the_server_was_never_stopped(tmp_path: Path) -> N
         "import asyncio\n"
         "from conveyor_server import ConveyorServer, ServerConfig\n"
         "async def main():\n"
-        "    server = ConveyorServer(ServerConfig(host='127.0.0.1', port=0))\n"
+        "    server = ConveyorServer(ServerConfig(host='127.0.0.1', port=0, http_port=0))\n"
         "    await server.start()\n"
         "asyncio.run(main())\n"
         "print('returned')\n"

@@ -107,6 +107,18 @@ def test_metrics_port_in_use(tmp_path: Path) -> None:
     assert "--metrics-port" in message
 
 
+def test_http_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http_port = taken.getsockname()[1]
+        message = fails_in_one_line(
+            ["--port", str(free_port()), "--http-port", str(http_port)], tmp_path
+        )
+    assert f"cannot serve the HTTP API on 127.0.0.1:{http_port}" in message
+    assert "--http-port" in message and "-1 for none" in message
+
+
 def test_redis_down(tmp_path: Path) -> None:
     store = f"redis://127.0.0.1:{free_port()}/0"
     message = fails_in_one_line(["--port", str(free_port()), "--store", store], tmp_path)

@@ -176,10 +176,11 @@ def need_server(what: str) -> None:
 
 
 def test_config(**overrides: Any) -> ServerConfig:
-    """Test settings: port 0, fast retries and stop grace."""
+    """Test settings: ports 0, fast retries and stop grace."""
     base = ServerConfig(
         host="127.0.0.1",
         port=0,
+        http_port=0,
         workers=8,
         retry_backoff_seconds=0.01,
         retry_backoff_max_seconds=0.05,

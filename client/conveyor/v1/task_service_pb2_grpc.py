@@ -31,6 +31,12 @@ class TaskServiceStub:
 
     Errors use the canonical gRPC codes. INVALID_ARGUMENT carries
     google.rpc.BadRequest field violations naming the field at fault.
+
+    The server also serves this contract as HTTP/JSON (see docs/http.md): the
+    route of each method is in its comment, in the AIP-127 style of
+    google.api.http, whose annotations are not used here so that the contract
+    builds without the googleapis dependency. Bodies and responses are the
+    messages in proto3 JSON with proto field names; errors are google.rpc.Status.
     """
 
     def __init__(self, channel):
@@ -92,10 +98,17 @@ class TaskServiceServicer:
 
     Errors use the canonical gRPC codes. INVALID_ARGUMENT carries
     google.rpc.BadRequest field violations naming the field at fault.
+
+    The server also serves this contract as HTTP/JSON (see docs/http.md): the
+    route of each method is in its comment, in the AIP-127 style of
+    google.api.http, whose annotations are not used here so that the contract
+    builds without the googleapis dependency. Bodies and responses are the
+    messages in proto3 JSON with proto field names; errors are google.rpc.Status.
     """
 
     def SubmitTask(self, request, context):
         """Accepts one task and returns it, PENDING, at once.
+        HTTP: POST /v1/tasks, body: SubmitTaskRequest
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +117,7 @@ class TaskServiceServicer:
     def BatchSubmitTasks(self, request, context):
         """Accepts up to 1,000 tasks at once: all of them, or none when any is
         invalid or the queue lacks room for all.
+        HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +125,7 @@ class TaskServiceServicer:
 
     def GetTask(self, request, context):
         """Returns the current snapshot of a task.
+        HTTP: GET /v1/tasks/{id}
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +135,7 @@ class TaskServiceServicer:
         """Streams the task: its current snapshot first, then one snapshot after
         each change, ending after the terminal one. A slow reader skips
         intermediate snapshots and always receives the latest.
+        HTTP: GET /v1/tasks/{id}:watch?since_version=N, as Server-Sent Events
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +143,7 @@ class TaskServiceServicer:
 
     def ListTasks(self, request, context):
         """Lists tasks, newest first, with filters and pagination (AIP-158).
+        HTTP: GET /v1/tasks?states=..&type=..&labels=k=v&page_size=..&page_token=..&view=..
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +153,7 @@ class TaskServiceServicer:
         """Cancels a task: a PENDING one at once, a RUNNING one by asking its
         handler to stop. Cancelling a CANCELLED task is a no-op; cancelling a
         SUCCEEDED or FAILED one is FAILED_PRECONDITION.
+        HTTP: POST /v1/tasks/{id}:cancel
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +161,7 @@ class TaskServiceServicer:
 
     def RetryTask(self, request, context):
         """Runs a FAILED or CANCELLED task again with a fresh set of attempts.
+        HTTP: POST /v1/tasks/{id}:retry
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +170,7 @@ class TaskServiceServicer:
     def ListTaskTypes(self, request, context):
         """Lists the task types this service accepts: those it has handlers for
         and those live workers serve, with how many workers serve each.
+        HTTP: GET /v1/taskTypes
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +178,7 @@ class TaskServiceServicer:
 
     def ListWorkers(self, request, context):
         """Lists the live worker processes on this service's store.
+        HTTP: GET /v1/workers
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +246,12 @@ class TaskService:
 
     Errors use the canonical gRPC codes. INVALID_ARGUMENT carries
     google.rpc.BadRequest field violations naming the field at fault.
+
+    The server also serves this contract as HTTP/JSON (see docs/http.md): the
+    route of each method is in its comment, in the AIP-127 style of
+    google.api.http, whose annotations are not used here so that the contract
+    builds without the googleapis dependency. Bodies and responses are the
+    messages in proto3 JSON with proto field names; errors are google.rpc.Status.
     """
 
     @staticmethod

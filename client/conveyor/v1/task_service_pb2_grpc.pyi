@@ -32,6 +32,12 @@ class TaskServiceStub:
 
     Errors use the canonical gRPC codes. INVALID_ARGUMENT carries
     google.rpc.BadRequest field violations naming the field at fault.
+
+    The server also serves this contract as HTTP/JSON (see docs/http.md): the
+    route of each method is in its comment, in the AIP-127 style of
+    google.api.http, whose annotations are not used here so that the contract
+    builds without the googleapis dependency. Bodies and responses are the
+    messages in proto3 JSON with proto field names; errors are google.rpc.Status.
     """
 
     @_typing.overload
@@ -39,33 +45,47 @@ class TaskServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TaskServiceAsyncStub: ...
     SubmitTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.SubmitTaskRequest, _task_service_pb2.SubmitTaskResponse]
-    """Accepts one task and returns it, PENDING, at once."""
+    """Accepts one task and returns it, PENDING, at once.
+    HTTP: POST /v1/tasks, body: SubmitTaskRequest
+    """
     BatchSubmitTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.BatchSubmitTasksRequest, _task_service_pb2.BatchSubmitTasksResponse]
     """Accepts up to 1,000 tasks at once: all of them, or none when any is
     invalid or the queue lacks room for all.
+    HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
-    """Returns the current snapshot of a task."""
+    """Returns the current snapshot of a task.
+    HTTP: GET /v1/tasks/{id}
+    """
     WatchTask: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]
     """Streams the task: its current snapshot first, then one snapshot after
     each change, ending after the terminal one. A slow reader skips
     intermediate snapshots and always receives the latest.
+    HTTP: GET /v1/tasks/{id}:watch?since_version=N, as Server-Sent Events
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
-    """Lists tasks, newest first, with filters and pagination (AIP-158)."""
+    """Lists tasks, newest first, with filters and pagination (AIP-158).
+    HTTP: GET /v1/tasks?states=..&type=..&labels=k=v&page_size=..&page_token=..&view=..
+    """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
     """Cancels a task: a PENDING one at once, a RUNNING one by asking its
     handler to stop. Cancelling a CANCELLED task is a no-op; cancelling a
     SUCCEEDED or FAILED one is FAILED_PRECONDITION.
+    HTTP: POST /v1/tasks/{id}:cancel
     """
     RetryTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]
-    """Runs a FAILED or CANCELLED task again with a fresh set of attempts."""
+    """Runs a FAILED or CANCELLED task again with a fresh set of attempts.
+    HTTP: POST /v1/tasks/{id}:retry
+    """
     ListTaskTypes: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskTypesRequest, _task_service_pb2.ListTaskTypesResponse]
     """Lists the task types this service accepts: those it has handlers for
     and those live workers serve, with how many workers serve each.
+    HTTP: GET /v1/taskTypes
     """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]
-    """Lists the live worker processes on this service's store."""
+    """Lists the live worker processes on this service's store.
+    HTTP: GET /v1/workers
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -74,37 +94,57 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     Errors use the canonical gRPC codes. INVALID_ARGUMENT carries
     google.rpc.BadRequest field violations naming the field at fault.
+
+    The server also serves this contract as HTTP/JSON (see docs/http.md): the
+    route of each method is in its comment, in the AIP-127 style of
+    google.api.http, whose annotations are not used here so that the contract
+    builds without the googleapis dependency. Bodies and responses are the
+    messages in proto3 JSON with proto field names; errors are google.rpc.Status.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.SubmitTaskRequest, _task_service_pb2.SubmitTaskResponse]  # type: ignore[assignment]
-    """Accepts one task and returns it, PENDING, at once."""
+    """Accepts one task and returns it, PENDING, at once.
+    HTTP: POST /v1/tasks, body: SubmitTaskRequest
+    """
     BatchSubmitTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.BatchSubmitTasksRequest, _task_service_pb2.BatchSubmitTasksResponse]  # type: ignore[assignment]
     """Accepts up to 1,000 tasks at once: all of them, or none when any is
     invalid or the queue lacks room for all.
+    HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
-    """Returns the current snapshot of a task."""
+    """Returns the current snapshot of a task.
+    HTTP: GET /v1/tasks/{id}
+    """
     WatchTask: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]  # type: ignore[assignment]
     """Streams the task: its current snapshot first, then one snapshot after
     each change, ending after the terminal one. A slow reader skips
     intermediate snapshots and always receives the latest.
+    HTTP: GET /v1/tasks/{id}:watch?since_version=N, as Server-Sent Events
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
-    """Lists tasks, newest first, with filters and pagination (AIP-158)."""
+    """Lists tasks, newest first, with filters and pagination (AIP-158).
+    HTTP: GET /v1/tasks?states=..&type=..&labels=k=v&page_size=..&page_token=..&view=..
+    """
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a task: a PENDING one at once, a RUNNING one by asking its
     handler to stop. Cancelling a CANCELLED task is a no-op; cancelling a
     SUCCEEDED or FAILED one is FAILED_PRECONDITION.
+    HTTP: POST /v1/tasks/{id}:cancel
     """
     RetryTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]  # type: ignore[assignment]
-    """Runs a FAILED or CANCELLED task again with a fresh set of attempts."""
+    """Runs a FAILED or CANCELLED task again with a fresh set of attempts.
+    HTTP: POST /v1/tasks/{id}:retry
+    """
     ListTaskTypes: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskTypesRequest, _task_service_pb2.ListTaskTypesResponse]  # type: ignore[assignment]
     """Lists the task types this service accepts: those it has handlers for
     and those live workers serve, with how many workers serve each.
+    HTTP: GET /v1/taskTypes
     """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
-    """Lists the live worker processes on this service's store."""
+    """Lists the live worker processes on this service's store.
+    HTTP: GET /v1/workers
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs long work for other services: submit a task, get its id back at once,
@@ -112,6 +152,12 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Errors use the canonical gRPC codes. INVALID_ARGUMENT carries
     google.rpc.BadRequest field violations naming the field at fault.
+
+    The server also serves this contract as HTTP/JSON (see docs/http.md): the
+    route of each method is in its comment, in the AIP-127 style of
+    google.api.http, whose annotations are not used here so that the contract
+    builds without the googleapis dependency. Bodies and responses are the
+    messages in proto3 JSON with proto field names; errors are google.rpc.Status.
     """
 
     @_abc_1.abstractmethod
@@ -120,7 +166,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.SubmitTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.SubmitTaskResponse, _abc.Awaitable[_task_service_pb2.SubmitTaskResponse]]:
-        """Accepts one task and returns it, PENDING, at once."""
+        """Accepts one task and returns it, PENDING, at once.
+        HTTP: POST /v1/tasks, body: SubmitTaskRequest
+        """
 
     @_abc_1.abstractmethod
     def BatchSubmitTasks(
@@ -130,6 +178,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.BatchSubmitTasksResponse, _abc.Awaitable[_task_service_pb2.BatchSubmitTasksResponse]]:
         """Accepts up to 1,000 tasks at once: all of them, or none when any is
         invalid or the queue lacks room for all.
+        HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
         """
 
     @_abc_1.abstractmethod
@@ -138,7 +187,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.GetTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.GetTaskResponse, _abc.Awaitable[_task_service_pb2.GetTaskResponse]]:
-        """Returns the current snapshot of a task."""
+        """Returns the current snapshot of a task.
+        HTTP: GET /v1/tasks/{id}
+        """
 
     @_abc_1.abstractmethod
     def WatchTask(
@@ -149,6 +200,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the task: its current snapshot first, then one snapshot after
         each change, ending after the terminal one. A slow reader skips
         intermediate snapshots and always receives the latest.
+        HTTP: GET /v1/tasks/{id}:watch?since_version=N, as Server-Sent Events
         """
 
     @_abc_1.abstractmethod
@@ -157,7 +209,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListTasksResponse, _abc.Awaitable[_task_service_pb2.ListTasksResponse]]:
-        """Lists tasks, newest first, with filters and pagination (AIP-158)."""
+        """Lists tasks, newest first, with filters and pagination (AIP-158).
+        HTTP: GET /v1/tasks?states=..&type=..&labels=k=v&page_size=..&page_token=..&view=..
+        """
 
     @_abc_1.abstractmethod
     def CancelTask(
@@ -168,6 +222,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a task: a PENDING one at once, a RUNNING one by asking its
         handler to stop. Cancelling a CANCELLED task is a no-op; cancelling a
         SUCCEEDED or FAILED one is FAILED_PRECONDITION.
+        HTTP: POST /v1/tasks/{id}:cancel
         """
 
     @_abc_1.abstractmethod
@@ -176,7 +231,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.RetryTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.RetryTaskResponse, _abc.Awaitable[_task_service_pb2.RetryTaskResponse]]:
-        """Runs a FAILED or CANCELLED task again with a fresh set of attempts."""
+        """Runs a FAILED or CANCELLED task again with a fresh set of attempts.
+        HTTP: POST /v1/tasks/{id}:retry
+        """
 
     @_abc_1.abstractmethod
     def ListTaskTypes(
@@ -186,6 +243,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.ListTaskTypesResponse, _abc.Awaitable[_task_service_pb2.ListTaskTypesResponse]]:
         """Lists the task types this service accepts: those it has handlers for
         and those live workers serve, with how many workers serve each.
+        HTTP: GET /v1/taskTypes
         """
 
     @_abc_1.abstractmethod
@@ -194,6 +252,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListWorkersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListWorkersResponse, _abc.Awaitable[_task_service_pb2.ListWorkersResponse]]:
-        """Lists the live worker processes on this service's store."""
+        """Lists the live worker processes on this service's store.
+        HTTP: GET /v1/workers
+        """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,307 @@
+"""TaskCore: the TaskService contract, whichever face calls it.
+
+The gRPC servicer and the HTTP/JSON face both call these methods with the
+contract's request messages and the caller's tenant, and get the response
+messages back, so validation, limits and tenancy are the same on both.
+Refusals are raised as `ServiceError`; the store's own errors are mapped to
+one by `store_error` where a face turns them into its status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+
+import grpc
+
+from conveyor.v1 import task_pb2
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor_server._catalog import TaskTypeCatalog, task_types_response, workers_response
+from conveyor_server._convert import fill_task
+from conveyor_server._errors import ServiceError, invalid_argument, not_found
+from conveyor_server._list_page import fill_page, full_view
+from conveyor_server._logging import task_fields
+from conveyor_server._observer import NULL_OBSERVER, TaskObserver
+from conveyor_server._page_token import BadPageToken, PageTokens
+from conveyor_server._validation import RequestValidator, check_id, page_size
+from conveyor_server.stores import (
+    CancelOutcome,
+    IdempotencyConflict,
+    InvalidTransition,
+    ListQuery,
+    QueueFull,
+    State,
+    StoreUnavailable,
+    TaskRecord,
+    TaskStore,
+)
+
+logger = logging.getLogger(__name__)
+
+_STATE_NAMES = {state.value: state for state in State}
+
+# What a store raises that a caller can act on; `store_error` maps each.
+STORE_ERRORS = (QueueFull, IdempotencyConflict, InvalidTransition, StoreUnavailable)
+
+
+class Gate:
+    """Whether the server takes new work; closed while shutting down."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+    def check(self) -> None:
+        if not self.open:
+            raise ServiceError(
+                grpc.StatusCode.UNAVAILABLE,
+                "the server is shutting down and takes no new work; retry on another replica",
+            )
+
+
+def store_error(exc: Exception) -> ServiceError:
+    if isinstance(exc, QueueFull):
+        flag = "--max-queue" if exc.tenant is None else "--max-queue-per-tenant"
+        return ServiceError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; retry later, or raise {flag}"
+        )
+    if isinstance(exc, IdempotencyConflict):
+        return ServiceError(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    if isinstance(exc, InvalidTransition):
+        return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, StoreUnavailable):
+        return ServiceError(grpc.StatusCode.UNAVAILABLE, f"task store unavailable: {exc}")
+    raise exc
+
+
+def _ahead(task_id: str, since: int, version: int) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"since_version {since} is ahead of task {task_id}, which is at version {version}; "
+        f"resume from a version you received, or from 0 for the current snapshot",
+    )
+
+
+class TaskCore:
+    """The contract's operations on one store, for every face."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        validator: RequestValidator,
+        page_tokens: PageTokens,
+        gate: Gate,
+        catalog: TaskTypeCatalog,
+        *,
+        max_watchers: int,
+        max_watchers_per_tenant: int | None = None,
+        explain_waits: bool = False,
+        clock: Callable[[], float] = time.time,
+        observer: TaskObserver = NULL_OBSERVER,
+    ) -> None:
+        self.store = store
+        # With --accept-unserved-types, a pending task of a type that no
+        # live worker serves says so in its progress message.
+        self._explain_waits = explain_waits
+        self.observer = observer
+        self._validator = validator
+        self._catalog = catalog
+        self.page_tokens = page_tokens
+        self._gate = gate
+        self._max_watchers = max_watchers
+        self._max_watchers_per_tenant = max_watchers_per_tenant
+        # Open streams per tenant, kept only when there is a quota.
+        self._tenant_watchers: dict[str, int] = {}
+        self._clock = clock
+        self.watchers = 0
+
+    async def submit(self, request: pb.SubmitTaskRequest, tenant: str) -> pb.SubmitTaskResponse:
+        self._gate.check()
+        remote = await self._catalog.remote_types([request.type])
+        new = self._validator.submit(request, tenant, remote)
+        now = self._clock()
+        records = await self.store.create([new], now)
+        self.observer.tasks_submitted(records, now)
+        [record] = records
+        response = pb.SubmitTaskResponse()
+        await self._fill(response.task, record)
+        return response
+
+    async def batch_submit(
+        self, request: pb.BatchSubmitTasksRequest, tenant: str
+    ) -> pb.BatchSubmitTasksResponse:
+        self._gate.check()
+        remote = await self._catalog.remote_types({r.type for r in request.requests})
+        tasks = self._validator.batch(request, tenant, remote)
+        now = self._clock()
+        records = await self.store.create(tasks, now)
+        self.observer.tasks_submitted(records, now)
+        response = pb.BatchSubmitTasksResponse()
+        add = response.tasks.add
+        for record in records:
+            await self._fill(add(), record)
+        return response
+
+    async def get(self, request: pb.GetTaskRequest, tenant: str) -> pb.GetTaskResponse:
+        check_id(request.id)
+        record = await self.store.get(request.id, tenant)
+        if record is None:
+            raise not_found(request.id)
+        response = pb.GetTaskResponse()
+        await self._fill(response.task, record)
+        return response
+
+    def admit_watch(self, request: pb.WatchTaskRequest, tenant: str) -> None:
+        """Refuse a watch before it opens: a bad request, or no room for it."""
+        check_id(request.id)
+        if request.since_version < 0:
+            raise invalid_argument([("since_version", "must not be negative")])
+        if self.watchers >= self._max_watchers:
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many open watch streams ({self._max_watchers}); "
+                "close some, poll with GetTask, or raise --max-watchers",
+            )
+        quota = self._max_watchers_per_tenant
+        if quota is not None and self._tenant_watchers.get(tenant, 0) >= quota:
+            raise ServiceError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"tenant {tenant!r} has {quota} open watch streams, its quota on this "
+                "server; close some, poll with GetTask, or raise --max-watchers-per-tenant",
+            )
+
+    async def watch(
+        self, request: pb.WatchTaskRequest, tenant: str
+    ) -> AsyncGenerator[pb.WatchTaskResponse, None]:
+        """The snapshots of a watch admitted by `admit_watch`: the current
+        one, then one per change, ending after the terminal one. Raises
+        NOT_FOUND or OUT_OF_RANGE before the first."""
+        quota = self._max_watchers_per_tenant
+        self.watchers += 1
+        if quota is not None:
+            self._tenant_watchers[tenant] = self._tenant_watchers.get(tenant, 0) + 1
+        # Subscribe before reading the snapshot, so no change can slip
+        # between the two.
+        subscription = self.store.subscribe(request.id)
+        try:
+            # Another tenant's task is not found: nothing of it is streamed.
+            record = await self.store.get(request.id, tenant)
+            if record is None:
+                raise not_found(request.id)
+            last = request.since_version
+            if last > record.version and not record.state.is_terminal:
+                # Versions only grow: waiting for this one would hold the
+                # stream open with nothing to send, perhaps for ever.
+                raise _ahead(request.id, last, record.version)
+            while True:
+                if record.version > last:
+                    last = record.version
+                    terminal = record.state.is_terminal
+                    response = pb.WatchTaskResponse()
+                    await self._fill(response.task, record)
+                    yield response
+                    if terminal:
+                        return
+                elif record.state.is_terminal:
+                    return
+                record = await subscription.next()
+        finally:
+            subscription.close()
+            self.watchers -= 1
+            if quota is not None:
+                left = self._tenant_watchers[tenant] - 1
+                if left:
+                    self._tenant_watchers[tenant] = left
+                else:
+                    del self._tenant_watchers[tenant]
+
+    async def list(self, request: pb.ListTasksRequest, tenant: str) -> pb.ListTasksResponse:
+        size = page_size(request.page_size)
+        full = full_view(request.view)
+        states = []
+        for index, value in enumerate(request.states):
+            state = _STATE_NAMES.get(value)
+            if state is None:
+                raise invalid_argument(
+                    [
+                        (
+                            f"states[{index}]",
+                            f"{value} is not a task state; use TASK_STATE_PENDING, "
+                            "_RUNNING, _SUCCEEDED, _FAILED or _CANCELLED",
+                        )
+                    ]
+                )
+            states.append(state)
+        query = ListQuery(
+            page_size=size,
+            states=frozenset(states),
+            type=request.type,
+            labels=tuple(sorted(request.labels.items())),
+            tenant=tenant,
+        )
+        if request.page_token:
+            try:
+                cursor = self.page_tokens.read(request.page_token, query)
+            except BadPageToken as exc:
+                raise invalid_argument([("page_token", str(exc))]) from None
+            query = dataclasses.replace(query, before_seq=cursor)
+        records, next_cursor = await self.store.list_page(query)
+        response = pb.ListTasksResponse()
+        kept = fill_page(response, records, full=full)
+        if self._explain_waits:
+            for message, record in zip(response.tasks, records, strict=False):
+                await self._explain(message, record)
+        if kept < len(records):
+            # A short page: the next one starts after its last task.
+            next_cursor = records[kept - 1].seq
+        if next_cursor is not None:
+            response.next_page_token = self.page_tokens.mint(query, next_cursor)
+        return response
+
+    async def cancel(self, request: pb.CancelTaskRequest, tenant: str) -> pb.CancelTaskResponse:
+        check_id(request.id)
+        now = self._clock()
+        cancellation = await self.store.cancel(request.id, now, tenant)
+        if cancellation is None:
+            raise not_found(request.id)
+        record = cancellation.record
+        # The end of a running task is the runner's to report.
+        if cancellation.outcome is CancelOutcome.CANCELLED:
+            self.observer.task_cancelled(record)
+            logger.info(
+                "task %s cancelled while pending",
+                record.id,
+                extra={**task_fields(record), "rpc_method": "CancelTask"},
+            )
+        # A running task's handler hears of the cancel through the store,
+        # in whichever process it runs.
+        response = pb.CancelTaskResponse()
+        fill_task(response.task, record)
+        return response
+
+    async def retry(self, request: pb.RetryTaskRequest, tenant: str) -> pb.RetryTaskResponse:
+        check_id(request.id)
+        self._gate.check()
+        record = await self.store.retry(request.id, self._clock(), tenant)
+        if record is None:
+            raise not_found(request.id)
+        response = pb.RetryTaskResponse()
+        fill_task(response.task, record)
+        return response
+
+    async def task_types(self) -> pb.ListTaskTypesResponse:
+        return task_types_response(await self._catalog.entries())
+
+    async def workers(self) -> pb.ListWorkersResponse:
+        return workers_response(await self._catalog.workers(max_age=0))
+
+    async def _fill(self, message: task_pb2.Task, record: TaskRecord) -> None:
+        fill_task(message, record)
+        if self._explain_waits:
+            await self._explain(message, record)
+
+    async def _explain(self, message: task_pb2.Task, record: TaskRecord) -> None:
+        reason = await self._catalog.waiting_reason(record)
+        if reason is not None:
+            message.progress.message = reason

@@ -1,0 +1,375 @@
+"""The HTTP/JSON face of TaskService, on aiohttp, on the gRPC server's loop.
+
+Every route calls the same TaskCore as the gRPC servicer: the same
+validation, limits, tenancy and metrics, no loopback gRPC hop. Routes follow
+AIP-127 (custom methods after a colon); bodies are the contract's messages
+as grpcurl prints them; errors are google.rpc.Status JSON. See docs/http.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import Message
+
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor_server._core import STORE_ERRORS, TaskCore, store_error
+from conveyor_server._errors import ServiceError
+from conveyor_server._http_auth import EXPIRED, MISSING, SESSION_COOKIE, HttpAuth, Session
+from conveyor_server._http_json import (
+    dumps,
+    http_status,
+    integer_parameter,
+    list_request,
+    parse_body,
+    status_json,
+    to_json,
+)
+from conveyor_server._observer import TaskObserver
+from conveyor_server._stats import Throughput, task_stats
+
+logger = logging.getLogger(__name__)
+
+# A comment line this often keeps proxies from closing a quiet event
+# stream, and finds a client that went away.
+KEEPALIVE_SECONDS = 15.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_ROUTE = web.RequestKey("route", str)
+_TENANT = web.RequestKey("tenant", str)
+_STREAM = web.RequestKey("stream", bool)
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(value), status=status, content_type="application/json")
+
+
+def _message(message: Message) -> web.Response:
+    return _json(to_json(message))
+
+
+def _error(error: ServiceError) -> web.Response:
+    response = _json(status_json(error), http_status(error.code))
+    if error.code is grpc.StatusCode.UNAUTHENTICATED:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="conveyor"'
+    return response
+
+
+async def _body(request: web.Request, message: Message) -> Any:
+    # Only JSON: a form on another site cannot send it without CORS, which
+    # this API does not grant.
+    if request.content_type != "application/json":
+        raise ServiceError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"send the body as JSON with 'Content-Type: application/json', "
+            f"not {request.content_type!r}",
+        )
+    return parse_body(await request.text(), message)
+
+
+def _set_cookie(response: web.StreamResponse, session: Session, secure: bool) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.cookie,
+        max_age=max(0, int(session.expire_time - time.time())),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+    )
+
+
+class HttpApi:
+    """The routes and their server; `start` binds, `stop` closes."""
+
+    def __init__(
+        self,
+        core: TaskCore,
+        auth: HttpAuth,
+        throughput: Throughput,
+        observer: TaskObserver,
+        *,
+        max_body_bytes: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._core = core
+        self._auth = auth
+        self._throughput = throughput
+        self._observer = observer
+        self._ssl = ssl_context
+        self._max_body_bytes = max_body_bytes
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=max_body_bytes)
+        add = self.app.router.add_route
+        add("POST", "/v1/tasks", self._submit)
+        add("POST", "/v1/tasks:batchSubmit", self._batch_submit)
+        add("GET", "/v1/tasks", self._list)
+        add("GET", "/v1/tasks:watch", self._watch_tasks)
+        add("GET", "/v1/tasks/{name}", self._task_get)
+        add("POST", "/v1/tasks/{name}", self._task_post)
+        add("GET", "/v1/taskTypes", self._task_types)
+        add("GET", "/v1/workers", self._workers)
+        add("GET", "/v1/stats", self._stats)
+        add("GET", "/v1/session", self._session_get)
+        add("POST", "/v1/session", self._login)
+        add("DELETE", "/v1/session", self._logout)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        # Handlers are cancelled when their client goes away, so an idle
+        # event stream frees its watch slot at once.
+        runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host.strip("[]") or None, port, ssl_context=self._ssl)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(
+                f"cannot serve the HTTP API on {host}:{port}: {exc.strerror or exc}; stop "
+                "what holds the port, give another --http-port (CONVEYOR_HTTP_PORT), or -1 "
+                "for none"
+            ) from exc
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The one place where refusals become Status JSON, and where
+        # requests are counted and timed.
+        started = time.perf_counter()
+        # Handlers name their route; a request refused before that is
+        # counted under the path pattern it matched.
+        resource = request.match_info.route.resource
+        request[_ROUTE] = (
+            "unmatched" if resource is None else f"{request.method} {resource.canonical}"
+        )
+        request[_STREAM] = False
+        status = 500
+        try:
+            try:
+                if request.path != "/v1/session":
+                    request[_TENANT] = self._auth.tenant(
+                        request.method, request.headers, request.cookies
+                    )
+                response = await handler(request)
+            except web.HTTPException as exc:
+                response = self._http_error(request, exc)
+            except STORE_ERRORS as exc:
+                response = _error(store_error(exc))
+            except ServiceError as exc:
+                response = _error(exc)
+            status = response.status
+            return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
+        finally:
+            seconds = None if request[_STREAM] else time.perf_counter() - started
+            self._observer.http_handled(request[_ROUTE], status, seconds)
+
+    def _http_error(self, request: web.Request, exc: web.HTTPException) -> web.Response:
+        """aiohttp's own refusals (no route, wrong method, body too large)
+        as Status JSON."""
+        where = f"{request.method} {request.path}"
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            code, message = grpc.StatusCode.UNIMPLEMENTED, f"{where}: use {allowed}"
+        elif isinstance(exc, web.HTTPNotFound):
+            code, message = grpc.StatusCode.NOT_FOUND, f"no route {where}; see docs/http.md"
+        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            message = f"the body is larger than the {self._max_body_bytes} bytes accepted"
+        else:
+            code, message = grpc.StatusCode.UNKNOWN, exc.text or exc.reason
+        response = _error(ServiceError(code, message))
+        response.set_status(exc.status)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+
+    # -- the contract ---------------------------------------------------
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/tasks"
+        body = await _body(request, pb.SubmitTaskRequest())
+        return _message(await self._core.submit(body, request[_TENANT]))
+
+    async def _batch_submit(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/tasks:batchSubmit"
+        body = await _body(request, pb.BatchSubmitTasksRequest())
+        return _message(await self._core.batch_submit(body, request[_TENANT]))
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/tasks"
+        query = request.query
+        multi = {name: query.getall(name) for name in query}
+        message = list_request(dict(query), multi)
+        return _message(await self._core.list(message, request[_TENANT]))
+
+    async def _task_get(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name.endswith(":watch"):
+            request[_ROUTE] = "GET /v1/tasks/{id}:watch"
+            return await self._watch(request, name.removesuffix(":watch"))
+        request[_ROUTE] = "GET /v1/tasks/{id}"
+        return _message(await self._core.get(pb.GetTaskRequest(id=name), request[_TENANT]))
+
+    async def _task_post(self, request: web.Request) -> web.StreamResponse:
+        task_id, colon, verb = request.match_info["name"].rpartition(":")
+        tenant = request[_TENANT]
+        if colon and verb == "cancel":
+            request[_ROUTE] = "POST /v1/tasks/{id}:cancel"
+            return _message(await self._core.cancel(pb.CancelTaskRequest(id=task_id), tenant))
+        if colon and verb == "retry":
+            request[_ROUTE] = "POST /v1/tasks/{id}:retry"
+            return _message(await self._core.retry(pb.RetryTaskRequest(id=task_id), tenant))
+        raise ServiceError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no route POST {request.path}: a task takes POST /v1/tasks/{{id}}:cancel or :retry",
+        )
+
+    async def _watch_tasks(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/tasks:watch"
+        raise ServiceError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "GET /v1/tasks:watch (WatchTasks) is not served yet; watch one task with "
+            "GET /v1/tasks/{id}:watch, or poll GET /v1/tasks",
+        )
+
+    async def _watch(self, request: web.Request, task_id: str) -> web.StreamResponse:
+        """WatchTask as Server-Sent Events: one event per snapshot, its id the
+        task's version, so a reconnect with Last-Event-ID resumes after it."""
+        tenant = request[_TENANT]
+        since = request.headers.get("Last-Event-ID") or request.query.get("since_version", "0")
+        watch = pb.WatchTaskRequest(
+            id=task_id, since_version=integer_parameter("since_version", since)
+        )
+        self._core.admit_watch(watch, tenant)
+        request[_STREAM] = True
+        async with contextlib.aclosing(self._core.watch(watch, tenant)) as snapshots:
+            try:
+                first = await anext(snapshots)
+            except StopAsyncIteration:
+                # Resumed after the terminal snapshot: nothing more will come.
+                # 204 tells a browser's EventSource not to reconnect.
+                return web.Response(status=204)
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await response.prepare(request)
+            await response.write(_event(first))
+            pending: asyncio.Task[pb.WatchTaskResponse] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(anext(snapshots))
+                    done, _ = await asyncio.wait((pending,), timeout=KEEPALIVE_SECONDS)
+                    if not done:
+                        await response.write(b": keepalive\n\n")
+                        continue
+                    try:
+                        snapshot = pending.result()
+                    except StopAsyncIteration:
+                        break
+                    pending = None
+                    await response.write(_event(snapshot))
+            except (ConnectionError, *STORE_ERRORS):
+                # The client went away, or the store did: the stream ends,
+                # and a client resumes from its last event.
+                pass
+            finally:
+                if pending is not None and not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+            await response.write_eof()
+            return response
+
+    async def _task_types(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/taskTypes"
+        return _message(await self._core.task_types())
+
+    async def _workers(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/workers"
+        return _message(await self._core.workers())
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/stats"
+        return _json(await task_stats(self._core.store, self._throughput, request[_TENANT]))
+
+    # -- sessions -------------------------------------------------------
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/session"
+        if request.content_type != "application/json":
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                'send {"token": "..."} with \'Content-Type: application/json\'',
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ServiceError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                'the body must be {"token": "<bearer token>"}',
+                [("token", "is required: a token the server was given")],
+            )
+        session = self._auth.login(token)
+        response = _session_json(session)
+        _set_cookie(response, session, self._ssl is not None)
+        return response
+
+    async def _session_get(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/session"
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = self._auth.session(cookie) if cookie else None
+        if session is not None:
+            return _session_json(session)
+        if self._auth.tokens is None:
+            return _json({"tenant": ""})  # authentication is off: no session to have
+        raise ServiceError(grpc.StatusCode.UNAUTHENTICATED, EXPIRED if cookie else MISSING)
+
+    async def _logout(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "DELETE /v1/session"
+        response = _json({})
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
+
+
+def _session_json(session: Session) -> web.Response:
+    return _json(
+        {
+            "tenant": session.tenant,
+            "csrf_token": session.csrf_token,
+            "expire_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(session.expire_time)),
+        }
+    )
+
+
+def _event(snapshot: pb.WatchTaskResponse) -> bytes:
+    return f"id: {snapshot.task.version}\ndata: {dumps(to_json(snapshot))}\n\n".encode()

@@ -1,0 +1,113 @@
+"""The contract's messages as JSON, the way grpcurl prints them, and
+google.rpc.Status errors with their HTTP status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from conveyor.v1 import task_service_pb2 as pb
+from conveyor_server._errors import ServiceError, invalid_argument
+
+M = TypeVar("M", bound=Message)
+
+# The mapping of google.rpc.Code to HTTP of AIP-193 and grpc-gateway.
+# FAILED_PRECONDITION is 400 as there: the request cannot succeed until the
+# client changes something, which 412's "If-Match" meaning does not cover.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    """A message as grpcurl prints it: proto field names, enum names."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def status_json(error: ServiceError) -> dict[str, Any]:
+    """The google.rpc.Status of an error: code, message, details."""
+    return to_json(error.status())
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_body(text: str, message: M) -> M:
+    """`message` filled from a JSON body; INVALID_ARGUMENT saying what is wrong."""
+    try:
+        return json_format.Parse(text or "{}", message)
+    except json_format.ParseError as exc:
+        raise invalid_argument(
+            [("body", f"is not a valid {message.DESCRIPTOR.full_name} in JSON: {exc}")]
+        ) from None
+
+
+_LIST_SINGLE = ("type", "page_size", "page_token", "view")
+LIST_PARAMETERS = ("states", "labels", *_LIST_SINGLE)
+
+
+def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb.ListTasksRequest:
+    """A ListTasksRequest from query parameters: `states` and `labels`
+    (`key=value`) repeat, the others are given once."""
+    problems: list[tuple[str, str]] = []
+    fields: dict[str, Any] = {}
+    for name, values in multi.items():
+        if name not in LIST_PARAMETERS:
+            problems.append(
+                (name, f"is not a parameter of GET /v1/tasks; use {', '.join(LIST_PARAMETERS)}")
+            )
+        elif name in _LIST_SINGLE and len(values) > 1:
+            problems.append((name, "is given more than once"))
+    for name in _LIST_SINGLE:
+        if name in query:
+            fields[name] = query[name]
+    if "states" in multi:
+        fields["states"] = multi["states"]
+    labels: dict[str, str] = {}
+    for index, item in enumerate(multi.get("labels", ())):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append((f"labels[{index}]", f"{item!r} must read key=value"))
+        labels[key] = value
+    if labels:
+        fields["labels"] = labels
+    request = pb.ListTasksRequest()
+    for name, value in fields.items():
+        # One field at a time, so that each problem names its parameter.
+        try:
+            request.MergeFrom(json_format.ParseDict({name: value}, pb.ListTasksRequest()))
+        except json_format.ParseError as exc:
+            problems.append((name, str(exc)))
+    if problems:
+        raise invalid_argument(problems)
+    return request
+
+
+def integer_parameter(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise invalid_argument([(name, f"{text[:64]!r} is not an integer")]) from None

@@ -1,0 +1,128 @@
+"""Every route of the HTTP/JSON API against a real server, and that it
+answers as the gRPC API does for the same tasks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from conveyor import Client
+from tests.support.http import Http
+from tests.support.server import ServerThread
+
+
+def test_submit_then_get_returns_the_task_as_grpcurl_prints_it(server: ServerThread) -> None:
+    http = Http(server)
+    reply = http.post(
+        "/v1/tasks",
+        {"type": "echo", "payload": {"n": 1, "s": "x"}, "labels": {"team": "http"}},
+    )
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("application/json")
+    task = reply.body["task"]
+    assert task["state"] == "TASK_STATE_PENDING"
+    assert task["labels"] == {"team": "http"}
+    assert task["max_attempts"] == 1  # proto field names, not lowerCamelCase
+    done = http.wait_state(task["id"], "TASK_STATE_SUCCEEDED")
+    assert done["result"] == {"n": 1, "s": "x"}
+    # The same task through gRPC.
+    with Client(server.address) as client:
+        assert client.get(task["id"]).raw.version == int(done["version"])
+
+
+def test_batch_submit_returns_one_task_per_request_in_order(server: ServerThread) -> None:
+    reply = Http(server).post(
+        "/v1/tasks:batchSubmit",
+        {"requests": [{"type": "echo", "payload": {"i": i}} for i in range(3)]},
+    )
+    assert reply.status == 200
+    assert [t["payload"]["i"] for t in reply.body["tasks"]] == [0, 1, 2]
+
+
+def test_list_filters_by_state_type_and_label_and_pages(server: ServerThread) -> None:
+    http = Http(server)
+    label = f"list-{time.monotonic_ns()}"
+    ids = [
+        http.post("/v1/tasks", {"type": "echo", "labels": {"run": label}}).body["task"]["id"]
+        for _ in range(3)
+    ]
+    failed = http.post("/v1/tasks", {"type": "fail", "labels": {"run": label}}).body["task"]
+    http.wait_state(failed["id"], "TASK_STATE_FAILED")
+    for task_id in ids:
+        http.wait_state(task_id, "TASK_STATE_SUCCEEDED")
+
+    first = http.get(f"/v1/tasks?labels=run={label}&type=echo&page_size=2")
+    assert first.status == 200
+    assert len(first.body["tasks"]) == 2
+    token = first.body["next_page_token"]
+    second = http.get(f"/v1/tasks?labels=run={label}&type=echo&page_size=2&page_token={token}")
+    listed = [t["id"] for t in first.body["tasks"] + second.body["tasks"]]
+    assert listed == ids[::-1]  # newest first
+    assert "next_page_token" not in second.body
+
+    only_failed = http.get(
+        f"/v1/tasks?labels=run={label}&states=TASK_STATE_FAILED&states=TASK_STATE_CANCELLED"
+    )
+    assert [t["id"] for t in only_failed.body["tasks"]] == [failed["id"]]
+
+    basic = http.get(f"/v1/tasks?labels=run={label}&type=echo&view=TASK_VIEW_BASIC")
+    assert all("result" not in t and "payload" not in t for t in basic.body["tasks"])
+
+
+def test_cancel_and_retry(server: ServerThread) -> None:
+    http = Http(server)
+    task = http.post("/v1/tasks", {"type": "wait_for_cancel", "payload": {"seconds": 30}}).body
+    task_id = task["task"]["id"]
+    http.wait_state(task_id, "TASK_STATE_RUNNING")
+    assert http.post(f"/v1/tasks/{task_id}:cancel").status == 200
+    http.wait_state(task_id, "TASK_STATE_CANCELLED")
+    retried = http.post(f"/v1/tasks/{task_id}:retry")
+    assert retried.status == 200
+    assert retried.body["task"]["state"] == "TASK_STATE_PENDING"
+    http.post(f"/v1/tasks/{task_id}:cancel")
+
+
+def test_task_types_and_workers(server: ServerThread) -> None:
+    http = Http(server)
+    types = http.get("/v1/taskTypes")
+    assert types.status == 200
+    assert "echo" in [t["name"] for t in types.body["task_types"]]
+    workers = http.get("/v1/workers")
+    assert workers.status == 200
+    assert workers.body["workers"][0]["threads"] == 8
+
+
+def test_stats_count_by_state_and_type_and_show_throughput(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    thread = make_server()
+    http = Http(thread)
+    ids = [http.post("/v1/tasks", {"type": "echo"}).body["task"]["id"] for _ in range(3)]
+    failed = http.post("/v1/tasks", {"type": "fail"}).body["task"]["id"]
+    for task_id in ids:
+        http.wait_state(task_id, "TASK_STATE_SUCCEEDED")
+    http.wait_state(failed, "TASK_STATE_FAILED")
+    pending = http.post("/v1/tasks", {"type": "echo", "delay": "60s"}).body["task"]["id"]
+
+    stats = http.get("/v1/stats").body
+    assert stats["counts"]["TASK_STATE_SUCCEEDED"] == 3
+    assert stats["counts"]["TASK_STATE_FAILED"] == 1
+    assert stats["counts"]["TASK_STATE_PENDING"] == 1
+    assert stats["types"]["echo"]["TASK_STATE_SUCCEEDED"] == 3
+    assert stats["types"]["fail"]["TASK_STATE_FAILED"] == 1
+    assert stats["queue_depth"] == 1
+    assert stats["complete"] is True and stats["counted"] == 5
+    throughput = stats["throughput"]
+    assert throughput["bucket_seconds"] == 60
+    assert len(throughput["finished"]) == 60
+    assert sum(throughput["finished"]) == 4
+    http.post(f"/v1/tasks/{pending}:cancel")
+    assert sum(http.get("/v1/stats").body["throughput"]["finished"]) == 5
+
+
+def test_http_port_minus_one_serves_no_http(make_server: Callable[..., ServerThread]) -> None:
+    thread = make_server(http_port=-1)
+    assert thread.server is not None
+    assert thread.server.http is None and thread.server.http_port is None
+    with Client(thread.address) as client:
+        assert client.submit("echo", {}).id
