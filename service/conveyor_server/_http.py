@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._core import STORE_ERRORS, TaskCore, store_error
+from conveyor_server._dashboard import add_dashboard, is_dashboard_path
 from conveyor_server._errors import ServiceError
 from conveyor_server._http_auth import EXPIRED, MISSING, SESSION_COOKIE, HttpAuth, Session
 from conveyor_server._http_json import (
@@ -121,6 +122,7 @@ class HttpApi:
         add("GET", "/v1/session", self._session_get)
         add("POST", "/v1/session", self._login)
         add("DELETE", "/v1/session", self._logout)
+        add_dashboard(self.app)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -165,7 +167,8 @@ class HttpApi:
         status = 500
         try:
             try:
-                if request.path != "/v1/session":
+                # The page's files are open; the API they call is not.
+                if request.path != "/v1/session" and not is_dashboard_path(request.path):
                     request[_TENANT] = self._auth.tenant(
                         request.method, request.headers, request.cookies
                     )

@@ -1,0 +1,161 @@
+// One task, live: its state, progress, payload, result, error, times and
+// attempts, with cancel, retry and submit again. Follows the task with
+// GET /v1/tasks/{id}:watch: each event's id is the task's version, which
+// EventSource sends back as Last-Event-ID when it reconnects, so a dropped
+// stream resumes with no gap and nothing twice. "Updates received" lists each
+// snapshot as it arrived.
+
+import { ApiError, get, post } from "./api.js";
+import { TERMINAL, errorBox, fill, h, json, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
+import { submitAgain } from "./submit.js";
+
+const IMAGE_TYPES = { PNG: "image/png", JPEG: "image/jpeg", WEBP: "image/webp", GIF: "image/gif" };
+
+export function render(main, id) {
+  const root = h("section", { "aria-labelledby": "task-title" });
+  fill(main, root);
+  fill(root, h("h1", { id: "task-title" }, "Task ", h("span", { class: "mono" }, id)), h("p", { class: "muted" }, "Loading…"));
+  let source = null;
+  let shown = null;
+  let stopped = false;
+  const parts = layout(root, id);
+
+  function show(task) {
+    if (shown && Number(task.version) <= Number(shown.version)) return;
+    shown = task;
+    const state = stateName(task.state);
+    fill(parts.state, stateBadge(task.state));
+    fill(parts.progress, progressBar(percentOf(task), "Progress", true));
+    fill(parts.message, (task.progress && task.progress.message) || "");
+    fill(parts.facts, facts(task));
+    fill(parts.payload, json(task.payload || {}));
+    fill(parts.result, task.result === undefined ? "none yet" : json(task.result));
+    showImage(parts.image, task.result);
+    fill(parts.error, task.error ? json(task.error) : "none");
+    parts.cancel.disabled = TERMINAL.has(state);
+    parts.retry.disabled = !(state === "FAILED" || state === "CANCELLED");
+  }
+
+  function watch() {
+    if (stopped || source || TERMINAL.has(stateName(shown.state))) return;
+    // The first connection asks for what came after the snapshot shown;
+    // reconnects send Last-Event-ID, which the server reads first.
+    source = new EventSource(`/v1/tasks/${encodeURIComponent(id)}:watch?since_version=${shown.version}`);
+    source.onopen = () => fill(parts.live, "Live: updates are pushed by the server.");
+    source.onmessage = (event) => {
+      const task = JSON.parse(event.data).task;
+      received(task);
+      show(task);
+      if (TERMINAL.has(stateName(task.state))) {
+        source.close();
+        source = null;
+        fill(parts.live, "Finished.");
+      }
+    };
+    source.onerror = () => {
+      if (source && source.readyState === EventSource.CLOSED) {
+        source = null;
+        fill(parts.live, "Not live: reload the page to follow this task.");
+      } else {
+        fill(parts.live, "Reconnecting…");
+      }
+    };
+  }
+
+  function received(task) {
+    const percent = Math.round(percentOf(task));
+    parts.events.append(
+      h("li", { dataset: { version: task.version, state: stateName(task.state) } }, `version ${task.version}: ${stateName(task.state)}, ${percent}%`),
+    );
+  }
+
+  async function act(verb) {
+    fill(parts.problem);
+    try {
+      const reply = await post(`/v1/tasks/${encodeURIComponent(id)}:${verb}`);
+      show(reply.task);
+      watch();
+    } catch (error) {
+      fill(parts.problem, errorBox(error));
+    }
+  }
+  parts.cancel.addEventListener("click", () => act("cancel"));
+  parts.retry.addEventListener("click", () => act("retry"));
+  parts.again.addEventListener("click", () => shown && submitAgain(shown));
+
+  get(`/v1/tasks/${encodeURIComponent(id)}`)
+    .then((reply) => {
+      if (stopped) return;
+      fill(root, parts.all);
+      received(reply.task);
+      show(reply.task);
+      if (TERMINAL.has(stateName(reply.task.state))) fill(parts.live, "Finished.");
+      watch();
+    })
+    .catch((error) => {
+      const message = error instanceof ApiError && error.status === 404 ? new Error(`No task has the id ${id}.`) : error;
+      fill(root, h("h1", { id: "task-title" }, "Task not found"), errorBox(message), h("a", { href: "#/tasks" }, "All tasks"));
+    });
+
+  return () => {
+    stopped = true;
+    if (source) source.close();
+  };
+}
+
+function layout(root, id) {
+  const parts = {
+    state: h("span", { id: "task-state" }),
+    progress: h("div", { id: "task-progress" }),
+    message: h("p", { id: "progress-message", class: "muted" }),
+    live: h("p", { class: "live", id: "live-status", "aria-live": "polite" }),
+    problem: h("div"),
+    facts: h("dl", { class: "facts", id: "task-facts" }),
+    payload: h("pre", { id: "task-payload", "aria-label": "Payload" }),
+    result: h("pre", { id: "task-result", "aria-label": "Result" }),
+    image: h("div"),
+    error: h("pre", { id: "task-error", "aria-label": "Error" }),
+    events: h("ol", { class: "events", id: "task-events", "aria-label": "Updates received" }),
+    cancel: h("button", { type: "button", id: "cancel" }, "Cancel"),
+    retry: h("button", { type: "button", id: "retry" }, "Retry"),
+    again: h("button", { type: "button", id: "submit-again" }, "Submit again"),
+  };
+  parts.all = [
+    h("h1", { id: "task-title" }, "Task ", h("span", { class: "mono" }, id), " ", parts.state),
+    parts.progress,
+    parts.message,
+    parts.live,
+    h("div", { class: "actions" }, parts.cancel, parts.retry, parts.again),
+    parts.problem,
+    h(
+      "div",
+      { class: "grid" },
+      h("div", { class: "panel" }, h("h2", {}, "Details"), parts.facts),
+      h("div", { class: "panel" }, h("h2", {}, "Payload"), parts.payload),
+      h("div", { class: "panel" }, h("h2", {}, "Result"), parts.result, parts.image),
+      h("div", { class: "panel" }, h("h2", {}, "Error"), parts.error),
+      h("div", { class: "panel" }, h("h2", {}, "Updates received"), parts.events),
+    ),
+  ];
+  return parts;
+}
+
+function facts(task) {
+  const rows = [
+    ["Type", task.type],
+    ["Attempt", `${task.attempt || 0} of ${task.max_attempts || 0}`],
+    ["Priority", task.priority || 0],
+    ["Labels", labelsText(task.labels) || "none"],
+    ["Created", when(task.create_time)],
+    ["Started", when(task.start_time) || "not yet"],
+    ["Ended", when(task.end_time) || "not yet"],
+    ["Updated", when(task.update_time)],
+    ["Version", task.version],
+  ];
+  return rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]);
+}
+
+function showImage(element, result) {
+  const type = result && typeof result.image === "string" && IMAGE_TYPES[String(result.format || "").toUpperCase()];
+  fill(element, type ? h("img", { class: "result-image", alt: "The resulting image", src: `data:${type};base64,${result.image}` }) : "");
+}
