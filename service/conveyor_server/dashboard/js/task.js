@@ -37,13 +37,14 @@ export function render(main, id) {
   }
 
   function watch() {
-    if (stopped || source || TERMINAL.has(stateName(shown.state))) return;
-    // The first connection asks for what came after the snapshot shown;
-    // reconnects send Last-Event-ID, which the server reads first.
-    source = new EventSource(`/v1/tasks/${encodeURIComponent(id)}:watch?since_version=${shown.version}`);
+    if (stopped || source) return;
+    // The first event is the current snapshot; a reconnect sends
+    // Last-Event-ID, and the server continues after that version.
+    source = new EventSource(`/v1/tasks/${encodeURIComponent(id)}:watch`);
     source.onopen = () => fill(parts.live, "Live: updates are pushed by the server.");
     source.onmessage = (event) => {
       const task = JSON.parse(event.data).task;
+      if (!shown) fill(root, parts.all);
       received(task);
       show(task);
       if (TERMINAL.has(stateName(task.state))) {
@@ -55,11 +56,22 @@ export function render(main, id) {
     source.onerror = () => {
       if (source && source.readyState === EventSource.CLOSED) {
         source = null;
-        fill(parts.live, "Not live: reload the page to follow this task.");
+        if (shown) fill(parts.live, "Not live: reload the page to follow this task.");
+        else notFound();
       } else {
         fill(parts.live, "Reconnecting…");
       }
     };
+  }
+
+  // A refused stream says nothing of why: ask GET for the status.
+  function notFound() {
+    get(`/v1/tasks/${encodeURIComponent(id)}`)
+      .then(() => fill(root, errorBox(new Error("This task cannot be followed now: reload the page."))))
+      .catch((error) => {
+        const message = error instanceof ApiError && error.status === 404 ? new Error(`No task has the id ${id}.`) : error;
+        fill(root, h("h1", { id: "task-title" }, "Task not found"), errorBox(message), h("a", { href: "#/tasks" }, "All tasks"));
+      });
   }
 
   function received(task) {
@@ -74,7 +86,7 @@ export function render(main, id) {
     try {
       const reply = await post(`/v1/tasks/${encodeURIComponent(id)}:${verb}`);
       show(reply.task);
-      watch();
+      if (!TERMINAL.has(stateName(reply.task.state))) watch();
     } catch (error) {
       fill(parts.problem, errorBox(error));
     }
@@ -83,19 +95,7 @@ export function render(main, id) {
   parts.retry.addEventListener("click", () => act("retry"));
   parts.again.addEventListener("click", () => shown && submitAgain(shown));
 
-  get(`/v1/tasks/${encodeURIComponent(id)}`)
-    .then((reply) => {
-      if (stopped) return;
-      fill(root, parts.all);
-      received(reply.task);
-      show(reply.task);
-      if (TERMINAL.has(stateName(reply.task.state))) fill(parts.live, "Finished.");
-      watch();
-    })
-    .catch((error) => {
-      const message = error instanceof ApiError && error.status === 404 ? new Error(`No task has the id ${id}.`) : error;
-      fill(root, h("h1", { id: "task-title" }, "Task not found"), errorBox(message), h("a", { href: "#/tasks" }, "All tasks"));
-    });
+  watch();
 
   return () => {
     stopped = true;
