@@ -22,6 +22,9 @@ and watch-storm modules of tests/hardening, tests/faults, the grpcurl suites,
 the server-process operations, the random-input robustness tests and the
 metrics endpoint. A new test module is in the fast lane until it is marked.
 
+`test` also installs Debian's `chromium` when it is missing and the user is
+root (as in CI), for the dashboard's browser tests; others are told how.
+
 `lint` runs `buf lint` and `buf breaking` in proto/: the contract must stay
 wire- and source-compatible (buf.yaml's FILE rules) with the latest release tag,
 or with HEAD's parent while there is no tag. A clone without that commit (a
@@ -47,6 +50,8 @@ STAMP = VENV / ".conveyor-install-stamp"
 BUF_PREFIX = VENV / "buf"
 BUF_LOCAL = BUF_PREFIX / "node_modules" / ".bin" / "buf"
 PYTEST_NO_TESTS = 5
+# The browser the dashboard's tests drive (tests/dashboard/conftest.py).
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def say(message: str) -> None:
@@ -106,7 +111,28 @@ def serve(args: list[str]) -> int:
     os.execv(server, [str(server), *args])
 
 
+def ensure_chromium() -> None:
+    """Install Debian's chromium for the dashboard's browser tests when it is
+    missing: Playwright cannot download its own browser builds here. As root
+    (CI) it runs apt-get; otherwise it says how, and those tests skip (under
+    CI=true they fail)."""
+    if CHROMIUM.exists():
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        say(
+            f"{CHROMIUM} is missing, so the dashboard's browser tests will skip; "
+            "install it with `sudo apt-get install -y chromium`"
+        )
+        return
+    say(f"{CHROMIUM} is missing: installing Debian's chromium for the browser tests")
+    run([apt, "update", "-qq"])
+    if run([apt, "install", "-y", "-qq", "chromium"]) != 0 or not CHROMIUM.exists():
+        say("installing chromium failed: the dashboard's browser tests will skip (fail in CI)")
+
+
 def test(args: list[str]) -> int:
+    ensure_chromium()
     if "--fast" in args:
         # The fast lane, as the module docstring says.
         args = ["-m", "not slow", *(arg for arg in args if arg != "--fast")]

@@ -129,7 +129,9 @@ def test_submit_again_fills_the_form_from_the_task(
 
 
 def rows(page: Any) -> set[str]:
-    return set(page.eval_on_selector_all("#task-rows tr[data-id]", "rs => rs.map(r => r.dataset.id)"))
+    return set(
+        page.eval_on_selector_all("#task-rows tr[data-id]", "rs => rs.map(r => r.dataset.id)")
+    )
 
 
 def test_the_list_filters_by_state_type_and_label_and_finds_an_id(
@@ -178,7 +180,8 @@ def test_the_list_shows_new_tasks_and_their_changes_without_a_reload(
     page.click("form[aria-label='Filter tasks'] button[type=submit]")
     page.wait_for_selector("#task-rows:has-text('No tasks match')")
     task_id = submit(
-        dashboard_server, {"type": "wait_for_cancel", "payload": {"seconds": 30}, "labels": {"team": team}}
+        dashboard_server,
+        {"type": "wait_for_cancel", "payload": {"seconds": 30}, "labels": {"team": team}},
     )
     row = f"#task-rows tr[data-id='{task_id}']"
     page.wait_for_selector(f"{row} [data-state='RUNNING']")
