@@ -3,6 +3,8 @@ resume a dropped event stream."""
 
 from __future__ import annotations
 
+import base64
+import io
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -203,3 +205,24 @@ def test_the_list_pages(dashboard_server: ServerThread, open_page: OpenPage) -> 
     assert page.is_disabled("#older")
     page.click("#newer")
     page.wait_for_selector(f"#task-rows tr[data-id='{ids[-1]}']")
+
+
+def test_an_image_upload_fills_the_payload_and_the_result_is_shown(
+    dashboard_server: ServerThread, open_page: OpenPage
+) -> None:
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(picture, format="PNG")
+    page = open_page(dashboard_server, "#/submit")
+    page.select_option("#type", "image")
+    page.set_input_files(
+        "#image-file",
+        files=[{"name": "red.png", "mimeType": "image/png", "buffer": picture.getvalue()}],
+    )
+    encoded = base64.b64encode(picture.getvalue()).decode()
+    page.wait_for_function(f"() => document.querySelector('#payload').value.includes('{encoded}')")
+    page.click("button[type=submit]")
+    wait_state(page, "SUCCEEDED")
+    page.wait_for_selector("img.result-image")
+    assert page.eval_on_selector("img.result-image", "img => img.naturalWidth") > 0
