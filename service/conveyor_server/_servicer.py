@@ -24,7 +24,9 @@ from conveyor_server._list_page import fill_page, full_view
 from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
+from conveyor_server._task_feed import TaskFeed, watch_query
 from conveyor_server._validation import RequestValidator, check_id, page_size
+from conveyor_server._watchers import WatcherSlots
 from conveyor_server.stores import (
     CancelOutcome,
     IdempotencyConflict,
@@ -107,12 +109,15 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         self._catalog = catalog
         self.page_tokens = page_tokens
         self._gate = gate
-        self._max_watchers = max_watchers
-        self._max_watchers_per_tenant = max_watchers_per_tenant
-        # Open streams per tenant, kept only when there is a quota.
-        self._tenant_watchers: dict[str, int] = {}
+        self.slots = WatcherSlots(max_watchers, max_watchers_per_tenant)
+        # WatchTasks without gRPC: the HTTP face serves it from here too.
+        self.feed = TaskFeed(store, self.slots)
         self._clock = clock
-        self.watchers = 0
+
+    @property
+    def watchers(self) -> int:
+        """Open watch streams, of every kind."""
+        return self.slots.open
 
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: aio.ServicerContext[Any, Any]
@@ -165,26 +170,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             check_id(request.id)
             if request.since_version < 0:
                 raise invalid_argument([("since_version", "must not be negative")])
-            if self.watchers >= self._max_watchers:
-                raise ServiceError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"too many open watch streams ({self._max_watchers}); "
-                    "close some, poll with GetTask, or raise --max-watchers",
-                )
             tenant = current_tenant()
-            quota = self._max_watchers_per_tenant
-            if quota is not None and self._tenant_watchers.get(tenant, 0) >= quota:
-                raise ServiceError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"tenant {tenant!r} has {quota} open watch streams, its quota on this "
-                    "server; close some, poll with GetTask, or raise --max-watchers-per-tenant",
-                )
+            self.slots.take(tenant, "poll with GetTask")
         except ServiceError as exc:
             self.observer.rpc_handled("WatchTask", exc.code.name, None)
             await _abort(context, exc)
-        self.watchers += 1
-        if quota is not None:
-            self._tenant_watchers[tenant] = self._tenant_watchers.get(tenant, 0) + 1
         # Subscribe before reading the snapshot, so no change can slip
         # between the two.
         subscription = self._store.subscribe(request.id)
@@ -223,14 +213,42 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             raise
         finally:
             subscription.close()
-            self.watchers -= 1
-            if quota is not None:
-                left = self._tenant_watchers[tenant] - 1
-                if left:
-                    self._tenant_watchers[tenant] = left
-                else:
-                    del self._tenant_watchers[tenant]
+            self.slots.give_back(tenant)
             self.observer.rpc_handled("WatchTask", code, None)
+
+    async def WatchTasks(
+        self, request: pb.WatchTasksRequest | Malformed, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchTasksResponse]:
+        code = "UNKNOWN"
+        try:
+            if isinstance(request, Malformed):
+                raise request.error
+            changes = self.feed.watch(
+                watch_query(request, current_tenant()),
+                ready=lambda: context.send_initial_metadata(()),
+            )
+            try:
+                async for item in changes:
+                    response = pb.WatchTasksResponse(cursor=item.cursor, current=item.current)
+                    if item.record is None:
+                        response.reset = True
+                    else:
+                        await self._fill(response.task, item.record)
+                    yield response
+            finally:
+                await changes.aclose()
+        except ServiceError as exc:
+            code = exc.code.name
+            await _abort(context, exc)
+        except StoreUnavailable as exc:
+            error = _store_error(exc)
+            code = error.code.name
+            await _abort(context, error)
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        finally:
+            self.observer.rpc_handled("WatchTasks", code, None)
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: aio.ServicerContext[Any, Any]

@@ -99,11 +99,14 @@ class FeedReader:
     """A latest-per-task mailbox over one filter, fed by its feed on the
     event loop; `next()` gives the change with the lowest position."""
 
-    __slots__ = ("_closed", "_feed", "_pending", "_reset", "_waiter", "filter")
+    __slots__ = ("_closed", "_feed", "_pending", "_reset", "_waiter", "filter", "start")
 
     def __init__(self, feed: ChangeFeed, feed_filter: FeedFilter) -> None:
         self._feed = feed
         self.filter = feed_filter
+        # The cursor of the feed's head when the reader began: where a
+        # client that read nothing yet resumes.
+        self.start = feed.cursor(feed.head)
         self._pending: OrderedDict[str, tuple[Position, TaskRecord]] = OrderedDict()
         self._reset: Position | None = None
         self._waiter: asyncio.Future[None] | None = None
