@@ -239,3 +239,22 @@ async def test_a_reader_on_one_instance_sees_changes_made_on_another(
         await nothing_more(resumed)
     finally:
         resumed.close()
+
+
+@pytest.mark.stores("redis")
+async def test_a_reader_after_an_idle_spell_sees_every_change(
+    store: TaskStore, now: float
+) -> None:
+    # Nobody watching: the store stops reading its feed (after a read of up
+    # to a second); a new reader starts it again.
+    first = await store.follow(EVERYTHING)
+    first.close()
+    await asyncio.sleep(1.5)
+    await store.create([new_task()], now)  # made while nobody watched
+    reader = await store.follow(EVERYTHING)
+    try:
+        [task] = await store.create([new_task()], now)
+        assert seen(await read_all(reader, 1)) == [(task.id, 1)]
+        await nothing_more(reader)
+    finally:
+        reader.close()

@@ -59,8 +59,13 @@ def _changes(entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> list[_Chang
 
 
 class FeedStream:
-    """Follows `P:feed` for as long as its store is open, reconnecting with
-    backoff; publishes what it reads to `feed`."""
+    """Follows `P:feed` while anyone here watches, reconnecting with backoff;
+    publishes what it reads to `feed`.
+
+    With nobody watching it stops reading, so that a process nobody watches
+    through pays nothing for the feed; when a watcher comes, it starts again
+    at the stream's end (a resumed reader reads back from the stream).
+    """
 
     def __init__(
         self, redis: Redis, reads: Redis, *, prefix: str, where: str, fetch: AsyncScript
@@ -77,19 +82,27 @@ class FeedStream:
         # until the change that made them comes.
         self._ahead: dict[str, TaskRecord] = {}
         self._ready: asyncio.Event | None = None
+        self._wanted: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
     def start(self) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
+        """Someone here watches (or is about to): follow the stream."""
+        if self._closed:
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # started by the first call on a loop
-        if self._ready is None:
+        if self._ready is None or self._wanted is None:
             self._ready = asyncio.Event()
-        self._task = asyncio.create_task(self._follow(), name="conveyor-redis-feed")
+            self._wanted = asyncio.Event()
+        self._wanted.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._follow(), name="conveyor-redis-feed")
+
+    def _watched(self) -> bool:
+        return self.feed.readers > 0 or bool(self.feed.subscriptions)
 
     async def ready(self) -> None:
         """Wait until the stream is followed: every change made from now on
@@ -114,14 +127,15 @@ class FeedStream:
     async def _follow(self) -> None:
         delay = 0.0
         outage = False
+        assert self._ready is not None and self._wanted is not None
         while not self._closed:
             try:
+                await self._wanted.wait()
                 await self._catch_up()
                 if outage:
                     logger.info("%s is reachable again; following its changes", self._where)
                 outage = False
                 delay = 0.0
-                assert self._ready is not None
                 self._ready.set()
                 while not self._closed:
                     assert self._last is not None
@@ -132,7 +146,13 @@ class FeedStream:
                         entries: _Entries = reply[0][1]
                         await self._take(entries)
                         self._last = entries[-1][0]
-                return
+                    if not self._watched():
+                        # Idle until a watcher comes; then start afresh.
+                        self._ready.clear()
+                        self._wanted.clear()
+                        self._last = None
+                        self._ahead.clear()
+                        break
             except asyncio.CancelledError:
                 raise
             except (*DOWN, RedisError) as exc:

@@ -174,7 +174,6 @@ class RedisStore:
     def attach(self, listener: StoreListener) -> None:
         self._listener = self._follower.listener = listener
         self._follower.start()
-        self._stream.start()
         if not self._closed:
             self._leases.start(listener)
 
