@@ -267,7 +267,7 @@ class ServerMetrics:
         )
         yield _gauge(
             "conveyor_watch_streams",
-            "Open WatchTask streams.",
+            "Open WatchTask and WatchTasks streams.",
             self._watchers() if self._watchers is not None else None,
         )
 
