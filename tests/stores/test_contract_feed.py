@@ -242,9 +242,7 @@ async def test_a_reader_on_one_instance_sees_changes_made_on_another(
 
 
 @pytest.mark.stores("redis")
-async def test_a_reader_after_an_idle_spell_sees_every_change(
-    store: TaskStore, now: float
-) -> None:
+async def test_a_reader_after_an_idle_spell_sees_every_change(store: TaskStore, now: float) -> None:
     # Nobody watching: the store stops reading its feed (after a read of up
     # to a second); a new reader starts it again.
     first = await store.follow(EVERYTHING)
