@@ -423,9 +423,10 @@ class MemoryStore:
 
     def _tell(self, record: TaskRecord) -> None:
         """Publish a change: to the feed, and to the listener what it means
-        for the runner. The feed holds the live record: a later change
-        publishes it again at a later position, so a reader never sees a
-        state under a position it does not belong to for long."""
+        for the runner. The feed gets the live record, not a copy: each
+        later change publishes it again at a later position, where readers
+        (and a resume from the ring) take it, so the state read is always
+        the one of the position it is read at."""
         self._position += 1
         self._feed.publish((self._position,), record)
         announce(self._listener, record)
