@@ -16,13 +16,11 @@ import grpc.aio
 from conveyor import _core, _flows
 from conveyor._flows import shares_doc
 from conveyor._handle import AsyncTaskHandle
-from conveyor._types import Task, TaskSpec, TaskState, TaskType, TaskView, Worker
-from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
+from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
+from conveyor.v1 import task_service_pb2_grpc
 
 _R = TypeVar("_R")
-_WatchCall = grpc.aio.UnaryStreamCall[
-    task_service_pb2.WatchTaskRequest, task_service_pb2.WatchTaskResponse
-]
+_WatchCall = grpc.aio.UnaryStreamCall[Any, Any]
 
 
 class AsyncClient:
@@ -115,6 +113,20 @@ class AsyncClient:
         return self._drive(_flows.FlowRun(_flows.watch(id, since_version)))
 
     # `timeout` mirrors Client.wait; it becomes the watch stream's deadline.
+    @shares_doc(_flows.watch_tasks)
+    def watch_tasks(
+        self,
+        *,
+        states: Sequence[TaskState] | None = None,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        ids: Sequence[str] | None = None,
+        cursor: str | None = None,
+        include_current: bool = False,
+    ) -> AsyncIterator[TaskChange]:
+        flow = _flows.watch_tasks(states, type, labels, ids, cursor, include_current)
+        return self._drive(_flows.FlowRun(flow))
+
     @shares_doc(_flows.wait)
     async def wait(self, id: str, *, timeout: float | None = None) -> Task:  # noqa: ASYNC109
         return await self._run(_flows.wait(id, timeout))
@@ -159,7 +171,7 @@ class AsyncClient:
                 pass
         return run.result
 
-    async def _drive(self, run: _flows.FlowRun[Any]) -> AsyncGenerator[Task, None]:
+    async def _drive(self, run: _flows.FlowRun[Any]) -> AsyncGenerator[Any, None]:
         """Perform the flow's steps with awaited calls, yielding the tasks it emits."""
         stream: _WatchCall | None = None
         with closing(run):
@@ -174,9 +186,10 @@ class AsyncClient:
                         with run.answering():
                             response = await stream.read()
                             run.reply = None if response is grpc.aio.EOF else response
-                    case _flows.OpenWatch(request, timeout):
+                    case _flows.OpenWatch(request, timeout, method):
+                        open_stream = getattr(self._stub, method)
                         stream = run.opened(
-                            self._stub.WatchTask(request, timeout=timeout, metadata=self._metadata)
+                            open_stream(request, timeout=timeout, metadata=self._metadata)
                         )
                     case _flows.Emit(task):
                         yield task

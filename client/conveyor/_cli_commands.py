@@ -9,6 +9,7 @@ from typing import IO, Any, NoReturn
 import click
 
 from conveyor import _cli_fleet as fleet
+from conveyor import _cli_live as live
 from conveyor import _cli_render as render
 from conveyor._cli_settings import Settings, command_options, console, group_options
 from conveyor._errors import ConveyorError
@@ -219,11 +220,31 @@ def watch(id: str) -> None:
 @click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N tasks."
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep the table current as tasks change, until Ctrl-C "
+    "(with --json: print each change as a JSON line).",
+)
 def list_tasks(
-    states: Sequence[str], task_type: str | None, labels: dict[str, str], limit: int
+    states: Sequence[str], task_type: str | None, labels: dict[str, str], limit: int, watch: bool
 ) -> None:
     """List tasks, newest first."""
     settings = _settings()
+    if watch:
+        wanted = [TaskState[name.upper()] for name in states]
+        if settings.as_json:
+            live.watch_json(settings.client(), states=wanted, type=task_type, labels=labels)
+        else:
+            live.watch_list(
+                settings.client(),
+                states=wanted,
+                type=task_type,
+                labels=labels,
+                limit=limit,
+                console=settings.stdout,
+            )
+        return
     tasks = list(
         settings.client().list(
             states=[TaskState[name.upper()] for name in states],

@@ -15,16 +15,16 @@ import grpc
 from conveyor import _core, _flows
 from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
-from conveyor._types import Task, TaskSpec, TaskState, TaskType, TaskView, Worker
-from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
+from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
+from conveyor.v1 import task_service_pb2_grpc
 
 _R = TypeVar("_R")
 
 
 class _WatchCall(Protocol):
-    """What the driver uses of a WatchTask call."""
+    """What the driver uses of a WatchTask or WatchTasks call."""
 
-    def __next__(self) -> task_service_pb2.WatchTaskResponse: ...
+    def __next__(self) -> Any: ...
 
     def cancel(self) -> bool: ...
 
@@ -141,6 +141,20 @@ class Client:
     def watch(self, id: str, *, since_version: int = 0) -> Iterator[Task]:
         return self._drive(_flows.FlowRun(_flows.watch(id, since_version)))
 
+    @shares_doc(_flows.watch_tasks)
+    def watch_tasks(
+        self,
+        *,
+        states: Sequence[TaskState] | None = None,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        ids: Sequence[str] | None = None,
+        cursor: str | None = None,
+        include_current: bool = False,
+    ) -> Iterator[TaskChange]:
+        flow = _flows.watch_tasks(states, type, labels, ids, cursor, include_current)
+        return self._drive(_flows.FlowRun(flow))
+
     @shares_doc(_flows.wait)
     def wait(self, id: str, *, timeout: float | None = None) -> Task:
         return self._run(_flows.wait(id, timeout))
@@ -184,7 +198,7 @@ class Client:
             pass
         return run.result
 
-    def _drive(self, run: _flows.FlowRun[Any]) -> Generator[Task, None, None]:
+    def _drive(self, run: _flows.FlowRun[Any]) -> Generator[Any, None, None]:
         """Perform the flow's steps with blocking calls, yielding the tasks it emits."""
         stream: _WatchCall | None = None
         with closing(run):
@@ -198,9 +212,10 @@ class Client:
                     case _flows.Receive() if stream is not None:
                         with run.answering():
                             run.reply = next(stream, None)
-                    case _flows.OpenWatch(request, timeout):
+                    case _flows.OpenWatch(request, timeout, method):
+                        open_stream = getattr(self._stub, method)
                         stream = run.opened(
-                            self._stub.WatchTask(request, timeout=timeout, metadata=self._metadata)
+                            open_stream(request, timeout=timeout, metadata=self._metadata)
                         )
                     case _flows.Emit(task):
                         yield task

@@ -19,6 +19,7 @@ from conveyor._struct import struct_to_dict, value_to_python
 from conveyor._types import (
     Progress,
     Task,
+    TaskChange,
     TaskError,
     TaskSpec,
     TaskState,
@@ -251,6 +252,30 @@ def list_request(
         type=type or "",
         labels=dict(labels or {}),
     )
+
+
+def watch_tasks_request(
+    *,
+    states: Iterable[TaskState] | None,
+    type: str | None,
+    labels: Mapping[str, str] | None,
+    ids: Iterable[str] | None,
+    cursor: str | None,
+    include_current: bool,
+) -> task_service_pb2.WatchTasksRequest:
+    return task_service_pb2.WatchTasksRequest(
+        states=[state_to_proto(state) for state in states or ()],
+        type=type or "",
+        labels=dict(labels or {}),
+        ids=list(ids or ()),
+        cursor=cursor or "",
+        include_current=include_current,
+    )
+
+
+def change_from_proto(message: task_service_pb2.WatchTasksResponse) -> TaskChange:
+    task = None if message.reset else task_from_proto(message.task)
+    return TaskChange(task=task, cursor=message.cursor, current=message.current, raw=message)
 
 
 def list_page_size(page_size: int, limit: int | None) -> int:

@@ -25,7 +25,7 @@ from google.protobuf import message
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, DeadlineExceeded, WaitTimeout, translate_rpc_errors
-from conveyor._types import Task, TaskSpec, TaskState, TaskType, TaskView, Worker
+from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
 from conveyor.v1 import task_service_pb2
 
 _log = logging.getLogger(__name__)
@@ -68,12 +68,17 @@ class Sleep:
     seconds: float
 
 
+StreamMethod: TypeAlias = Literal["WatchTask", "WatchTasks"]
+
+
 @dataclass(frozen=True, slots=True)
 class OpenWatch:
-    """Open a WatchTask stream in place of any earlier one (which is cancelled)."""
+    """Open a stream (WatchTask, or the `method` named) in place of any
+    earlier one (which is cancelled)."""
 
-    request: task_service_pb2.WatchTaskRequest
+    request: task_service_pb2.WatchTaskRequest | task_service_pb2.WatchTasksRequest
     timeout: float | None  # None: the stream has no deadline
+    method: StreamMethod = "WatchTask"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +88,9 @@ class Receive:
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Hand this task to the caller of a streaming method."""
+    """Hand this task (or change) to the caller of a streaming method."""
 
-    task: Task
+    task: Task | TaskChange
 
 
 Step: TypeAlias = Call | Sleep | OpenWatch | Receive | Emit
@@ -224,6 +229,59 @@ def watch(task_id: str, since_version: int) -> Flow[None]:
     deadline; after UNAVAILABLE it reopens from the last version seen.
     """
     yield from _follow(task_id, _Watched(since_version), None, emit=True)
+
+
+def watch_tasks(
+    states: Sequence[TaskState] | None,
+    type: str | None,
+    labels: Mapping[str, str] | None,
+    ids: Sequence[str] | None,
+    cursor: str | None,
+    include_current: bool,
+) -> Flow[None]:
+    """Yield the changes of every task matching the filters, as `TaskChange`s,
+    each with the task's latest snapshot, until the caller stops reading.
+
+    Filters combine: any of `states` (after the change), this `type`, every
+    one of `labels`, any of `ids`. With `include_current`, the matching
+    unfinished tasks come first (`change.current`). A slow reader gets the
+    latest snapshot of each changed task, never a backlog. Pass a change's
+    `cursor` to continue after it; the stream has no deadline and after
+    UNAVAILABLE reopens from the last cursor by itself. A change with
+    `reset` set means changes may have been missed: list the tasks again.
+    """
+    failures = 0
+    # Reopened during the current snapshots, the stream sends them all
+    # again; after them, it resumes from the last cursor.
+    current = include_current and not cursor
+    while True:
+        request = _core.watch_tasks_request(
+            states=states,
+            type=type,
+            labels=labels,
+            ids=ids,
+            cursor=None if current else cursor,
+            include_current=current,
+        )
+        yield OpenWatch(request, None, "WatchTasks")
+        policy = _core.NEW_WATCH_RETRY
+        try:
+            while (response := (yield Receive())) is not None:
+                policy = _core.DEFAULT_RETRY
+                failures = 0
+                change = _core.change_from_proto(response)
+                cursor = change.cursor
+                if not change.current:
+                    current = False
+                yield Emit(change)
+            return
+        except ConveyorError as exc:
+            failures += 1
+            delay = policy.backoff(exc.code, failures)
+            if delay is None:
+                raise
+            _log.debug("reopening the task feed from cursor %s", cursor)
+        yield Sleep(delay)
 
 
 def wait(task_id: str, timeout: float | None) -> Flow[Task]:

@@ -96,6 +96,28 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskChange:
+    """One message of `Client.watch_tasks`: a task's latest snapshot, or a
+    reset.
+
+    `cursor` resumes after this message (`watch_tasks(cursor=...)`). On a
+    reset (`task` is None) changes may have been missed: list the tasks
+    again, then carry on reading. `current` marks a snapshot sent for
+    `include_current` rather than a change. `raw` keeps the
+    `conveyor.v1.WatchTasksResponse` message.
+    """
+
+    task: Task | None
+    cursor: str
+    current: bool
+    raw: task_service_pb2.WatchTasksResponse = field(repr=False, compare=False)
+
+    @property
+    def reset(self) -> bool:
+        return self.task is None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One task to submit, as `Client.submit_batch` takes them.
 

@@ -54,13 +54,14 @@ class ServerConfig:
     max_message_bytes: int = 16 * MIB
     """Largest gRPC message received or sent (a batch is one message)."""
     max_watchers: int = 50_000
-    """Open WatchTask streams before new ones get RESOURCE_EXHAUSTED."""
+    """Open WatchTask and WatchTasks streams (together) before new ones get
+    RESOURCE_EXHAUSTED."""
     max_queue_per_tenant: int = 0
     """Quota: unfinished tasks one tenant may have; 0 means only --max-queue
     applies."""
     max_watchers_per_tenant: int = 0
-    """Quota: open WatchTask streams one tenant may have on one server; 0
-    means only --max-watchers applies."""
+    """Quota: open WatchTask and WatchTasks streams one tenant may have on
+    one server; 0 means only --max-watchers applies."""
     retention_seconds: float = 24 * 3600.0
     """How long finished tasks are kept."""
     retention_count: int = 100_000

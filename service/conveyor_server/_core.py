@@ -9,10 +9,11 @@ one by `store_error` where a face turns them into its status.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import grpc
 
@@ -25,7 +26,9 @@ from conveyor_server._list_page import fill_page, full_view
 from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
+from conveyor_server._task_feed import TaskFeed, watch_query
 from conveyor_server._validation import RequestValidator, check_id, page_size
+from conveyor_server._watchers import WatcherSlots
 from conveyor_server.stores import (
     CancelOutcome,
     IdempotencyConflict,
@@ -109,12 +112,15 @@ class TaskCore:
         self._catalog = catalog
         self.page_tokens = page_tokens
         self._gate = gate
-        self._max_watchers = max_watchers
-        self._max_watchers_per_tenant = max_watchers_per_tenant
-        # Open streams per tenant, kept only when there is a quota.
-        self._tenant_watchers: dict[str, int] = {}
+        # Every watch stream, WatchTask or WatchTasks, gRPC or HTTP, counts.
+        self.slots = WatcherSlots(max_watchers, max_watchers_per_tenant)
+        self.feed = TaskFeed(store, self.slots)
         self._clock = clock
-        self.watchers = 0
+
+    @property
+    def watchers(self) -> int:
+        """Open watch streams, of every kind and face."""
+        return self.slots.open
 
     async def submit(self, request: pb.SubmitTaskRequest, tenant: str) -> pb.SubmitTaskResponse:
         self._gate.check()
@@ -125,7 +131,7 @@ class TaskCore:
         self.observer.tasks_submitted(records, now)
         [record] = records
         response = pb.SubmitTaskResponse()
-        await self._fill(response.task, record)
+        await self.fill(response.task, record)
         return response
 
     async def batch_submit(
@@ -140,7 +146,7 @@ class TaskCore:
         response = pb.BatchSubmitTasksResponse()
         add = response.tasks.add
         for record in records:
-            await self._fill(add(), record)
+            await self.fill(add(), record)
         return response
 
     async def get(self, request: pb.GetTaskRequest, tenant: str) -> pb.GetTaskResponse:
@@ -149,7 +155,7 @@ class TaskCore:
         if record is None:
             raise not_found(request.id)
         response = pb.GetTaskResponse()
-        await self._fill(response.task, record)
+        await self.fill(response.task, record)
         return response
 
     def admit_watch(self, request: pb.WatchTaskRequest, tenant: str) -> None:
@@ -157,19 +163,7 @@ class TaskCore:
         check_id(request.id)
         if request.since_version < 0:
             raise invalid_argument([("since_version", "must not be negative")])
-        if self.watchers >= self._max_watchers:
-            raise ServiceError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many open watch streams ({self._max_watchers}); "
-                "close some, poll with GetTask, or raise --max-watchers",
-            )
-        quota = self._max_watchers_per_tenant
-        if quota is not None and self._tenant_watchers.get(tenant, 0) >= quota:
-            raise ServiceError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"tenant {tenant!r} has {quota} open watch streams, its quota on this "
-                "server; close some, poll with GetTask, or raise --max-watchers-per-tenant",
-            )
+        self.slots.check(tenant, "poll with GetTask")
 
     async def watch(
         self, request: pb.WatchTaskRequest, tenant: str
@@ -177,10 +171,7 @@ class TaskCore:
         """The snapshots of a watch admitted by `admit_watch`: the current
         one, then one per change, ending after the terminal one. Raises
         NOT_FOUND or OUT_OF_RANGE before the first."""
-        quota = self._max_watchers_per_tenant
-        self.watchers += 1
-        if quota is not None:
-            self._tenant_watchers[tenant] = self._tenant_watchers.get(tenant, 0) + 1
+        self.slots.take(tenant, "poll with GetTask")
         # Subscribe before reading the snapshot, so no change can slip
         # between the two.
         subscription = self.store.subscribe(request.id)
@@ -199,7 +190,7 @@ class TaskCore:
                     last = record.version
                     terminal = record.state.is_terminal
                     response = pb.WatchTaskResponse()
-                    await self._fill(response.task, record)
+                    await self.fill(response.task, record)
                     yield response
                     if terminal:
                         return
@@ -208,13 +199,27 @@ class TaskCore:
                 record = await subscription.next()
         finally:
             subscription.close()
-            self.watchers -= 1
-            if quota is not None:
-                left = self._tenant_watchers[tenant] - 1
-                if left:
-                    self._tenant_watchers[tenant] = left
+            self.slots.give_back(tenant)
+
+    async def watch_tasks(
+        self,
+        request: pb.WatchTasksRequest,
+        tenant: str,
+        *,
+        ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncGenerator[pb.WatchTasksResponse, None]:
+        """The changes of the tasks a filter matches (see `TaskFeed.watch`),
+        as WatchTasksResponse messages: a task's latest snapshot, or a
+        reset marker telling the reader to list again."""
+        changes = self.feed.watch(watch_query(request, tenant), ready=ready)
+        async with contextlib.aclosing(changes):
+            async for item in changes:
+                response = pb.WatchTasksResponse(cursor=item.cursor, current=item.current)
+                if item.record is None:
+                    response.reset = True
                 else:
-                    del self._tenant_watchers[tenant]
+                    await self.fill(response.task, item.record)
+                yield response
 
     async def list(self, request: pb.ListTasksRequest, tenant: str) -> pb.ListTasksResponse:
         size = page_size(request.page_size)
@@ -296,7 +301,7 @@ class TaskCore:
     async def workers(self) -> pb.ListWorkersResponse:
         return workers_response(await self._catalog.workers(max_age=0))
 
-    async def _fill(self, message: task_pb2.Task, record: TaskRecord) -> None:
+    async def fill(self, message: task_pb2.Task, record: TaskRecord) -> None:
         fill_task(message, record)
         if self._explain_waits:
             await self._explain(message, record)

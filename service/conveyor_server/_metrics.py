@@ -288,7 +288,7 @@ class ServerMetrics:
         )
         yield _gauge(
             "conveyor_watch_streams",
-            "Open WatchTask streams, gRPC and HTTP event streams alike.",
+            "Open WatchTask and WatchTasks streams, gRPC and HTTP event streams alike.",
             self._watchers() if self._watchers is not None else None,
         )
 

@@ -83,6 +83,32 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         finally:
             self.observer.rpc_handled("WatchTask", code, None)
 
+    async def WatchTasks(
+        self, request: pb.WatchTasksRequest | Malformed, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchTasksResponse]:
+        code = "UNKNOWN"
+        try:
+            if isinstance(request, Malformed):
+                raise request.error
+            changes = self.core.watch_tasks(
+                request, current_tenant(), ready=lambda: context.send_initial_metadata(())
+            )
+            async with contextlib.aclosing(changes):
+                async for response in changes:
+                    yield response
+        except ServiceError as exc:
+            code = exc.code.name
+            await _abort(context, exc)
+        except STORE_ERRORS as exc:
+            error = store_error(exc)
+            code = error.code.name
+            await _abort(context, error)
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        finally:
+            self.observer.rpc_handled("WatchTasks", code, None)
+
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ListTasksResponse:

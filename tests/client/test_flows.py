@@ -22,7 +22,6 @@ from conveyor import (
     Client,
     ConveyorError,
     DeadlineExceeded,
-    Task,
     TaskNotFound,
     TaskSpec,
     TaskState,
@@ -149,7 +148,7 @@ class Script:
     def __init__(self, answer: Callable[[_flows.Step], Any]) -> None:
         self.answer = answer
         self.steps: list[_flows.Step] = []
-        self.emitted: list[Task] = []
+        self.emitted: list[Any] = []
 
     def play(self, flow: _flows.Flow[_R]) -> _R:
         run = _flows.FlowRun(flow)
@@ -350,3 +349,40 @@ def test_flow_does_not_reopen_a_watch_cancelled_after_a_message() -> None:
         script.play(_flows.watch("t-1", 0))
     assert caught.value.code is grpc.StatusCode.CANCELLED
     assert len(script.of(_flows.OpenWatch)) == 1
+
+
+def _change(cursor: str, *, current: bool = False) -> task_service_pb2.WatchTasksResponse:
+    return task_service_pb2.WatchTasksResponse(task=_task(1), cursor=cursor, current=current)
+
+
+def test_flow_reopens_a_cut_task_feed_from_the_last_cursor() -> None:
+    script = Script(_stream(_change("c1"), _change("c2"), _unavailable(), _change("c3"), None))
+    script.play(_flows.watch_tasks(None, "echo", None, None, None, False))
+    assert [change.cursor for change in script.emitted] == ["c1", "c2", "c3"]
+    opened = script.of(_flows.OpenWatch)
+    assert [step.method for step in opened] == ["WatchTasks", "WatchTasks"]
+    assert [(step.request.cursor, step.request.type) for step in opened] == [
+        ("", "echo"),
+        ("c2", "echo"),
+    ]
+
+
+def test_flow_cut_during_the_current_tasks_sends_them_again() -> None:
+    script = Script(
+        _stream(
+            _change("c0", current=True),
+            _unavailable(),
+            _change("c0", current=True),
+            _change("c1"),
+            _unavailable(),
+            None,
+        )
+    )
+    script.play(_flows.watch_tasks(None, None, None, None, None, True))
+    opened = script.of(_flows.OpenWatch)
+    assert [(s.request.cursor, s.request.include_current) for s in opened] == [
+        ("", True),
+        ("", True),
+        ("c1", False),
+    ]
+    assert [change.current for change in script.emitted] == [True, True, False]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from conveyor_server import _attempts
-from conveyor_server.stores.redis import _follower, _leases
+from conveyor_server.stores.redis import _feed_stream, _follower, _leases
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread, drop_redis_prefix, test_config
 
@@ -37,6 +37,7 @@ def fuzz_server(
         patch.setattr(_attempts, "random", random.Random())
         patch.setattr(_leases, "random", random.Random())
         patch.setattr(_follower, "random", random.Random())
+        patch.setattr(_feed_stream, "random", random.Random())
         thread = ServerThread(test_config(max_queue=1_000_000, store=url)).start()
         thread.fuzz_scale = 1.0 if request.param == "memory" else 0.1  # type: ignore[attr-defined]
         yield thread

@@ -57,6 +57,10 @@ def seeds(fuzz_api: Api) -> dict[str, list[bytes]]:
             pb.WatchTaskRequest(id=done.id),
             pb.WatchTaskRequest(id=failed.id, since_version=1),
         ],
+        "WatchTasks": [
+            pb.WatchTasksRequest(labels={"raw": "yes"}, states=[3], include_current=True),
+            pb.WatchTasksRequest(ids=[done.id, failed.id], type="echo", cursor="x.1"),
+        ],
         "ListTasks": [
             pb.ListTasksRequest(page_size=2, states=[3, 4], type="echo", labels={"raw": "yes"})
         ],
@@ -95,6 +99,20 @@ def call_raw(
 ) -> Callable[[], list[bytes]]:
     path = f"/conveyor.v1.TaskService/{method}"
     streaming, _ = METHODS[method]
+    if method == "WatchTasks":
+        # A WatchTasks stream that was accepted runs until cancelled: its
+        # response headers say it was; then it is cancelled, with what came.
+        feed = channel.unary_stream(path)
+
+        def watch() -> list[bytes]:
+            call: Any = feed(body, metadata=metadata, timeout=10)
+            call.initial_metadata()
+            if call.done():
+                return list(call)
+            call.cancel()
+            return []
+
+        return watch
     if streaming:
         stream = channel.unary_stream(path)
         return lambda: list(stream(body, metadata=metadata, timeout=10))

@@ -90,7 +90,7 @@ def test_disconnect_frees_the_watcher(server: ServerThread, api: Api) -> None:
     while servicer.watchers != before:
         assert time.monotonic() < deadline, "watcher not released after disconnect"
         time.sleep(0.01)
-    assert not server.server.store._subscriptions.watching(task.id)
+    assert not server.server.store._feed.subscriptions.watching(task.id)
     api.stub.CancelTask(pb.CancelTaskRequest(id=task.id), timeout=10)
 
 

@@ -283,6 +283,118 @@ class WatchTaskResponse(_message.Message):
 Global___WatchTaskResponse: _TypeAlias = WatchTaskResponse  # noqa: Y015
 
 @_typing.final
+class WatchTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATES_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    INCLUDE_CURRENT_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Only tasks of this type; empty means any type."""
+    cursor: _builtins.str
+    """Resume after the message that carried this cursor. Empty: changes from
+    now on.
+    """
+    include_current: _builtins.bool
+    """First send the current snapshot of every matching unfinished (PENDING or
+    RUNNING) task, then the changes. Ignored when resuming from a cursor.
+    """
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
+        """Only tasks in one of these states (after the change); empty means any
+        state. A task leaving these states is not seen leaving: leave this empty
+        and filter in the client to follow tasks until they finish.
+        """
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only tasks carrying every one of these labels with these values."""
+
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these tasks (at most 1,000 ids); empty means any task."""
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[_task_pb2.TaskState.ValueType] | None = ...,
+        type: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        cursor: _builtins.str = ...,
+        include_current: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "ids", b"ids", "include_current", b"include_current", "labels", b"labels", "states", b"states", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTasksRequest: _TypeAlias = WatchTasksRequest  # noqa: Y015
+
+@_typing.final
+class WatchTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Open the stream again with this cursor to continue after this message."""
+    reset: _builtins.bool
+    """Changes after the request's cursor may have been missed (the cursor is
+    too old, or from another server's memory): list the tasks again, then
+    carry on reading. The stream continues with the changes after this one.
+    """
+    current: _builtins.bool
+    """This message is the current snapshot sent for include_current, not a
+    change; the last such message is followed by the changes.
+    """
+    @_builtins.property
+    def task(self) -> _task_pb2.Task:
+        """The task's latest snapshot; unset on a reset."""
+
+    def __init__(
+        self,
+        *,
+        task: _task_pb2.Task | None = ...,
+        cursor: _builtins.str = ...,
+        reset: _builtins.bool = ...,
+        current: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "cursor", b"cursor", "reset", b"reset", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTasksResponse: _TypeAlias = WatchTasksResponse  # noqa: Y015
+
+@_typing.final
 class ListTasksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

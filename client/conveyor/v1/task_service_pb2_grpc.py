@@ -65,6 +65,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/conveyor.v1.TaskService/WatchTasks',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTasksResponse.FromString,
+                _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/conveyor.v1.TaskService/ListTasks',
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.ListTasksRequest.SerializeToString,
@@ -141,6 +146,17 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTasks(self, request, context):
+        """Streams the changes of every task matching a filter, each as the task's
+        latest snapshot, for as long as the client reads. A slow reader gets the
+        latest snapshot of each changed task, never a backlog. Each message
+        carries a cursor; a stream opened again with it continues without gaps,
+        or starts with a reset when the changes after it are no longer known.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTasks(self, request, context):
         """Lists tasks, newest first, with filters and pagination (AIP-158).
         HTTP: GET /v1/tasks?states=..&type=..&labels=k=v&page_size=..&page_token=..&view=..
@@ -206,6 +222,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTasksResponse.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
@@ -352,6 +373,33 @@ class TaskService:
             '/conveyor.v1.TaskService/WatchTask',
             conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/conveyor.v1.TaskService/WatchTasks',
+            conveyor_dot_v1_dot_task__service__pb2.WatchTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.WatchTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

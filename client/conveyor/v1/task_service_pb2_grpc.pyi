@@ -63,6 +63,13 @@ class TaskServiceStub:
     intermediate snapshots and always receives the latest.
     HTTP: GET /v1/tasks/{id}:watch?since_version=N, as Server-Sent Events
     """
+    WatchTasks: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTasksRequest, _task_service_pb2.WatchTasksResponse]
+    """Streams the changes of every task matching a filter, each as the task's
+    latest snapshot, for as long as the client reads. A slow reader gets the
+    latest snapshot of each changed task, never a backlog. Each message
+    carries a cursor; a stream opened again with it continues without gaps,
+    or starts with a reset when the changes after it are no longer known.
+    """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
     """Lists tasks, newest first, with filters and pagination (AIP-158).
     HTTP: GET /v1/tasks?states=..&type=..&labels=k=v&page_size=..&page_token=..&view=..
@@ -121,6 +128,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
     each change, ending after the terminal one. A slow reader skips
     intermediate snapshots and always receives the latest.
     HTTP: GET /v1/tasks/{id}:watch?since_version=N, as Server-Sent Events
+    """
+    WatchTasks: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTasksRequest, _task_service_pb2.WatchTasksResponse]  # type: ignore[assignment]
+    """Streams the changes of every task matching a filter, each as the task's
+    latest snapshot, for as long as the client reads. A slow reader gets the
+    latest snapshot of each changed task, never a backlog. Each message
+    carries a cursor; a stream opened again with it continues without gaps,
+    or starts with a reset when the changes after it are no longer known.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
     """Lists tasks, newest first, with filters and pagination (AIP-158).
@@ -201,6 +215,19 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         each change, ending after the terminal one. A slow reader skips
         intermediate snapshots and always receives the latest.
         HTTP: GET /v1/tasks/{id}:watch?since_version=N, as Server-Sent Events
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTasks(
+        self,
+        request: _task_service_pb2.WatchTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchTasksResponse], _abc.AsyncIterator[_task_service_pb2.WatchTasksResponse]]:
+        """Streams the changes of every task matching a filter, each as the task's
+        latest snapshot, for as long as the client reads. A slow reader gets the
+        latest snapshot of each changed task, never a backlog. Each message
+        carries a cursor; a stream opened again with it continues without gaps,
+        or starts with a reset when the changes after it are no longer known.
         """
 
     @_abc_1.abstractmethod

@@ -18,6 +18,7 @@ from conveyor_server.stores._errors import (
     StoreError,
     StoreUnavailable,
 )
+from conveyor_server.stores._feed import FeedChange, FeedFilter, FeedReader
 from conveyor_server.stores._open import open_store
 from conveyor_server.stores._protocol import StoreListener, TaskStore, TaskSubscription
 from conveyor_server.stores._records import (
@@ -41,6 +42,9 @@ __all__ = [
     "CancelOutcome",
     "Cancellation",
     "ErrorCode",
+    "FeedChange",
+    "FeedFilter",
+    "FeedReader",
     "IdempotencyConflict",
     "InvalidTransition",
     "ListQuery",

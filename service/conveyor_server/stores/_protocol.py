@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from conveyor_server.stores._feed import FeedFilter, FeedReader
 from conveyor_server.stores._records import (
     Cancellation,
     ListQuery,
@@ -170,6 +171,13 @@ class TaskStore(Protocol):
 
     def subscribe(self, task_id: str) -> TaskSubscription:
         """Follow changes of one task; close the subscription when done."""
+        ...
+
+    async def follow(self, feed_filter: FeedFilter, cursor: str | None = None) -> FeedReader:
+        """Follow the store's change feed: every durable change of a task
+        matching `feed_filter`, the latest per task, after `cursor` (a
+        message's) or from now on; close the reader when done. Changes made
+        once this returns are all seen."""
         ...
 
     async def close(self) -> None: ...

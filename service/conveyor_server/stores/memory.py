@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 from conveyor_server._ids import new_task_id
 from conveyor_server.stores._errors import IdempotencyConflict, InvalidTransition, QueueFull
+from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._order import CreationOrder
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._queue import DueQueue
@@ -22,7 +23,7 @@ from conveyor_server.stores._records import (
     State,
     TaskRecord,
 )
-from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
+from conveyor_server.stores._subscriptions import LatestSubscription
 from conveyor_server.stores._workers import LocalWorkers, WorkerInfo
 
 _DONE = Progress(100.0)
@@ -40,7 +41,7 @@ class MemoryStore:
     All mutation happens on the event loop thread, so every method is atomic
     without locks.
 
-    By default the store hands each change to its own watchers and tells
+    By default the store hands each change to its change feed and tells
     its listener of due work and cancel requests. A store that keeps its
     index here (`SqliteStore`) passes `publish`, which then gets every
     change instead, in the order made, and `drop`, which gets every
@@ -68,7 +69,8 @@ class MemoryStore:
         self._finished_count = 0
         self._unfinished = 0
         self._keys: dict[tuple[str, str], TaskRecord] = {}
-        self._subscriptions = Subscriptions()
+        self._feed = ChangeFeed()
+        self._position = 0
         self._seq = 0
         self._listener: StoreListener | None = None
         self._signing_key = os.urandom(32)
@@ -306,10 +308,13 @@ class MemoryStore:
         return self._unfinished
 
     def subscribe(self, task_id: str) -> LatestSubscription:
-        return self._subscriptions.subscribe(task_id)
+        return self._feed.subscribe(task_id)
+
+    async def follow(self, feed_filter: FeedFilter, cursor: str | None = None) -> FeedReader:
+        return await self._feed.follow(feed_filter, cursor)
 
     async def close(self) -> None:
-        self._subscriptions.clear()
+        self._feed.clear()
 
     @property
     def size(self) -> int:
@@ -417,7 +422,11 @@ class MemoryStore:
         self._order.dropped(self._tasks)
 
     def _tell(self, record: TaskRecord) -> None:
-        """Publish a change: to the task's watchers, and to the listener
-        what it means for the runner."""
-        self._subscriptions.deliver(record)
+        """Publish a change: to the feed, and to the listener what it means
+        for the runner. The feed gets the live record, not a copy: each
+        later change publishes it again at a later position, where readers
+        (and a resume from the ring) take it, so the state read is always
+        the one of the position it is read at."""
+        self._position += 1
+        self._feed.publish((self._position,), record)
         announce(self._listener, record)

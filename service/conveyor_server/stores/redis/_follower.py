@@ -1,5 +1,6 @@
-"""How a RedisStore follows the changes other processes make: its pub/sub
-channels, and reading the tasks its watchers are behind on."""
+"""How a RedisStore hears what other processes ask of its runner: its
+pub/sub channels for cancel requests and new work. (Changes of tasks come
+through the change feed stream, `_feed_stream`.)"""
 
 from __future__ import annotations
 
@@ -7,31 +8,25 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from conveyor_server.stores._protocol import StoreListener
-from conveyor_server.stores._subscriptions import Subscriptions
-from conveyor_server.stores.redis import scripts as lua
 from conveyor_server.stores.redis._connection import DOWN
 
 logger = logging.getLogger("conveyor_server.stores.redis.store")
 
-# Records the fetcher reads per call.
-FETCH_CHUNK = 500
 _DOWN = DOWN
 
 
 class ChangeFollower:
-    """Follows the channels `P:events`, `P:cancel` and `P:work` for as long
-    as its store is open: hands changes to the store's watchers and tells
-    the store's listener of cancel requests and of work other processes
-    made. Reconnects with backoff, and after each (re)connect catches up on
-    what it may have missed."""
+    """Follows the channels `P:cancel` and `P:work` for as long as its store
+    is open: tells the store's listener of cancel requests and of work
+    other processes made. Reconnects with backoff, and after each
+    (re)connect catches up on what it may have missed."""
 
     def __init__(
         self,
@@ -40,36 +35,27 @@ class ChangeFollower:
         prefix: str,
         where: str,
         owner: bytes,
-        fetch: AsyncScript,
-        subscriptions: Subscriptions,
         cancels_told: set[str],
     ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._where = where
         self._owner_bytes = owner
-        self._fetch_script = fetch
-        self._subscriptions = subscriptions
         # Cancel requests this process made and already told its listener
         # of; their echo on the cancel channel is not passed on again.
         self._cancels_told = cancels_told
-        self._events_channel = f"{prefix}:events".encode()
         self._cancel_channel = f"{prefix}:cancel".encode()
         self._work_channel = f"{prefix}:work".encode()
         self.listener: StoreListener | None = None
-        self._to_fetch: set[str] = set()
         self._listening: asyncio.Task[None] | None = None
-        self._fetching: asyncio.Task[None] | None = None
         self._closed = False
 
     async def close(self, wait_seconds: float) -> None:
         self._closed = True
-        tasks = [t for t in (self._listening, self._fetching) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=wait_seconds)
-        self._listening = self._fetching = None
+        if self._listening is not None:
+            self._listening.cancel()
+            await asyncio.wait([self._listening], timeout=wait_seconds)
+        self._listening = None
 
     def start(self) -> None:
         if self._closed or (self._listening is not None and not self._listening.done()):
@@ -84,7 +70,7 @@ class ChangeFollower:
         """Follow the channels for as long as the store is open, reconnecting
         with backoff; after each (re)connect, catch up on what may have been
         missed meanwhile."""
-        channels = (self._events_channel, self._cancel_channel, self._work_channel)
+        channels = (self._cancel_channel, self._work_channel)
         delay = 0.0
         outage = False
         while not self._closed:
@@ -105,11 +91,10 @@ class ChangeFollower:
                 outage = False
                 delay = 0.0
                 # Everything published while not subscribed is lost: look
-                # for work and re-read every watched task.
+                # for work.
                 if self.listener is not None:
                     self.listener.work_available()
                 self._cancels_told.clear()
-                self.fetch_later(self._subscriptions)
                 # Blocking reads: a read with a timeout can swallow a cancel
                 # that arrives as it times out. A dead Redis closes the
                 # socket; a vanished host is found by TCP keepalive.
@@ -141,19 +126,7 @@ class ChangeFollower:
             return
         channel = message["channel"]
         data: bytes = message["data"]
-        if channel == self._events_channel:
-            subscriptions = self._subscriptions
-            if not subscriptions:
-                return
-            stale: list[str] = []
-            for change in data.split():
-                task_id_bytes, _, version = change.rpartition(b":")
-                task_id = task_id_bytes.decode()
-                if subscriptions.behind(task_id, int(version)):
-                    stale.append(task_id)
-            if stale:
-                self.fetch_later(stale)
-        elif channel == self._cancel_channel:
+        if channel == self._cancel_channel:
             task_id = data.decode()
             if task_id in self._cancels_told:
                 self._cancels_told.discard(task_id)
@@ -166,32 +139,3 @@ class ChangeFollower:
             and data != self._owner_bytes
         ):
             self.listener.work_available()
-
-    def fetch_later(self, task_ids: Iterable[str]) -> None:
-        self._to_fetch.update(task_ids)
-        if self._to_fetch and (self._fetching is None or self._fetching.done()):
-            self._fetching = asyncio.create_task(self._fetch_watched(), name="conveyor-redis-fetch")
-
-    async def _fetch_watched(self) -> None:
-        """Read the tasks whose watchers are behind and deliver them; a read
-        that fails is tried again until it succeeds or nobody watches."""
-        delay = 0.05
-        while self._to_fetch:
-            subscriptions = self._subscriptions
-            task_ids = [i for i in self._to_fetch if subscriptions.watching(i)][:FETCH_CHUNK]
-            self._to_fetch.difference_update(task_ids)
-            self._to_fetch = {i for i in self._to_fetch if subscriptions.watching(i)}
-            if not task_ids:
-                continue
-            try:
-                replies = await self._fetch_script(args=[self._prefix, *task_ids])
-            except (*_DOWN, RedisError):
-                self._to_fetch.update(task_ids)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.05
-            for values in replies:
-                record = lua.record_from(values)
-                if record is not None:
-                    subscriptions.deliver(record)

@@ -24,8 +24,11 @@ and a batch costs one round trip. Keys, under the prefix `P`:
     P:call:<owner>:<n> string: the answer of one call that must not act twice,
                        for CALL_MEMORY_SECONDS (see `RedisStore._run`)
 
-Channels: `P:events` (one message per script call: "id:version ..." of
-every task it changed), `P:cancel` (a task id whose running attempt was
+    P:feed             stream: the change feed, one entry per script call that
+                       changed tasks, field `c` = "id:version ..." of each
+                       change in order; trimmed to about FEED_LENGTH entries
+
+Channels: `P:cancel` (a task id whose running attempt was
 asked to stop) and `P:work` (due work appeared in an empty queue; the
 message names the process that made it, whose runner knows already).
 
@@ -56,6 +59,10 @@ PURGE_CHUNK = 500
 # covers the connect timeout many times over, and the answers of a minute
 # of calls are all the memory it costs.
 CALL_MEMORY_SECONDS = 60
+# Entries (script calls that changed tasks) the change feed stream keeps,
+# about: how far back a WatchTasks reader can resume. At a few hundred
+# bytes an entry, tens of megabytes of Redis at most.
+FEED_LENGTH = 100_000
 
 # The hash field of each flat field of a task, in `_flat.FIELDS` order: the
 # order scripts return them in (HMGET). One name differs from the SQLite
@@ -87,6 +94,7 @@ COMMON = (
     _script("common")
     .replace("FIELD_NAMES", ", ".join(f"'{name}'" for name in STORE_FIELDS))
     .replace("CALL_MEMORY_MS", str(CALL_MEMORY_SECONDS * 1000))
+    .replace("FEED_LENGTH", str(FEED_LENGTH))
 )
 CREATE = _script("create")
 CLAIM = _script("claim")

@@ -2,8 +2,8 @@
 
 Server replicas and worker-only processes open the same URL and prefix.
 Each state change is one Lua script (see `scripts`); changes reach other
-processes on pub/sub channels: task versions for watchers, cancel requests
-for runners, and word of new work. Times are the `now` values callers pass,
+processes on the change feed stream (task versions, for watchers) and on
+pub/sub channels: cancel requests for runners, and word of new work. Times are the `now` values callers pass,
 never Redis's clock, so every process agrees with its own runner.
 
 The store keeps the claims of its own process alive: once attached to a
@@ -36,6 +36,7 @@ from conveyor_server.stores._errors import (
     QueueFull,
     StoreUnavailable,
 )
+from conveyor_server.stores._feed import FeedFilter, FeedReader
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._records import (
     Cancellation,
@@ -46,10 +47,11 @@ from conveyor_server.stores._records import (
     Progress,
     TaskRecord,
 )
-from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
+from conveyor_server.stores._subscriptions import LatestSubscription
 from conveyor_server.stores._workers import WorkerInfo
 from conveyor_server.stores.redis import scripts as lua
 from conveyor_server.stores.redis._connection import DOWN, connect
+from conveyor_server.stores.redis._feed_stream import FeedStream
 from conveyor_server.stores.redis._follower import ChangeFollower
 from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
@@ -125,7 +127,14 @@ class RedisStore:
         self._gets = GroupCommit(self._send_gets)
 
         self._listener: StoreListener | None = None
-        self._subscriptions = Subscriptions()
+        self._stream = FeedStream(
+            self._redis,
+            connection.pubsub_redis,
+            prefix=prefix,
+            where=self._where,
+            fetch=self._fetch,
+        )
+        self._subscriptions = self._stream.feed.subscriptions
         self._cancels_told: set[str] = set()
         self._pubsub_redis = connection.pubsub_redis
         self._follower = ChangeFollower(
@@ -133,8 +142,6 @@ class RedisStore:
             prefix=prefix,
             where=connection.where,
             owner=self._owner.encode(),
-            fetch=self._fetch,
-            subscriptions=self._subscriptions,
             cancels_told=self._cancels_told,
         )
         self._clock = clock
@@ -394,14 +401,18 @@ class RedisStore:
 
     def subscribe(self, task_id: str) -> LatestSubscription:
         subscription = self._subscriptions.subscribe(task_id)
-        self._follower.start()
+        self._stream.start()
         return subscription
+
+    async def follow(self, feed_filter: FeedFilter, cursor: str | None = None) -> FeedReader:
+        await self._stream.ready()
+        return await self._stream.feed.follow(feed_filter, cursor)
 
     async def close(self) -> None:
         self._closed = True
         await self._leases.close(CLOSE_TIMEOUT_SECONDS)
         await self._follower.close(CLOSE_TIMEOUT_SECONDS)
-        self._subscriptions.clear()
+        await self._stream.close(CLOSE_TIMEOUT_SECONDS)
         for client in (self._redis, self._pubsub_redis):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
@@ -447,8 +458,9 @@ class RedisStore:
         return StoreUnavailable(f"{self._where} is unavailable: {exc}")
 
     def _delivered(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
-        """Hand records this process just changed to its own watchers at
-        once; the echo on the events channel then finds nothing newer."""
+        """Hand records this process just changed to the watchers of their
+        tasks at once; their echo on the feed stream then finds nothing
+        newer for them (feed readers take them from the stream, in order)."""
         records = list(records)
         subscriptions = self._subscriptions
         if subscriptions:

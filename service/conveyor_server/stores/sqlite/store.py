@@ -8,7 +8,7 @@ Writes: each change snapshots the whole record on the event loop; the
 changes of one loop iteration form a batch. One writer thread owns the
 connection: it takes every batch queued so far, writes them in one
 transaction (group commit, WAL journal) and reports back to the loop, which
-then resolves the waiting calls and hands the changes to watchers. So the
+then resolves the waiting calls and hands the changes to its feed. So the
 loop never waits for SQLite, and
 
 - `create` returns only once its tasks are committed, as do `cancel` and
@@ -65,6 +65,7 @@ import time
 from collections.abc import Awaitable, Collection, Sequence
 
 from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
+from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._records import (
     Cancellation,
@@ -75,7 +76,7 @@ from conveyor_server.stores._records import (
     State,
     TaskRecord,
 )
-from conveyor_server.stores._subscriptions import LatestSubscription, Subscriptions
+from conveyor_server.stores._subscriptions import LatestSubscription
 from conveyor_server.stores._workers import WorkerInfo
 from conveyor_server.stores.memory import MemoryStore
 from conveyor_server.stores.sqlite import schema
@@ -134,7 +135,7 @@ class SqliteStore:
                 "normal: it survives a crash of the server only)"
             )
         self.path = path
-        # The index publishes its changes to us; we hand them to watchers
+        # The index publishes its changes to us; we hand them to the feed
         # and the listener once committed.
         self._memory = MemoryStore(
             max_queue=max_queue,
@@ -143,7 +144,8 @@ class SqliteStore:
             publish=self._changed,
             drop=self._dropped,
         )
-        self._subscriptions = Subscriptions()
+        self._feed = ChangeFeed()
+        self._position = 0
         self._listener: StoreListener | None = None
         self._connection = connect(path, mode)
         try:
@@ -275,7 +277,10 @@ class SqliteStore:
         return await self._memory.live_workers(now)
 
     def subscribe(self, task_id: str) -> LatestSubscription:
-        return self._subscriptions.subscribe(task_id)
+        return self._feed.subscribe(task_id)
+
+    async def follow(self, feed_filter: FeedFilter, cursor: str | None = None) -> FeedReader:
+        return await self._feed.follow(feed_filter, cursor)
 
     @property
     def size(self) -> int:
@@ -293,7 +298,7 @@ class SqliteStore:
         self._queue.put(None)
         await asyncio.to_thread(self._writer.join)
         await self._memory.close()
-        self._subscriptions.clear()
+        self._feed.clear()
 
     # -- the index publishes its changes here ------------------------------
 
@@ -365,7 +370,7 @@ class SqliteStore:
         if error is not None and self._failure is None:
             self._failure = error
         inflight = self._inflight
-        subscriptions = self._subscriptions
+        feed = self._feed
         listener = self._listener
         for batch in group:
             batch.done = True
@@ -375,10 +380,13 @@ class SqliteStore:
                     entry = inflight.get(task_id)
                     if entry is not None and entry[0] is batch:
                         del inflight[task_id]
-                    if subscriptions.watching(task_id):
-                        subscriptions.deliver(schema.record_from_snapshot(values))
+                    # A task changed twice in one batch was written, and is
+                    # published, once, in its latest state.
+                    record = schema.record_from_snapshot(values)
+                    self._position += 1
+                    feed.publish((self._position,), record)
                     if listener is not None and _announces(values):
-                        announce(listener, schema.record_from_snapshot(values))
+                        announce(listener, record)
             for waiter in batch.waiters:
                 if waiter.done():
                     continue  # its caller was cancelled

@@ -227,8 +227,12 @@ local function notify(source)
       redis.call('HDEL', TENANT_DEPTH, tenant)
     end
   end
+  -- The change feed: one entry per call, its changes in order. Trimmed
+  -- loosely (cheap) to about FEED_LENGTH entries; a reader resuming from a
+  -- trimmed entry is told to re-list.
   if #events > 0 then
-    redis.call('PUBLISH', P .. ':events', table.concat(events, ' '))
+    redis.call('XADD', P .. ':feed', 'MAXLEN', '~', FEED_LENGTH, '*',
+      'c', table.concat(events, ' '))
   end
   if work then redis.call('PUBLISH', P .. ':work', source or '') end
 end
