@@ -13,8 +13,8 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from aiohttp import web
@@ -33,6 +33,7 @@ from conveyor_server._http_json import (
     parse_body,
     status_json,
     to_json,
+    watch_tasks_request,
 )
 from conveyor_server._observer import TaskObserver
 from conveyor_server._stats import Throughput, task_stats
@@ -250,12 +251,28 @@ class HttpApi:
         )
 
     async def _watch_tasks(self, request: web.Request) -> web.StreamResponse:
+        """WatchTasks as Server-Sent Events: one event per change, its id the
+        feed's cursor, so a reconnect with Last-Event-ID continues after it
+        (or gets a reset marker when it cannot)."""
         request[_ROUTE] = "GET /v1/tasks:watch"
-        raise ServiceError(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "GET /v1/tasks:watch (WatchTasks) is not served yet; watch one task with "
-            "GET /v1/tasks/{id}:watch, or poll GET /v1/tasks",
-        )
+        query = request.query
+        watch = watch_tasks_request(dict(query), {name: query.getall(name) for name in query})
+        last = request.headers.get("Last-Event-ID")
+        if last:
+            watch.cursor = last
+        request[_STREAM] = True
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+
+        async def ready() -> None:
+            # Headers go once the feed is followed: a client that saw them
+            # misses no change made after.
+            await response.prepare(request)
+
+        changes = self._core.watch_tasks(watch, request[_TENANT], ready=ready)
+        async with contextlib.aclosing(changes):
+            # Refusals (a bad cursor, no room) come before `ready`, as JSON.
+            await _pump(response, None, changes, lambda m: (m.cursor, m))
+        return response
 
     async def _watch(self, request: web.Request, task_id: str) -> web.StreamResponse:
         """WatchTask as Server-Sent Events: one event per snapshot, its id the
@@ -274,40 +291,9 @@ class HttpApi:
                 # Resumed after the terminal snapshot: nothing more will come.
                 # 204 tells a browser's EventSource not to reconnect.
                 return web.Response(status=204)
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",
-                }
-            )
+            response = web.StreamResponse(headers=_SSE_HEADERS)
             await response.prepare(request)
-            await response.write(_event(first))
-            pending: asyncio.Task[pb.WatchTaskResponse] | None = None
-            try:
-                while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(anext(snapshots))
-                    done, _ = await asyncio.wait((pending,), timeout=KEEPALIVE_SECONDS)
-                    if not done:
-                        await response.write(b": keepalive\n\n")
-                        continue
-                    try:
-                        snapshot = pending.result()
-                    except StopAsyncIteration:
-                        break
-                    pending = None
-                    await response.write(_event(snapshot))
-            except (ConnectionError, *STORE_ERRORS):
-                # The client went away, or the store did: the stream ends,
-                # and a client resumes from its last event.
-                pass
-            finally:
-                if pending is not None and not pending.done():
-                    pending.cancel()
-                    with contextlib.suppress(BaseException):
-                        await pending
-            await response.write_eof()
+            await _pump(response, first, snapshots, lambda m: (str(m.task.version), m))
             return response
 
     async def _task_types(self, request: web.Request) -> web.StreamResponse:
@@ -374,5 +360,51 @@ def _session_json(session: Session) -> web.Response:
     )
 
 
-def _event(snapshot: pb.WatchTaskResponse) -> bytes:
-    return f"id: {snapshot.task.version}\ndata: {dumps(to_json(snapshot))}\n\n".encode()
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+_Event = TypeVar("_Event", bound=Message)
+
+
+def _event(event_id: str, message: Message) -> bytes:
+    return f"id: {event_id}\ndata: {dumps(to_json(message))}\n\n".encode()
+
+
+async def _pump(
+    response: web.StreamResponse,
+    first: _Event | None,
+    rest: AsyncIterator[_Event],
+    event_of: Callable[[_Event], tuple[str, Message]],
+) -> None:
+    """Write `first` (if any) and then every message of `rest` to an event
+    stream, prepared by then, with a keep-alive comment when nothing came
+    for a while; ends the stream when `rest` ends, the client goes away or
+    the store fails (a client resumes from its last event)."""
+    if first is not None:
+        await response.write(_event(*event_of(first)))
+    pending: asyncio.Future[_Event] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(rest))
+            done, _ = await asyncio.wait((pending,), timeout=KEEPALIVE_SECONDS)
+            if not done:
+                if response.prepared:
+                    await response.write(b": keepalive\n\n")
+                continue
+            try:
+                message = pending.result()
+            except StopAsyncIteration:
+                break
+            pending = None
+            await response.write(_event(*event_of(message)))
+    except (ConnectionError, *STORE_ERRORS):
+        pass
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+    await response.write_eof()

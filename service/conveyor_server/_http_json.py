@@ -67,25 +67,52 @@ def parse_body(text: str, message: M) -> M:
 
 _LIST_SINGLE = ("type", "page_size", "page_token", "view")
 LIST_PARAMETERS = ("states", "labels", *_LIST_SINGLE)
+_WATCH_SINGLE = ("type", "cursor", "include_current")
+WATCH_PARAMETERS = ("states", "labels", "ids", *_WATCH_SINGLE)
 
 
 def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb.ListTasksRequest:
     """A ListTasksRequest from query parameters: `states` and `labels`
     (`key=value`) repeat, the others are given once."""
+    request = pb.ListTasksRequest()
+    _from_query(request, "GET /v1/tasks", _LIST_SINGLE, ("states",), query, multi)
+    return request
+
+
+def watch_tasks_request(
+    query: Mapping[str, str], multi: Mapping[str, list[str]]
+) -> pb.WatchTasksRequest:
+    """A WatchTasksRequest from query parameters: `states`, `ids` and
+    `labels` (`key=value`) repeat, the others are given once."""
+    request = pb.WatchTasksRequest()
+    _from_query(request, "GET /v1/tasks:watch", _WATCH_SINGLE, ("states", "ids"), query, multi)
+    return request
+
+
+def _from_query(
+    request: Message,
+    route: str,
+    single: tuple[str, ...],
+    repeated: tuple[str, ...],
+    query: Mapping[str, str],
+    multi: Mapping[str, list[str]],
+) -> None:
+    """Fill `request` from query parameters; every problem names its
+    parameter, and all of them are told at once."""
+    allowed = (*repeated, "labels", *single)
     problems: list[tuple[str, str]] = []
     fields: dict[str, Any] = {}
     for name, values in multi.items():
-        if name not in LIST_PARAMETERS:
-            problems.append(
-                (name, f"is not a parameter of GET /v1/tasks; use {', '.join(LIST_PARAMETERS)}")
-            )
-        elif name in _LIST_SINGLE and len(values) > 1:
+        if name not in allowed:
+            problems.append((name, f"is not a parameter of {route}; use {', '.join(allowed)}"))
+        elif name in single and len(values) > 1:
             problems.append((name, "is given more than once"))
-    for name in _LIST_SINGLE:
+    for name in single:
         if name in query:
             fields[name] = query[name]
-    if "states" in multi:
-        fields["states"] = multi["states"]
+    for name in repeated:
+        if name in multi:
+            fields[name] = multi[name]
     labels: dict[str, str] = {}
     for index, item in enumerate(multi.get("labels", ())):
         key, sep, value = item.partition("=")
@@ -94,16 +121,14 @@ def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb
         labels[key] = value
     if labels:
         fields["labels"] = labels
-    request = pb.ListTasksRequest()
     for name, value in fields.items():
         # One field at a time, so that each problem names its parameter.
         try:
-            request.MergeFrom(json_format.ParseDict({name: value}, pb.ListTasksRequest()))
+            request.MergeFrom(json_format.ParseDict({name: value}, type(request)()))
         except json_format.ParseError as exc:
             problems.append((name, str(exc)))
     if problems:
         raise invalid_argument(problems)
-    return request
 
 
 def integer_parameter(name: str, text: str) -> int:

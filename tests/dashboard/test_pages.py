@@ -181,6 +181,8 @@ def test_the_list_shows_new_tasks_and_their_changes_without_a_reload(
     page.fill("#filter-label", f"team={team}")
     page.click("form[aria-label='Filter tasks'] button[type=submit]")
     page.wait_for_selector("#task-rows:has-text('No tasks match')")
+    # Pushed by GET /v1/tasks:watch, not polled.
+    page.wait_for_selector("#live-status:has-text('pushed by the server')")
     task_id = submit(
         dashboard_server,
         {"type": "wait_for_cancel", "payload": {"seconds": 30}, "labels": {"team": team}},

@@ -122,12 +122,6 @@ def test_unknown_routes_and_methods(server: ServerThread) -> None:
     assert verb.status == 404 and ":cancel" in verb.body["message"]
 
 
-def test_watching_many_tasks_is_not_served_yet(server: ServerThread) -> None:
-    reply = Http(server).get("/v1/tasks:watch")
-    assert reply.status == 501
-    assert reply.body["code"] == 12  # UNIMPLEMENTED
-
-
 def test_a_draining_server_refuses_submits_with_503(
     make_server: Callable[..., ServerThread],
 ) -> None:
