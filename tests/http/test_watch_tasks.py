@@ -119,7 +119,10 @@ def test_tenants_see_only_their_own_changes(
     tokens = tmp_path / "tokens"
     tokens.write_text("alice-token-0123456789 acme\nbob-token-0123456789 globex\n")
     thread = make_server(auth_tokens_file=str(tokens))
-    alice, bob = Http(thread, token="alice-token-0123456789"), Http(thread, token="bob-token-0123456789")
+    alice, bob = (
+        Http(thread, token="alice-token-0123456789"),
+        Http(thread, token="bob-token-0123456789"),
+    )
     watching = bob.open_events("/v1/tasks:watch?type=echo")
     results: list[tuple[str, dict[str, Any]]] = []
     reader = threading.Thread(
