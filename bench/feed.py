@@ -5,7 +5,8 @@ Each part runs a fresh `conveyor-server` subprocess (the code of this
 checkout) and drives it from this process with grpc.aio:
 
 - memory: the server's RSS before and after opening `--streams` WatchTasks
-  streams (nothing matches their filter, so none sends a message);
+  streams (nothing matches their filter, so none sends a message), over
+  gRPC and, as Server-Sent Events, over HTTP (`GET /v1/tasks:watch`);
 - fan-out: with `--streams` streams open on one label, a task of that label
   is cancelled, `--rounds` times; the delay of each stream is the time it
   received the CANCELLED snapshot minus the task's update_time (the
@@ -56,7 +57,7 @@ BATCH = 500
 
 
 @contextmanager
-def server(store: str, log_dir: Path, name: str) -> Iterator[Server]:
+def server(store: str, log_dir: Path, name: str, http_port: int = -1) -> Iterator[Server]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'client'}:{ROOT / 'service'}"}
     log = log_dir / f"feed-{name}.log"
@@ -74,6 +75,8 @@ def server(store: str, log_dir: Path, name: str) -> Iterator[Server]:
         "1000000",
         "--retention-count",
         "1000000",
+        "--http-port",
+        str(http_port),
     ]
     with log.open("w") as sink:
         process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -105,6 +108,34 @@ async def open_streams(
     calls = [stubs[i % len(stubs)].WatchTasks(request) for i in range(count)]
     await asyncio.gather(*(call.initial_metadata() for call in calls))
     return calls
+
+
+async def sse_memory(http_port: int, pid: int, streams: int) -> dict[str, Any]:
+    """RSS per open `GET /v1/tasks:watch` event stream, none sending."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{http_port}/v1/tasks:watch?labels=bench=idle"
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=timeout
+    ) as session:
+        warm = await asyncio.gather(*(session.get(url) for _ in range(10)))
+        for response in warm:
+            response.close()
+        await asyncio.sleep(1.0)
+        before = rss_kib(pid)
+        opened = await asyncio.gather(*(session.get(url) for _ in range(streams)))
+        assert all(r.status == 200 for r in opened), {r.status for r in opened}
+        await asyncio.sleep(2.0)
+        after = rss_kib(pid)
+        for response in opened:
+            response.close()
+    return {
+        "streams": streams,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_stream": (after - before) / streams,
+    }
 
 
 async def memory_and_fanout(address: str, pid: int, streams: int, rounds: int) -> dict[str, Any]:
@@ -233,6 +264,9 @@ def main() -> None:
         results["streams"] = asyncio.run(
             memory_and_fanout(running.address, running.process.pid, args.streams, args.rounds)
         )
+    http_port = free_port()
+    with server(args.store, log_dir, "sse", http_port) as running:
+        results["sse"] = asyncio.run(sse_memory(http_port, running.process.pid, args.streams))
     results["cpu"] = []
     for watchers in (0, 1, 100):
         with server(args.store, log_dir, f"cpu-{watchers}") as running:
@@ -251,6 +285,11 @@ def main() -> None:
     print(
         f"| memory per WatchTasks stream, {streams['streams']} open | "
         f"{streams['kib_per_stream']:.1f} KiB |"
+    )
+    sse = results["sse"]
+    print(
+        f"| memory per HTTP event stream (GET /v1/tasks:watch), {sse['streams']} open | "
+        f"{sse['kib_per_stream']:.1f} KiB |"
     )
     print(
         f"| fan-out of one change to {streams['streams']} streams, p50 | "

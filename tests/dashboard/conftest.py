@@ -32,7 +32,10 @@ CHROMIUM_ARGS = [
 WAIT_MS = 15_000
 
 
-@pytest.fixture(scope="session")
+# One browser per module, not per session: Playwright's sync API keeps an
+# event loop running in this thread while it lives, and every asyncio test
+# after it would fail to start its own.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         need_server(f"Chromium at {CHROMIUM} (apt-get install chromium)")
