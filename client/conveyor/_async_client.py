@@ -112,7 +112,6 @@ class AsyncClient:
     def watch(self, id: str, *, since_version: int = 0) -> AsyncIterator[Task]:
         return self._drive(_flows.FlowRun(_flows.watch(id, since_version)))
 
-    # `timeout` mirrors Client.wait; it becomes the watch stream's deadline.
     @shares_doc(_flows.watch_tasks)
     def watch_tasks(
         self,
@@ -127,6 +126,7 @@ class AsyncClient:
         flow = _flows.watch_tasks(states, type, labels, ids, cursor, include_current)
         return self._drive(_flows.FlowRun(flow))
 
+    # `timeout` mirrors Client.wait; it becomes the watch stream's deadline.
     @shares_doc(_flows.wait)
     async def wait(self, id: str, *, timeout: float | None = None) -> Task:  # noqa: ASYNC109
         return await self._run(_flows.wait(id, timeout))
