@@ -13,14 +13,17 @@ when pyproject.toml changed since the last one (a stamp file in `.venv` keeps
 its hash). Exit codes of the underlying tools are passed through; a test run
 that collects no test (pytest's exit code 5) fails like any other.
 
-`test` runs every test, as CI does. `test --fast` leaves out the modules marked
-`pytestmark = pytest.mark.slow` (it passes `-m "not slow"`) and runs the core
-behaviour (SDK, CLI, service, every store, auth and tenants, docs) in about 30
-seconds. A module is marked slow when it kills processes, fuzzes or storms the
-server, or drives other programs (grpcurl, server subprocesses): the fuzzing
-and watch-storm modules of tests/hardening, tests/faults, the grpcurl suites,
-the server-process operations, the random-input robustness tests and the
-metrics endpoint. A new test module is in the fast lane until it is marked.
+`test` runs every test, as CI does. `test --fast` leaves out the tests marked
+`slow` (it passes `-m "not slow"`) and runs the rest on two pytest-xdist
+workers (`-n 2`): the core behaviour (SDK, CLI, service, every store, the
+change feed, auth and tenants, HTTP) in about 30 seconds. A test is marked
+slow (`pytestmark = pytest.mark.slow` for a module) when it kills processes,
+fuzzes or storms the server, drives other programs (grpcurl, a browser,
+server or snippet subprocesses) or waits on purpose for seconds: the fuzzing
+and watch-storm modules of tests/hardening, tests/faults, the grpcurl and
+browser suites, the docs snippets, the server-process operations, the
+random-input robustness tests and the metrics endpoint. A new test module is
+in the fast lane until it is marked.
 
 `test` also installs Debian's `chromium` when it is missing and the user is
 root (as in CI), for the dashboard's browser tests; others are told how.
@@ -135,7 +138,7 @@ def test(args: list[str]) -> int:
     ensure_chromium()
     if "--fast" in args:
         # The fast lane, as the module docstring says.
-        args = ["-m", "not slow", *(arg for arg in args if arg != "--fast")]
+        args = ["-m", "not slow", "-n", "2", *(arg for arg in args if arg != "--fast")]
     code = run([venv_python(), "-m", "pytest", *args])
     if code == PYTEST_NO_TESTS:
         say("pytest collected no tests: that counts as a failure")

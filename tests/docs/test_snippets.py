@@ -20,6 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DOCUMENTED_ADDRESS = "localhost:50051"
+# Each snippet runs in a Python process of its own.
+pytestmark = pytest.mark.slow
+
 NOT_RUN = re.compile(r"^<!-- snippet: not run \(.+\) -->$")
 
 

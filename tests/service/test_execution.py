@@ -292,6 +292,7 @@ def test_result_over_the_cap_fails_without_a_retry(make_api) -> None:  # type: i
     assert not task.HasField("result")
 
 
+@pytest.mark.slow  # a store down for 2.5 s
 def test_a_store_outage_is_logged_once_without_a_traceback(
     make_api,  # type: ignore[no-untyped-def]
     caplog: pytest.LogCaptureFixture,

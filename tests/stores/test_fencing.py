@@ -106,6 +106,7 @@ async def test_a_worker_reaped_then_retried_cannot_win(store: TaskStore, now: fl
     await finish_fresh_claim(store, task.id, again.claim, now + 1005)
 
 
+@pytest.mark.slow  # waits for a lease to lapse
 def test_a_paused_worker_does_not_overwrite_the_run_after_a_retry(
     redis_url: str, make_server: Callable[..., ServerThread]
 ) -> None:
