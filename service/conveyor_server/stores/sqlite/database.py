@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from conveyor_server.stores._errors import StoreUnavailable
 from conveyor_server.stores._records import ErrorCode, State, TaskFailure, TaskRecord
@@ -44,14 +46,27 @@ def recover_interrupted(record: TaskRecord, now: float) -> None:
         record.end_time = now
 
 
+@contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taken at once (BEGIN IMMEDIATE): committed when
+    the block ends, rolled back when it raises."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 def load_database(
     connection: sqlite3.Connection, memory: MemoryStore, path: str, now: float
 ) -> int:
     """Read every task into the index `memory`, settle interrupted attempts
     and write them back. Returns the highest seq on disk."""
     connection.executescript(schema.CREATE_SCHEMA)
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(connection):
         migrate(connection, path)
         last_seq = int(get_meta(connection, "last_seq") or 0)
         records: list[TaskRecord] = []
@@ -69,11 +84,6 @@ def load_database(
         schema.delete_rows(connection, [r.id for r in dropped])
         top = max([last_seq, *(r.seq for r in records)])
         set_meta(connection, "last_seq", str(top))
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
     if records:
         logger.info(
             "loaded %d tasks from %s; %d interrupted attempts recovered, %d dropped by retention",

@@ -63,6 +63,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Collection, Sequence
+from typing import TypeVar
 
 from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
@@ -86,9 +87,12 @@ from conveyor_server.stores.sqlite.database import (
     open_error,
     set_meta,
     signing_key,
+    transaction,
 )
 
 logger = logging.getLogger(__name__)
+
+_Answer = TypeVar("_Answer")
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
@@ -192,11 +196,7 @@ class SqliteStore:
 
     async def cancel(self, task_id: str, now: float, tenant: str = "") -> Cancellation | None:
         self._check()
-        try:
-            cancellation = await self._memory.cancel(task_id, now, tenant)
-        except InvalidTransition as exc:
-            await self._committed([exc.record])
-            raise
+        cancellation = await self._answered(self._memory.cancel(task_id, now, tenant))
         if cancellation is None:
             return None
         [record] = await self._committed([cancellation.record])
@@ -204,21 +204,21 @@ class SqliteStore:
 
     async def retry(self, task_id: str, now: float, tenant: str = "") -> TaskRecord | None:
         self._check()
-        return await self._committed_one(self._memory.retry(task_id, now, tenant))
-
-    async def _committed_one(self, change: Awaitable[TaskRecord | None]) -> TaskRecord | None:
-        """The record a change of one task returns, once committed. A change
-        refused with InvalidTransition names a state that must be on disk
-        too before the refusal is answered."""
-        try:
-            record = await change
-        except InvalidTransition as exc:
-            await self._committed([exc.record])
-            raise
+        record = await self._answered(self._memory.retry(task_id, now, tenant))
         if record is None:
             return None
         [record] = await self._committed([record])
         return record
+
+    async def _answered(self, change: Awaitable[_Answer]) -> _Answer:
+        """The answer of a change of one task. A change refused with
+        InvalidTransition names a state that must be on disk too before the
+        refusal is answered."""
+        try:
+            return await change
+        except InvalidTransition as exc:
+            await self._committed([exc.record])
+            raise
 
     # -- the runner's writes: seen by others once committed --------------
 
@@ -435,17 +435,11 @@ class SqliteStore:
                 deletes.extend(batch.deletes)
             rows = [schema.row_from_snapshot(values) for values in upserts.values()]
             top = max((schema.seq_of(values) for values in upserts.values()), default=0)
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(connection):
                 schema.write_rows(connection, rows)
                 schema.delete_rows(connection, deletes)
                 if top > self._saved_seq:
                     set_meta(connection, "last_seq", str(top))
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
             self._saved_seq = max(self._saved_seq, top)
         except Exception as exc:
             logger.exception(
