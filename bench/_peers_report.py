@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from _core_harness import cpu_model
 from _peers_systems import BY_KEY
 
 PACKAGES = (
@@ -72,16 +73,6 @@ def revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit} plus uncommitted changes" if changed else commit
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def memory_gib() -> float | None:
