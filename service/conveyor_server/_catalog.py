@@ -52,28 +52,35 @@ class TaskTypeCatalog:
         self._registry = registry
         self._store = store
         self._clock = clock
-        self._read: tuple[float, list[WorkerInfo]] | None = None
+        # The last read of the live workers: when, who, and the types they
+        # serve, derived once per read rather than once per submit.
+        self._read: tuple[float, list[WorkerInfo], frozenset[str]] | None = None
         self._lock = asyncio.Lock()
 
     async def workers(self, *, max_age: float = FRESH_SECONDS) -> list[WorkerInfo]:
         """The live workers, as read at most `max_age` seconds ago."""
+        return (await self._fresh(max_age))[1]
+
+    async def _served(self, max_age: float = FRESH_SECONDS) -> frozenset[str]:
+        """The types live workers serve, as read at most `max_age` seconds ago."""
+        return (await self._fresh(max_age))[2]
+
+    async def _fresh(self, max_age: float) -> tuple[float, list[WorkerInfo], frozenset[str]]:
         async with self._lock:
             read = self._read
             if read is None or time.monotonic() - read[0] >= max_age:
-                read = self._read = (
-                    time.monotonic(),
-                    await self._store.live_workers(self._clock()),
-                )
-            return read[1]
+                workers = await self._store.live_workers(self._clock())
+                read = self._read = (time.monotonic(), workers, _types_of(workers))
+            return read
 
     async def remote_types(self, wanted: Collection[str]) -> frozenset[str]:
         """The types live workers serve, when some of `wanted` has no local
         handler (else nothing is read and the set is empty)."""
         if all(t in self._registry for t in wanted):
             return frozenset()
-        served = _types_of(await self.workers())
+        served = await self._served()
         if not served.issuperset(t for t in wanted if t not in self._registry):
-            served = _types_of(await self.workers(max_age=MISS_SECONDS))
+            served = await self._served(max_age=MISS_SECONDS)
         return served
 
     async def waiting_reason(self, record: TaskRecord) -> str | None:
@@ -81,7 +88,7 @@ class TaskTypeCatalog:
         in by --accept-unserved-types); None for any other task."""
         if record.state is not State.PENDING or record.type in self._registry:
             return None
-        if record.type in _types_of(await self.workers()):
+        if record.type in await self._served():
             return None
         return f"waiting for a worker: no live worker serves task type {record.type!r}"
 
