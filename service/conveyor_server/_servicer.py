@@ -76,6 +76,10 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
         except ServiceError as exc:
             code = exc.code.name
             await _abort(context, exc)
+        except STORE_ERRORS as exc:
+            error = store_error(exc)
+            code = error.code.name
+            await _abort(context, error)
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away, or the server is stopping.
             code = "CANCELLED"

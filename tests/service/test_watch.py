@@ -12,6 +12,7 @@ from google.protobuf import duration_pb2
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
+from conveyor_server.stores import StoreUnavailable
 from tests.support.raw_api import Api
 from tests.support.server import ServerThread
 
@@ -146,3 +147,21 @@ def test_watch_from_a_version_ahead_is_out_of_range(api: Api, state: str) -> Non
         assert "resume from" in error.details()
     finally:
         api.stub.CancelTask(pb.CancelTaskRequest(id=task.id), timeout=10)
+
+
+def test_a_store_that_fails_during_a_watch_is_unavailable(make_api) -> None:  # type: ignore[no-untyped-def]
+    """As for every unary call: a store outage is UNAVAILABLE (retryable),
+    not an unexpected UNKNOWN with a traceback."""
+    server, api = make_api()
+    store = server.server.store
+    task = api.submit("echo", {})
+
+    async def unreachable(task_id, tenant=""):  # type: ignore[no-untyped-def]
+        raise StoreUnavailable("Redis at example:6379 is unavailable: connection refused")
+
+    store.get = unreachable
+    stream = api.stub.WatchTask(pb.WatchTaskRequest(id=task.id), timeout=10)
+    with pytest.raises(grpc.RpcError) as refused:
+        next(stream)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "connection refused" in refused.value.details()
