@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x02\n\x11SubmitTaskRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12(\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.conveyor.v1.SubmitTaskRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x64\x65lay\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x08 \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12SubmitTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"K\n\x17\x42\x61tchSubmitTasksRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.SubmitTaskRequest\"<\n\x18\x42\x61tchSubmitTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"5\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x03\"4\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"\xea\x01\n\x11WatchTasksRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0c\n\x04type\x18\x02 \x01(\t\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.conveyor.v1.WatchTasksRequest.LabelsEntry\x12\x0b\n\x03ids\x18\x04 \x03(\t\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\t\x12\x17\n\x0finclude_current\x18\x06 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"e\n\x12WatchTasksResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x0f\n\x07\x63urrent\x18\x04 \x01(\x08\"\xfe\x01\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06states\x18\x03 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x39\n\x06labels\x18\x05 \x03(\x0b\x32).conveyor.v1.ListTasksRequest.LabelsEntry\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.TaskView\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"\x1e\n\x10RetryTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x11RetryTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"\x16\n\x14ListTaskTypesRequest\"B\n\x15ListTaskTypesResponse\x12)\n\ntask_types\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.TaskType\"p\n\x08TaskType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07workers\x18\x03 \x01(\x05\x12\x30\n\x0f\x65xample_payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x14\n\x12ListWorkersRequest\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\"\xc9\x01\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x03\x12\x12\n\ntask_types\x18\x04 \x03(\t\x12\x0f\n\x07threads\x18\x05 \x01(\x05\x12\x0f\n\x07running\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x32\xb3\x06\n\x0bTaskService\x12M\n\nSubmitTask\x12\x1e.conveyor.v1.SubmitTaskRequest\x1a\x1f.conveyor.v1.SubmitTaskResponse\x12_\n\x10\x42\x61tchSubmitTasks\x12$.conveyor.v1.BatchSubmitTasksRequest\x1a%.conveyor.v1.BatchSubmitTasksResponse\x12\x44\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x1c.conveyor.v1.GetTaskResponse\x12L\n\tWatchTask\x12\x1d.conveyor.v1.WatchTaskRequest\x1a\x1e.conveyor.v1.WatchTaskResponse0\x01\x12O\n\nWatchTasks\x12\x1e.conveyor.v1.WatchTasksRequest\x1a\x1f.conveyor.v1.WatchTasksResponse0\x01\x12J\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x1e.conveyor.v1.ListTasksResponse\x12M\n\nCancelTask\x12\x1e.conveyor.v1.CancelTaskRequest\x1a\x1f.conveyor.v1.CancelTaskResponse\x12J\n\tRetryTask\x12\x1d.conveyor.v1.RetryTaskRequest\x1a\x1e.conveyor.v1.RetryTaskResponse\x12V\n\rListTaskTypes\x12!.conveyor.v1.ListTaskTypesRequest\x1a\".conveyor.v1.ListTaskTypesResponse\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x02\n\x11SubmitTaskRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12(\n\x07payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.conveyor.v1.SubmitTaskRequest.LabelsEntry\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05\x64\x65lay\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x08 \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12SubmitTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"d\n\x17\x42\x61tchSubmitTasksRequest\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.SubmitTaskRequest\x12\x17\n\x0fpartial_success\x18\x02 \x01(\x08\"h\n\x18\x42\x61tchSubmitTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.conveyor.v1.SubmitResult\"b\n\x0cSubmitResult\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.TaskH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.conveyor.v1.StatusH\x00\x42\t\n\x07outcome\"N\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"5\n\x10WatchTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rsince_version\x18\x02 \x01(\x03\"4\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"\xff\x01\n\x11WatchTasksRequest\x12&\n\x06states\x18\x01 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0c\n\x04type\x18\x02 \x01(\t\x12:\n\x06labels\x18\x03 \x03(\x0b\x32*.conveyor.v1.WatchTasksRequest.LabelsEntry\x12\x0b\n\x03ids\x18\x04 \x03(\t\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\t\x12\x17\n\x0finclude_current\x18\x06 \x01(\x08\x12\x13\n\x0b\x63urrent_ids\x18\x07 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"e\n\x12WatchTasksResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x0f\n\x07\x63urrent\x18\x04 \x01(\x08\"\xfe\x01\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06states\x18\x03 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x39\n\x06labels\x18\x05 \x03(\x0b\x32).conveyor.v1.ListTasksRequest.LabelsEntry\x12#\n\x04view\x18\x06 \x01(\x0e\x32\x15.conveyor.v1.TaskView\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"\x1e\n\x10RetryTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x11RetryTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\"\x16\n\x14ListTaskTypesRequest\"B\n\x15ListTaskTypesResponse\x12)\n\ntask_types\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.TaskType\"p\n\x08TaskType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07workers\x18\x03 \x01(\x05\x12\x30\n\x0f\x65xample_payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x14\n\x12ListWorkersRequest\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\"\xc9\x01\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x03\x12\x12\n\ntask_types\x18\x04 \x03(\t\x12\x0f\n\x07threads\x18\x05 \x01(\x05\x12\x0f\n\x07running\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*N\n\x08TaskView\x12\x19\n\x15TASK_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_VIEW_BASIC\x10\x01\x12\x12\n\x0eTASK_VIEW_FULL\x10\x02\x32\xb3\x06\n\x0bTaskService\x12M\n\nSubmitTask\x12\x1e.conveyor.v1.SubmitTaskRequest\x1a\x1f.conveyor.v1.SubmitTaskResponse\x12_\n\x10\x42\x61tchSubmitTasks\x12$.conveyor.v1.BatchSubmitTasksRequest\x1a%.conveyor.v1.BatchSubmitTasksResponse\x12\x44\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x1c.conveyor.v1.GetTaskResponse\x12L\n\tWatchTask\x12\x1d.conveyor.v1.WatchTaskRequest\x1a\x1e.conveyor.v1.WatchTaskResponse0\x01\x12O\n\nWatchTasks\x12\x1e.conveyor.v1.WatchTasksRequest\x1a\x1f.conveyor.v1.WatchTasksResponse0\x01\x12J\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x1e.conveyor.v1.ListTasksResponse\x12M\n\nCancelTask\x12\x1e.conveyor.v1.CancelTaskRequest\x1a\x1f.conveyor.v1.CancelTaskResponse\x12J\n\tRetryTask\x12\x1d.conveyor.v1.RetryTaskRequest\x1a\x1e.conveyor.v1.RetryTaskResponse\x12V\n\rListTaskTypes\x12!.conveyor.v1.ListTaskTypesRequest\x1a\".conveyor.v1.ListTaskTypesResponse\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,58 +42,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHTASKSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTTASKSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKVIEW']._serialized_start=2231
-  _globals['_TASKVIEW']._serialized_end=2309
-  _globals['_SUBMITTASKREQUEST']._serialized_start=167
-  _globals['_SUBMITTASKREQUEST']._serialized_end=500
-  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_start=455
-  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_end=500
-  _globals['_SUBMITTASKRESPONSE']._serialized_start=502
-  _globals['_SUBMITTASKRESPONSE']._serialized_end=555
-  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_start=557
-  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_end=632
-  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_start=634
-  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_end=694
-  _globals['_GETTASKREQUEST']._serialized_start=696
-  _globals['_GETTASKREQUEST']._serialized_end=724
-  _globals['_GETTASKRESPONSE']._serialized_start=726
-  _globals['_GETTASKRESPONSE']._serialized_end=776
-  _globals['_WATCHTASKREQUEST']._serialized_start=778
-  _globals['_WATCHTASKREQUEST']._serialized_end=831
-  _globals['_WATCHTASKRESPONSE']._serialized_start=833
-  _globals['_WATCHTASKRESPONSE']._serialized_end=885
-  _globals['_WATCHTASKSREQUEST']._serialized_start=888
-  _globals['_WATCHTASKSREQUEST']._serialized_end=1122
-  _globals['_WATCHTASKSREQUEST_LABELSENTRY']._serialized_start=455
-  _globals['_WATCHTASKSREQUEST_LABELSENTRY']._serialized_end=500
-  _globals['_WATCHTASKSRESPONSE']._serialized_start=1124
-  _globals['_WATCHTASKSRESPONSE']._serialized_end=1225
-  _globals['_LISTTASKSREQUEST']._serialized_start=1228
-  _globals['_LISTTASKSREQUEST']._serialized_end=1482
-  _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_start=455
-  _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_end=500
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1484
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1562
-  _globals['_CANCELTASKREQUEST']._serialized_start=1564
-  _globals['_CANCELTASKREQUEST']._serialized_end=1595
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1597
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1650
-  _globals['_RETRYTASKREQUEST']._serialized_start=1652
-  _globals['_RETRYTASKREQUEST']._serialized_end=1682
-  _globals['_RETRYTASKRESPONSE']._serialized_start=1684
-  _globals['_RETRYTASKRESPONSE']._serialized_end=1736
-  _globals['_LISTTASKTYPESREQUEST']._serialized_start=1738
-  _globals['_LISTTASKTYPESREQUEST']._serialized_end=1760
-  _globals['_LISTTASKTYPESRESPONSE']._serialized_start=1762
-  _globals['_LISTTASKTYPESRESPONSE']._serialized_end=1828
-  _globals['_TASKTYPE']._serialized_start=1830
-  _globals['_TASKTYPE']._serialized_end=1942
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1944
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1964
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1966
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=2025
-  _globals['_WORKER']._serialized_start=2028
-  _globals['_WORKER']._serialized_end=2229
-  _globals['_TASKSERVICE']._serialized_start=2312
-  _globals['_TASKSERVICE']._serialized_end=3131
+  _globals['_TASKVIEW']._serialized_start=2528
+  _globals['_TASKVIEW']._serialized_end=2606
+  _globals['_SUBMITTASKREQUEST']._serialized_start=194
+  _globals['_SUBMITTASKREQUEST']._serialized_end=527
+  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_start=482
+  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_end=527
+  _globals['_SUBMITTASKRESPONSE']._serialized_start=529
+  _globals['_SUBMITTASKRESPONSE']._serialized_end=582
+  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_start=584
+  _globals['_BATCHSUBMITTASKSREQUEST']._serialized_end=684
+  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_start=686
+  _globals['_BATCHSUBMITTASKSRESPONSE']._serialized_end=790
+  _globals['_SUBMITRESULT']._serialized_start=792
+  _globals['_SUBMITRESULT']._serialized_end=890
+  _globals['_STATUS']._serialized_start=892
+  _globals['_STATUS']._serialized_end=970
+  _globals['_GETTASKREQUEST']._serialized_start=972
+  _globals['_GETTASKREQUEST']._serialized_end=1000
+  _globals['_GETTASKRESPONSE']._serialized_start=1002
+  _globals['_GETTASKRESPONSE']._serialized_end=1052
+  _globals['_WATCHTASKREQUEST']._serialized_start=1054
+  _globals['_WATCHTASKREQUEST']._serialized_end=1107
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1109
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1161
+  _globals['_WATCHTASKSREQUEST']._serialized_start=1164
+  _globals['_WATCHTASKSREQUEST']._serialized_end=1419
+  _globals['_WATCHTASKSREQUEST_LABELSENTRY']._serialized_start=482
+  _globals['_WATCHTASKSREQUEST_LABELSENTRY']._serialized_end=527
+  _globals['_WATCHTASKSRESPONSE']._serialized_start=1421
+  _globals['_WATCHTASKSRESPONSE']._serialized_end=1522
+  _globals['_LISTTASKSREQUEST']._serialized_start=1525
+  _globals['_LISTTASKSREQUEST']._serialized_end=1779
+  _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_start=482
+  _globals['_LISTTASKSREQUEST_LABELSENTRY']._serialized_end=527
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1781
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1859
+  _globals['_CANCELTASKREQUEST']._serialized_start=1861
+  _globals['_CANCELTASKREQUEST']._serialized_end=1892
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1894
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1947
+  _globals['_RETRYTASKREQUEST']._serialized_start=1949
+  _globals['_RETRYTASKREQUEST']._serialized_end=1979
+  _globals['_RETRYTASKRESPONSE']._serialized_start=1981
+  _globals['_RETRYTASKRESPONSE']._serialized_end=2033
+  _globals['_LISTTASKTYPESREQUEST']._serialized_start=2035
+  _globals['_LISTTASKTYPESREQUEST']._serialized_end=2057
+  _globals['_LISTTASKTYPESRESPONSE']._serialized_start=2059
+  _globals['_LISTTASKTYPESRESPONSE']._serialized_end=2125
+  _globals['_TASKTYPE']._serialized_start=2127
+  _globals['_TASKTYPE']._serialized_end=2239
+  _globals['_LISTWORKERSREQUEST']._serialized_start=2241
+  _globals['_LISTWORKERSREQUEST']._serialized_end=2261
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=2263
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=2322
+  _globals['_WORKER']._serialized_start=2325
+  _globals['_WORKER']._serialized_end=2526
+  _globals['_TASKSERVICE']._serialized_start=2609
+  _globals['_TASKSERVICE']._serialized_end=3428
 # @@protoc_insertion_point(module_scope)

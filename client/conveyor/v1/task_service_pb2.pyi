@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from conveyor.v1 import task_pb2 as _task_pb2
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -159,6 +160,15 @@ class BatchSubmitTasksRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    PARTIAL_SUCCESS_FIELD_NUMBER: _builtins.int
+    partial_success: _builtins.bool
+    """Answer each request on its own: the response's results hold, in request
+    order, each request's task or the error it would have got from
+    SubmitTask, and the accepted ones are stored even when others are
+    refused. The call itself then fails only for what concerns every
+    request (authentication, more than 1,000 requests, an unavailable
+    store). Unset: all or none, and tasks holds the tasks.
+    """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitTaskRequest]:
         """1 to 1,000 tasks."""
@@ -167,10 +177,11 @@ class BatchSubmitTasksRequest(_message.Message):
         self,
         *,
         requests: _abc.Iterable[Global___SubmitTaskRequest] | None = ...,
+        partial_success: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partial_success", b"partial_success", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -181,22 +192,96 @@ class BatchSubmitTasksResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASKS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
-        """One task per request, in request order."""
+        """One task per request, in request order; empty with partial_success."""
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitResult]:
+        """With partial_success: one result per request, in request order."""
 
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[_task_pb2.Task] | None = ...,
+        results: _abc.Iterable[Global___SubmitResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchSubmitTasksResponse: _TypeAlias = BatchSubmitTasksResponse  # noqa: Y015
+
+@_typing.final
+class SubmitResult(_message.Message):
+    """The answer to one request of a BatchSubmitTasks call with partial_success."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> _task_pb2.Task:
+        """The task the request created, or the earlier one its idempotency key
+        named.
+        """
+
+    @_builtins.property
+    def error(self) -> Global___Status:
+        """Why the request was refused: the status SubmitTask would have ended
+        with.
+        """
+
+    def __init__(
+        self,
+        *,
+        task: _task_pb2.Task | None = ...,
+        error: Global___Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["task", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___SubmitResult: _TypeAlias = SubmitResult  # noqa: Y015
+
+@_typing.final
+class Status(_message.Message):
+    """An error, with the same fields and field numbers as google.rpc.Status, so
+    it decodes as one: a canonical gRPC code, a message for people, and the
+    same rich details (such as google.rpc.BadRequest) a failed call carries.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """A google.rpc.Code value."""
+    message: _builtins.str
+    @_builtins.property
+    def details(self) -> _containers.RepeatedCompositeFieldContainer[_any_pb2.Any]: ...
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        details: _abc.Iterable[_any_pb2.Any] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Status: _TypeAlias = Status  # noqa: Y015
 
 @_typing.final
 class GetTaskRequest(_message.Message):
@@ -312,6 +397,7 @@ class WatchTasksRequest(_message.Message):
     IDS_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     INCLUDE_CURRENT_FIELD_NUMBER: _builtins.int
+    CURRENT_IDS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Only tasks of this type; empty means any type."""
     cursor: _builtins.str
@@ -337,6 +423,17 @@ class WatchTasksRequest(_message.Message):
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these tasks (at most 1,000 ids); empty means any task."""
 
+    @_builtins.property
+    def current_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """First send the current snapshot of each of these tasks that matches the
+        filters, finished or not, then the changes; also when resuming from a
+        cursor. Each must be one of ids. This is how a client adds tasks to a
+        stream it reopens: the cursor keeps the tasks it already followed, and
+        this catches up on the new ones, whose earlier changes the cursor skips.
+        A task that does not exist (or belongs to another tenant) ends the
+        stream NOT_FOUND, with a google.rpc.ResourceInfo naming it.
+        """
+
     def __init__(
         self,
         *,
@@ -346,10 +443,11 @@ class WatchTasksRequest(_message.Message):
         ids: _abc.Iterable[_builtins.str] | None = ...,
         cursor: _builtins.str = ...,
         include_current: _builtins.bool = ...,
+        current_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "ids", b"ids", "include_current", b"include_current", "labels", b"labels", "states", b"states", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_ids", b"current_ids", "cursor", b"cursor", "ids", b"ids", "include_current", b"include_current", "labels", b"labels", "states", b"states", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,7 +121,9 @@ class TaskServiceServicer:
 
     def BatchSubmitTasks(self, request, context):
         """Accepts up to 1,000 tasks at once: all of them, or none when any is
-        invalid or the queue lacks room for all.
+        invalid or the queue lacks room for all. With partial_success, each
+        request is answered on its own instead: a refused one does not stop the
+        others.
         HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

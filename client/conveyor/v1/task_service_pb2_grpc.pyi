@@ -50,7 +50,9 @@ class TaskServiceStub:
     """
     BatchSubmitTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.BatchSubmitTasksRequest, _task_service_pb2.BatchSubmitTasksResponse]
     """Accepts up to 1,000 tasks at once: all of them, or none when any is
-    invalid or the queue lacks room for all.
+    invalid or the queue lacks room for all. With partial_success, each
+    request is answered on its own instead: a refused one does not stop the
+    others.
     HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
@@ -116,7 +118,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     BatchSubmitTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.BatchSubmitTasksRequest, _task_service_pb2.BatchSubmitTasksResponse]  # type: ignore[assignment]
     """Accepts up to 1,000 tasks at once: all of them, or none when any is
-    invalid or the queue lacks room for all.
+    invalid or the queue lacks room for all. With partial_success, each
+    request is answered on its own instead: a refused one does not stop the
+    others.
     HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
@@ -191,7 +195,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.BatchSubmitTasksResponse, _abc.Awaitable[_task_service_pb2.BatchSubmitTasksResponse]]:
         """Accepts up to 1,000 tasks at once: all of them, or none when any is
-        invalid or the queue lacks room for all.
+        invalid or the queue lacks room for all. With partial_success, each
+        request is answered on its own instead: a refused one does not stop the
+        others.
         HTTP: POST /v1/tasks:batchSubmit, body: BatchSubmitTasksRequest
         """
 
