@@ -7,7 +7,8 @@ from typing import Any
 
 
 def short_label(label: str) -> str:
-    return label.replace("`", "").replace(" (", "\n(").replace(", ", ",\n")
+    text = label.replace("`", "").replace("Conveyor ", "Conveyor\n")
+    return text.replace(", ", "\n").replace(" (", "\n(")
 
 
 def render_chart(report: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> None:
@@ -24,7 +25,7 @@ def render_chart(report: dict[str, Any], rows: list[dict[str, Any]], path: Path)
     for bar, row in zip(bars, rows, strict=True):
         text = "n/a" if row["rate"] is None else f"{row['rate']:,.0f}"
         if row["vs_dramatiq"] is not None:
-            text += f"\n{row['vs_dramatiq']:.2f}x Dramatiq"
+            text += f"\n{row['vs_dramatiq']:.2f}x"
         left.annotate(
             text,
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -33,7 +34,10 @@ def render_chart(report: dict[str, Any], rows: list[dict[str, Any]], path: Path)
             fontsize=8,
         )
     left.set_ylabel("completed no-op tasks/s")
-    left.set_title(f"Throughput, {report['settings']['tasks']:,} tasks (higher is better)")
+    left.set_title(
+        f"Throughput, {report['settings']['tasks']:,} tasks, and the ratio to Dramatiq "
+        "(higher is better)"
+    )
     left.set_ylim(0, max([*rates, 1]) * 1.25)
     left.tick_params(axis="x", labelsize=7)
 

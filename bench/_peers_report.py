@@ -278,11 +278,13 @@ one run, on one machine, against the same local Redis server. Each system
 completes the same {tasks:,} no-op tasks ({lanes} client lanes x
 {tasks // max(lanes, 1):,}), submitted one per call through its own client API,
 and every result is fetched and checked. Reproduce with (the extra `bench`
-installs Celery, RQ, Dramatiq, arq and matplotlib; a Redis server must listen
-on 127.0.0.1:6379):
+installs Celery, RQ, Dramatiq and matplotlib; arq, which requires an older
+redis-py than Conveyor's Redis store runs on, is installed apart and without
+its dependencies; a Redis server must listen on 127.0.0.1:6379):
 
 ```sh
 .venv/bin/pip install -e '.[bench]'
+.venv/bin/pip install --no-deps arq
 {machine["command"]}
 ```
 

@@ -63,7 +63,8 @@ class Target:
 
     @property
     def text(self) -> str:
-        return f"{'>=' if self.at_least else '<='} {self.shown(self.limit)}"
+        limit = f"{self.limit:,g}{'x' if self.unit == 'x' else ' ' + self.unit}"
+        return f"{'>=' if self.at_least else '<='} {limit}"
 
 
 def field_of(key: str, name: str) -> Callable[[Rows], float | None]:
