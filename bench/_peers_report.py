@@ -1,4 +1,4 @@
-"""Report of bench/peers.py: machine facts, the Markdown table and section, the chart."""
+"""Report of bench/peers.py: machine facts, the tables, the verdicts and the Markdown section."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from _core_harness import cpu_model
-from _peers_systems import BY_KEY
+from _peers_targets import bulk_rows, complete_rate, target_rows
 
 PACKAGES = (
     "conveyor",
@@ -23,23 +23,18 @@ PACKAGES = (
     "kombu",
     "rq",
     "dramatiq",
+    "arq",
     "redis",
     "hiredis",
     "matplotlib",
 )
 
-# Throughput targets: system -> (reference system, minimum ratio).
-TARGETS: dict[str, tuple[tuple[str, float], ...]] = {
-    "conveyor-memory": (("celery", 4.0), ("dramatiq", 1.3)),
-    "conveyor-redis": (("celery", 2.0),),
-    "conveyor-sqlite": (("celery", 1.0),),
-}
-REFERENCE = "celery"
+REFERENCE = "dramatiq"
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine_facts(redis: dict[str, Any], options: argparse.Namespace) -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in PACKAGES:
         try:
             versions[package] = importlib.metadata.version(package)
@@ -133,40 +128,43 @@ def summarize(result: dict[str, Any]) -> str:
     if "p50_ms" in lat:
         line += f"; latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms"
     failures = put["failures"] + lat["failures"]
+    if "bulk" in result:
+        bulk = result["bulk"]
+        failures += bulk["failures"]
+        line += (
+            f"; bulk {bulk['completed']:,}/{bulk['tasks']:,}: submitted at "
+            f"{bulk['submit_rate'] or 0:,.0f} tasks/s, completed at {bulk['rate'] or 0:,.0f}"
+        )
+    samples = (
+        put["failure_samples"]
+        + lat["failure_samples"]
+        + result.get("bulk", {}).get("failure_samples", [])
+    )
     if failures:
-        line += f"; {failures} FAILURES: {(put['failure_samples'] + lat['failure_samples'])[:2]}"
+        line += f"; {failures} FAILURES: {samples[:2]}"
     return line
 
 
-def complete_rate(result: dict[str, Any] | None) -> float | None:
-    """Tasks/s, only when every task of both phases completed with the right result."""
-    if not result or "error" in result:
-        return None
-    put, lat = result["throughput"], result["latency"]
-    if put["completed"] != put["tasks"] or lat["completed"] != lat["tasks"]:
-        return None
-    rate: float = put["rate"]
-    return rate
-
-
 def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per system: tasks/s, the ratio to Dramatiq, CPU per task by part, latency."""
     results = report["results"]
     reference = complete_rate(results.get(REFERENCE))
     rows = []
     for system in report["systems"]:
-        key = system["key"]
-        result = results.get(key, {})
+        result = results.get(system["key"], {})
         rate = complete_rate(result)
         row: dict[str, Any] = {
-            "key": key,
+            "key": system["key"],
             "label": system["label"],
             "rate": rate,
-            "vs_celery": rate / reference if rate and reference else None,
+            "vs_dramatiq": rate / reference if rate and reference else None,
+            "cpu_ms_per_task": None,
+            "cpu_client_ms": None,
+            "cpu_workers_ms": None,
+            "cpu_redis_ms": None,
             "p50_ms": None,
             "p99_ms": None,
-            "cpu_ms_per_task": None,
             "note": "",
-            "targets": [],
         }
         if "error" in result:
             # The cause without the log excerpt, and nothing that breaks a table cell.
@@ -176,25 +174,16 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
             put, lat = result["throughput"], result["latency"]
             row["p50_ms"], row["p99_ms"] = lat.get("p50_ms"), lat.get("p99_ms")
             cpu = put.get("cpu_ms_per_task")
-            row["cpu_ms_per_task"] = sum(cpu.values()) if cpu and rate else None
+            if cpu and rate:
+                row["cpu_ms_per_task"] = sum(cpu.values())
+                row["cpu_client_ms"] = cpu.get("client")
+                row["cpu_workers_ms"] = cpu.get("workers")
+                row["cpu_redis_ms"] = cpu.get("redis")
             row["note"] = (
                 f"{put['completed']:,}/{put['tasks']:,} + {lat['completed']}/{lat['tasks']}"
             )
             if rate is None:
                 row["note"] += " INCOMPLETE"
-        for other, ratio in TARGETS.get(key, ()):
-            other_rate = complete_rate(results.get(other))
-            verdict = None
-            if rate and other_rate:
-                verdict = rate / other_rate >= ratio
-            label = BY_KEY[other].label
-            row["targets"].append(
-                {
-                    "target": f">= {ratio:g}x {label}",
-                    "passed": verdict,
-                    "ratio": rate / other_rate if rate and other_rate else None,
-                }
-            )
         rows.append(row)
     return rows
 
@@ -205,90 +194,118 @@ def fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def systems_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| system | tasks/s | vs Celery | CPU per task | p50 latency | p99 latency | target | verdict |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| system | tasks/s | vs Dramatiq | CPU per task | client | server + workers | Redis "
+        "| p50, one in flight | p99, one in flight |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
-        targets = row["targets"] or [{"target": "", "passed": None, "ratio": None}]
-        for number, target in enumerate(targets):
-            verdict = {True: "pass", False: "**miss**", None: ""}[target["passed"]]
-            if target["ratio"] is not None and target["passed"] is not None:
-                verdict += f" ({target['ratio']:.2f}x)"
-            if target["target"] and target["passed"] is None:
-                verdict = "n/a"
-            if number == 0:
-                cells = [
-                    row["label"],
-                    fmt(row["rate"]),
-                    fmt(row["vs_celery"], 2, "x"),
-                    fmt(row["cpu_ms_per_task"], 2, " ms"),
-                    fmt(row["p50_ms"], 2, " ms"),
-                    fmt(row["p99_ms"], 2, " ms"),
-                ]
-                if row["rate"] is None and row["note"]:
-                    cells[1] = f"n/a ({row['note']})"
-            else:
-                cells = ["", "", "", "", "", ""]
-            lines.append("| " + " | ".join([*cells, target["target"], verdict]) + " |")
+        rate = fmt(row["rate"])
+        if row["rate"] is None and row["note"]:
+            rate = f"n/a ({row['note']})"
+        cells = [
+            row["label"],
+            rate,
+            fmt(row["vs_dramatiq"], 2, "x"),
+            fmt(row["cpu_ms_per_task"], 2, " ms"),
+            fmt(row["cpu_client_ms"], 2, " ms"),
+            fmt(row["cpu_workers_ms"], 2, " ms"),
+            ""
+            if row["cpu_ms_per_task"] and row["cpu_redis_ms"] is None
+            else fmt(row["cpu_redis_ms"], 2, " ms"),
+            fmt(row["p50_ms"], 2, " ms"),
+            fmt(row["p99_ms"], 2, " ms"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def cpu_line(report: dict[str, Any], system: dict[str, Any]) -> str:
-    result = report["results"].get(system["key"], {})
-    cpu = result.get("throughput", {}).get("cpu_ms_per_task")
-    if not cpu or complete_rate(result) is None:
-        return f"{system['label']} n/a"
-    return f"{system['label']} " + " + ".join(f"{value:.2f}" for value in cpu.values()) + " ms"
+def bulk_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| system | tasks | submitted, tasks/s | completed, tasks/s | CPU per task |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        cells = [
+            row["label"],
+            fmt(row["tasks"]),
+            fmt(row["submit_rate"]),
+            fmt(row["rate"]) if row["rate"] is not None else f"n/a ({row['note']})",
+            fmt(row["cpu_ms_per_task"], 3, " ms"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
-def render_markdown(report: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| figure | measured | target | verdict |", "| --- | ---: | ---: | --- |"]
+    for row in rows:
+        verdict = {True: "pass", False: "**miss**", None: "n/a"}[row["passed"]]
+        lines.append(f"| {row['figure']} | {row['measured']} | {row['target']} | {verdict} |")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     rows = table_rows(report)
+    bulk = bulk_rows(report)
+    targets = target_rows(rows, bulk)
     machine, settings = report["machine"], report["settings"]
     packages = machine["packages"]
     redis = machine["redis"]
     n = settings["workers"]
+    lanes = settings["lanes"]
+    tasks = settings["tasks"]
     quick = " (QUICK run: a smoke test, not numbers to judge)" if settings["quick"] else ""
     versions = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
     setups = "\n".join(f"- **{s['label']}**: {s['setup']}." for s in report["systems"])
-    targets = "; ".join(
-        f"{BY_KEY[key].label} {' and '.join(f'>= {ratio:g}x {BY_KEY[other].label}' for other, ratio in pairs)}"
-        for key, pairs in TARGETS.items()
-    )
-    cpu_split = "; ".join(cpu_line(report, system) for system in report["systems"])
     load = " / ".join(f"{x:g}" for x in machine["load_average_before"])
-    text = f"""### Compared with Celery, RQ and Dramatiq{quick}
+    bulk_section = ""
+    if bulk:
+        bulk_section = f"""
+Bulk: one client thread submits {bulk[0]["tasks"]:,} no-op tasks with
+`Client.submit_batch`, {bulk[0]["batch_size"]:,} per call (the most one
+`BatchSubmitTasks` call takes), then waits for each with `TaskHandle.wait()`;
+"submitted" counts until the last batch is acknowledged, "completed" until the
+last result is read. Run on the same server, after the other phases.
 
-`bench/peers.py` runs Conveyor and three Python task queues side by
-side, in one run, on one machine, against the same local Redis server. Each
-system completes the same {settings["tasks"]:,} no-op tasks, submitted one per
-call through its own client API, and every result is fetched and checked.
-Reproduce with (the extra `bench` installs Celery, RQ, Dramatiq and
-matplotlib; a Redis server must listen on 127.0.0.1:6379):
+{bulk_table(bulk)}
+"""
+    text = f"""### Compared with Dramatiq, Celery, RQ and arq{quick}
+
+`bench/peers.py` runs Conveyor and four Python task queues side by side, in
+one run, on one machine, against the same local Redis server. Each system
+completes the same {tasks:,} no-op tasks ({lanes} client lanes x
+{tasks // max(lanes, 1):,}), submitted one per call through its own client API,
+and every result is fetched and checked. Reproduce with (the extra `bench`
+installs Celery, RQ, Dramatiq and matplotlib; arq, which requires an older
+redis-py than Conveyor's Redis store runs on, is installed apart and without
+its dependencies; a Redis server must listen on 127.0.0.1:6379):
 
 ```sh
 .venv/bin/pip install -e '.[bench]'
+.venv/bin/pip install --no-deps arq
 {machine["command"]}
 ```
 
-{markdown_table(rows)}
+{systems_table(rows)}
 
-![Tasks/s and latency of Conveyor, Celery, RQ and Dramatiq](peers.png)
+Against the targets (ratios to Dramatiq from this run):
 
-- **tasks/s**: {settings["tasks"]:,} tasks, from the first submit to the last
-  result observed. A system that lost, failed or timed out on any task gets none.
-- **CPU per task**: CPU time used during the tasks/s phase by the system's
-  processes, the client process and the Redis server, divided by the tasks.
-  Steadier than tasks/s on a shared machine: with C cores, tasks/s cannot
-  exceed C / (CPU per task). Redis counts only for the systems that use it,
-  and its share includes anything else that used that Redis server meanwhile.
-- **latency**: submit-to-result with one task in flight, over
+{targets_table(targets)}
+{bulk_section}
+![Tasks/s and latency of Conveyor, Dramatiq, Celery, RQ and arq](peers.png)
+
+- **tasks/s**: {tasks:,} tasks, from the first submit to the last result
+  observed. A system that lost, failed or timed out on any task gets none.
+- **CPU per task**: CPU time used during the tasks/s phase, divided by the
+  tasks, split into the client process, the system's own processes (Conveyor's
+  server and worker, the peers' workers) and the Redis server. Steadier than
+  tasks/s on a shared machine: with C cores, tasks/s cannot exceed
+  C / (CPU per task). Redis counts only for the systems that use it, and its
+  share includes anything else that used that Redis server meanwhile.
+- **p50, p99**: submit-to-result with one task in flight, over
   {settings["latency_tasks"]} sequential tasks (after {settings["latency_warmup"]} unmeasured ones).
-- **targets**: {targets}. Rows without a target are for comparison.
-
-Where the CPU went, per task, in the tasks/s phase (the system's own
-processes + the client + Redis): {cpu_split}.
 
 Set-up:
 
@@ -299,91 +316,37 @@ Set-up:
   appendonly {redis["appendonly"]}), database {redis["db"]}; the SQLite file on {machine.get("sqlite_filesystem", "unknown")}.
 - {versions}; Conveyor at commit {machine["conveyor_revision"]}.
 
-How each system runs. N = {n} worker threads wherever there is a pool. Each
-system's workers are started fresh in their own processes, logging at
-WARNING; the client is one more process.
+How each system runs. N = {n} worker threads (or concurrent jobs) wherever
+there is a pool. Each system's workers are started fresh in their own
+processes, logging at WARNING; the client is one more process.
 
 {setups}
 
-How the client submits and observes completion: {settings["lanes"]} client threads
-start together; each submits its share of the tasks, one call per task, then
-waits for each of its tasks in submit order with the system's own wait call
-and checks the result:
+How the client submits and observes completion: {lanes} client threads start
+together (for the asyncio clients, `AsyncClient` and arq, {lanes} coroutines on
+one event loop); each submits its share of the tasks, one call per task, then
+waits for each of its tasks in submit order with the system's own wait call and
+checks the result:
 
 - **Conveyor**: `Client.submit("sleep", {{"seconds": 0}})` (the built-in
-  no-op; one `SubmitTask` call), then `TaskHandle.wait()` (one `GetTask`
-  call, and a `WatchTask` stream only if the task has not finished yet);
-  checks `SUCCEEDED` and the
-  result `{{"slept": 0.0}}`. One `Client` (one gRPC channel) for all threads.
+  no-op), then `TaskHandle.wait()`; checks `SUCCEEDED` and the result
+  `{{"slept": 0.0}}`. One `Client` for all threads (one `AsyncClient` for
+  all coroutines), used as any application would: the SDK decides how the
+  submits and waits travel.
+- **Dramatiq**: `noop.send(i)`, then `Message.get_result(block=True)` (a
+  blocking `BRPOPLPUSH` on the result key); checks that it returned `i`.
 - **Celery**: `noop.delay(i)`, then `AsyncResult.get()` (the Redis result
   backend delivers results by pub/sub); checks that it returned `i`.
 - **RQ**: `Queue.enqueue(noop, i)`, then `Job.latest_result(timeout=...)` (a
   blocking `XREAD` on the job's result stream); checks `SUCCESSFUL` and `i`.
-- **Dramatiq**: `noop.send(i)`, then `Message.get_result(block=True)` (a
-  blocking `BRPOPLPUSH` on the result key); checks that it returned `i`.
+- **arq**: `await pool.enqueue_job("noop", i)`, then `await job.result()`
+  (which polls Redis); checks that it returned `i`.
 
 Before the measured phases each system runs one task (which waits for its
 workers to come up) and {settings["warmup_tasks"]} warm-up tasks. The Redis
 database is emptied with `FLUSHDB` before and after each system. All processes
 share the machine's {machine["cores"]} cores: client, workers and Redis compete
-for them, and a system with more processes gets no more CPU. Conveyor (memory)
-keeps its tasks in the server process; the others keep them in Redis.
+for them, and a system with more processes gets no more CPU. Conveyor memory
+keeps its tasks in the server process; the others keep them in Redis or SQLite.
 """
-    return text, rows
-
-
-def render_chart(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report.get("table") or table_rows(report)
-    labels = [row["label"].replace(" (", "\n(").replace(", ", ",\n") for row in rows]
-    colors = ["#1f6feb" if row["key"].startswith("conveyor") else "#8b949e" for row in rows]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
-    rates = [row["rate"] or 0 for row in rows]
-    bars = left.bar(labels, rates, color=colors)
-    for bar, row in zip(bars, rows, strict=True):
-        text = "n/a" if row["rate"] is None else f"{row['rate']:,.0f}"
-        if row["vs_celery"] is not None:
-            text += f"\n{row['vs_celery']:.2f}x Celery"
-        left.annotate(
-            text,
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    left.set_ylabel("completed no-op tasks/s")
-    left.set_title(f"Throughput, {report['settings']['tasks']:,} tasks (higher is better)")
-    left.set_ylim(0, max([*rates, 1]) * 1.25)
-    left.tick_params(axis="x", labelsize=8)
-
-    positions = range(len(rows))
-    width = 0.4
-    p50 = [row["p50_ms"] or 0 for row in rows]
-    p99 = [row["p99_ms"] or 0 for row in rows]
-    right.bar([p - width / 2 for p in positions], p50, width, label="p50", color=colors)
-    right.bar([p + width / 2 for p in positions], p99, width, label="p99", color=colors, alpha=0.45)
-    for p, (low, high) in enumerate(zip(p50, p99, strict=True)):
-        for x, value in ((p - width / 2, low), (p + width / 2, high)):
-            if value:
-                right.annotate(f"{value:.1f}", (x, value), ha="center", va="bottom", fontsize=7)
-    right.set_xticks(list(positions), labels)
-    right.tick_params(axis="x", labelsize=8)
-    right.set_ylabel("submit-to-result latency, ms")
-    right.set_title("Latency, one task in flight (p50 solid, p99 light; lower is better)")
-    if max([*p99, 0]) > 20 * min([v for v in p50 if v] or [1]):
-        right.set_yscale("log")
-    machine = report["machine"]
-    quick = "  QUICK RUN" if report["settings"]["quick"] else ""
-    figure.suptitle(
-        f"Conveyor vs Celery, RQ, Dramatiq: {machine['cores']} cores, Python "
-        f"{machine['python']}, Redis {machine['redis']['version']}, "
-        f"N={report['settings']['workers']} worker threads{quick}",
-        fontsize=10,
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return text, {"systems": rows, "bulk": bulk, "targets": targets}

@@ -62,7 +62,12 @@ class Context:
 
     def peer_env(self) -> dict[str, str]:
         path = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, "BENCH_PEERS_REDIS_URL": self.redis.url, "PYTHONPATH": path}
+        return {
+            **os.environ,
+            "BENCH_PEERS_REDIS_URL": self.redis.url,
+            "BENCH_PEERS_WORKERS": str(self.workers),
+            "PYTHONPATH": path,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,13 +75,17 @@ class System:
     key: str
     label: str
     client: str
-    """Adapter in _peers_client.py."""
+    """Adapter in _peers_adapters.py."""
     needs: tuple[str, ...]
     """Modules the system needs, checked before anything starts."""
     setup: str
     """How it runs, for the report; {n} is the worker thread count."""
     start: Callable[[Context, str], dict[str, Any]]
     """Starts the workers; returns the client's extra arguments."""
+    bulk: bool = False
+    """Also runs the bulk phase (`submit_batch`)."""
+    optional: str = ""
+    """Not in the `bench` extra: how to install it; the row is left out without it."""
 
     @property
     def uses_redis(self) -> bool:
@@ -95,6 +104,8 @@ def conveyor_server(ctx: Context, name: str, store: str, workers: int) -> str:
         str(SERVER_BIN),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--store", store, "--workers", str(workers), "--log-level", "WARNING"),
+        # The HTTP face is not compared, and its fixed default port may be taken.
+        *("--http-port", "-1"),
     ]
     process = ctx.processes.start(name, cmd)
     address = f"127.0.0.1:{port}"
@@ -115,16 +126,13 @@ def start_conveyor_sqlite(ctx: Context, key: str) -> dict[str, Any]:
     return {"address": conveyor_server(ctx, key, store, ctx.workers)}
 
 
-def conveyor_redis(worker_processes: int) -> Callable[[Context, str], dict[str, Any]]:
-    def start(ctx: Context, key: str) -> dict[str, Any]:
-        store = f"{ctx.redis.url}?prefix=bench"
-        address = conveyor_server(ctx, f"{key}-api", store, 0)
-        cmd = [str(SERVER_BIN), "worker", "--store", store, "--workers", str(ctx.workers)]
-        for number in range(1, worker_processes + 1):
-            ctx.processes.start(f"{key}-worker{number}", [*cmd, "--log-level", "WARNING"])
-        return {"address": address}
-
-    return start
+def start_conveyor_redis(ctx: Context, key: str) -> dict[str, Any]:
+    """An API-only server and one worker process."""
+    store = f"{ctx.redis.url}?prefix=bench"
+    address = conveyor_server(ctx, f"{key}-api", store, 0)
+    cmd = [str(SERVER_BIN), "worker", "--store", store, "--workers", str(ctx.workers)]
+    ctx.processes.start(f"{key}-worker", [*cmd, "--log-level", "WARNING"])
+    return {"address": address}
 
 
 # ---------------------------------------------------------------------------
@@ -140,21 +148,26 @@ def start_celery(ctx: Context, key: str) -> dict[str, Any]:
     return {}
 
 
-def rq_workers(processes: int) -> Callable[[Context, str], dict[str, Any]]:
-    def start(ctx: Context, key: str) -> dict[str, Any]:
-        cmd = [sys.executable, "-m", "rq.cli", "worker"]
-        cmd += ["--worker-class", "rq.worker.SimpleWorker", "--url", ctx.redis.url]
-        cmd += ["--logging_level", "WARNING", "--path", str(BENCH), QUEUE]
-        for number in range(1, processes + 1):
-            ctx.processes.start(f"{key}-{number}", cmd, env=ctx.peer_env())
-        return {}
-
-    return start
+def start_rq(ctx: Context, key: str) -> dict[str, Any]:
+    """N worker processes: a SimpleWorker runs one job at a time."""
+    cmd = [sys.executable, "-m", "rq.cli", "worker"]
+    cmd += ["--worker-class", "rq.worker.SimpleWorker", "--url", ctx.redis.url]
+    cmd += ["--logging_level", "WARNING", "--path", str(BENCH), QUEUE]
+    for number in range(1, ctx.workers + 1):
+        ctx.processes.start(f"{key}-{number}", cmd, env=ctx.peer_env())
+    return {}
 
 
 def start_dramatiq(ctx: Context, key: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "dramatiq", "_peers_dramatiq_app", "--processes", "1"]
+    # Dramatiq's default process count (one per core): no --processes.
+    cmd = [sys.executable, "-m", "dramatiq", "_peers_dramatiq_app"]
     cmd += ["--threads", str(ctx.workers), "--queues", QUEUE, "--path", str(BENCH)]
+    ctx.processes.start(key, cmd, env=ctx.peer_env(), cwd=BENCH)
+    return {}
+
+
+def start_arq(ctx: Context, key: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "arq", "_peers_arq_app.WorkerSettings"]
     ctx.processes.start(key, cmd, env=ctx.peer_env(), cwd=BENCH)
     return {}
 
@@ -164,15 +177,26 @@ CONVEYOR = ("conveyor", "conveyor_server", "grpc_health")
 SYSTEMS = (
     System(
         "conveyor-memory",
-        "Conveyor (memory)",
+        "Conveyor memory, sync `Client`",
         "conveyor",
         CONVEYOR,
-        "one `conveyor-server --store memory:// --workers {n}` process",
+        "one `conveyor-server --store memory:// --workers {n} --http-port -1` process (every "
+        "Conveyor server here runs without its HTTP face)",
+        start_conveyor_memory,
+        bulk=True,
+    ),
+    System(
+        "conveyor-memory-async",
+        "Conveyor memory, `AsyncClient`",
+        "conveyor-async",
+        CONVEYOR,
+        "the same server; the client drives it with `AsyncClient` from coroutines on one "
+        "event loop",
         start_conveyor_memory,
     ),
     System(
         "conveyor-sqlite",
-        "Conveyor (SQLite)",
+        "Conveyor SQLite",
         "conveyor",
         CONVEYOR,
         "one `conveyor-server --store sqlite:///<tmp>/tasks.db --workers {n}` process, "
@@ -182,24 +206,27 @@ SYSTEMS = (
     ),
     System(
         "conveyor-redis",
-        "Conveyor (Redis)",
+        "Conveyor Redis (API + 1 worker)",
         "conveyor",
         (*CONVEYOR, "redis"),
         "`conveyor-server --store redis://.../15?prefix=bench --workers 0` (API only) plus "
         "one `conveyor-server worker --store redis://... --workers {n}` process",
-        conveyor_redis(worker_processes=1),
+        start_conveyor_redis,
+        bulk=True,
     ),
     System(
-        "conveyor-redis-2w",
-        "Conveyor (Redis, 2 workers)",
-        "conveyor",
-        (*CONVEYOR, "redis"),
-        "the same API-only server plus two `conveyor-server worker --workers {n}` processes",
-        conveyor_redis(worker_processes=2),
+        "dramatiq",
+        "Dramatiq",
+        "dramatiq",
+        ("dramatiq", "redis"),
+        "`dramatiq --threads {n}` at its default process count (one per core), Redis "
+        "broker, Results middleware with the Redis backend, `store_results=True`, retries "
+        "off, the other default middleware on",
+        start_dramatiq,
     ),
     System(
         "celery",
-        "Celery",
+        "Celery (threads)",
         "celery",
         ("celery", "kombu", "redis"),
         "`celery worker --pool threads --concurrency {n} --without-gossip --without-mingle "
@@ -209,30 +236,25 @@ SYSTEMS = (
     ),
     System(
         "rq",
-        "RQ",
+        "RQ ({n} SimpleWorkers)",
         "rq",
         ("rq", "redis"),
-        "one `rq worker --worker-class rq.worker.SimpleWorker` process: it runs jobs in "
+        "{n} `rq worker --worker-class rq.worker.SimpleWorker` processes: each runs jobs in "
         "its own process, one at a time (RQ has no thread pool); results kept with the "
         "default result_ttl",
-        rq_workers(processes=1),
+        start_rq,
     ),
     System(
-        "rq-2w",
-        "RQ (2 workers)",
-        "rq",
-        ("rq", "redis"),
-        "two such `rq worker --worker-class rq.worker.SimpleWorker` processes",
-        rq_workers(processes=2),
-    ),
-    System(
-        "dramatiq",
-        "Dramatiq",
-        "dramatiq",
-        ("dramatiq", "redis"),
-        "`dramatiq --processes 1 --threads {n}`, Redis broker, Results middleware with the "
-        "Redis backend, `store_results=True`, retries off, the other default middleware on",
-        start_dramatiq,
+        "arq",
+        "arq",
+        "arq",
+        ("arq", "redis"),
+        "one `arq` worker process with `max_jobs={n}` and `poll_delay=0.01` s (the default "
+        "0.5 s would dominate every figure); the client waits with `Job.result(poll_delay=0.01)`",
+        start_arq,
+        # arq requires redis-py < 6, which the rest of the benchmark must not run
+        # on (Conveyor's Redis store needs the current one); arq itself runs on it.
+        optional="pip install --no-deps arq",
     ),
 )
 BY_KEY = {system.key: system for system in SYSTEMS}
