@@ -45,7 +45,10 @@ async def create_each(
         try:
             records = await store.create([new for _, new in pending], now)
         except IdempotencyConflict as exc:
-            alone += [p for p in pending if p[1].idempotency_key == exc.key]
+            keyed = [p for p in pending if p[1].idempotency_key == exc.key]
+            if not keyed:
+                raise  # not one of ours: trying again would meet it again
+            alone += keyed
             pending = [p for p in pending if p[1].idempotency_key != exc.key]
             continue
         except QueueFull as exc:
