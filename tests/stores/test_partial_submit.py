@@ -149,3 +149,33 @@ def test_too_many_requests_fail_the_whole_call(make_api: Callable[..., Api]) -> 
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "at most 1000" in caught.value.details()
+
+
+def test_a_tenant_quota_accepts_what_fits_and_refuses_the_rest(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(auth_tokens="token-a-0123456789abcdef=tenant-a", max_queue_per_tenant=2)
+    later = pb.SubmitTaskRequest(type="echo")
+    later.delay.seconds = 3600
+    response = api.stub.BatchSubmitTasks(
+        pb.BatchSubmitTasksRequest(requests=[later] * 3, partial_success=True),
+        metadata=[("authorization", "Bearer token-a-0123456789abcdef")],
+        timeout=10,
+    )
+    outcomes = [result.WhichOneof("outcome") for result in response.results]
+    assert outcomes == ["task", "task", "error"]
+    status = _status(response.results[2])
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "tenant-a" in status.message and "--max-queue-per-tenant" in status.message
+
+
+def test_an_unauthenticated_batch_fails_whole(make_api: Callable[..., Api]) -> None:
+    api = make_api(auth_tokens="token-a-0123456789abcdef=tenant-a")
+    with pytest.raises(grpc.RpcError) as caught:
+        api.stub.BatchSubmitTasks(
+            pb.BatchSubmitTasksRequest(
+                requests=[pb.SubmitTaskRequest(type="echo")], partial_success=True
+            ),
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
