@@ -196,7 +196,7 @@ async def _gathered(client: AsyncClient, *submits: Callable[[], Any]) -> list[An
     return await asyncio.gather(*(submit() for submit in submits), return_exceptions=True)
 
 
-def test_async_submits_coalesce_and_keys_hold_inside_the_batch(server: ServerThread) -> None:
+def test_async_submits_coalesce_each_with_its_own_outcome(server: ServerThread) -> None:
     same, other = uuid.uuid4().hex, uuid.uuid4().hex
 
     async def main() -> list[Any]:
@@ -209,9 +209,12 @@ def test_async_submits_coalesce_and_keys_hold_inside_the_batch(server: ServerThr
                 lambda: client.submit("echo", {"n": 1}, idempotency_key=same),
                 lambda: client.submit("echo", {"n": 3}, idempotency_key=other),
                 lambda: client.submit("echo", {"n": 4}, idempotency_key=other),
+                lambda: client.submit("echo", {"x": math.nan}),
             )
 
-    zero, keyed, two, repeat, winner, loser = asyncio.run(main())
+    zero, keyed, two, repeat, winner, loser, invalid = asyncio.run(main())
+    assert isinstance(invalid, InvalidArgument)
+    assert [field for field, _ in invalid.field_violations] == ["payload.x"]
     assert keyed.id == repeat.id
     assert isinstance(loser, AlreadyExists) and other in str(loser)
     assert winner.task.payload == {"n": 3}
