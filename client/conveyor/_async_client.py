@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 
 from conveyor import _core, _flows
+from conveyor._coalesce_asyncio import AsyncSubmitter
 from conveyor._flows import shares_doc
 from conveyor._handle import AsyncTaskHandle
 from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
@@ -35,7 +36,9 @@ class AsyncClient:
             async for task in handle.watch():
                 print(task.state.name, task.progress.percent)
 
-    Create it inside a running event loop. `credentials` and `token` work as
+    Submits from several coroutines are coalesced as `Client` does them
+    (`coalesce_submits=False` turns it off). Create it inside a running
+    event loop. `credentials` and `token` work as
     they do for `Client`.
     """
 
@@ -48,6 +51,7 @@ class AsyncClient:
         token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
+        coalesce_submits: bool = True,
     ) -> None:
         # Checked before the channel opens, so a bad token leaks nothing.
         self._metadata = _core.call_metadata(metadata, token)
@@ -57,6 +61,7 @@ class AsyncClient:
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._target = target
         self._timeout = timeout
+        self._submitter = AsyncSubmitter(self._run, timeout) if coalesce_submits else None
 
     def __repr__(self) -> str:
         return f"AsyncClient({self._target!r})"
@@ -95,7 +100,9 @@ class AsyncClient:
         spec = TaskSpec(
             type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        return AsyncTaskHandle(self, await self._run(_flows.submit(spec, rpc_timeout)))
+        if self._submitter is None:
+            return AsyncTaskHandle(self, await self._run(_flows.submit(spec, rpc_timeout)))
+        return AsyncTaskHandle(self, await self._submitter.submit(spec, rpc_timeout))
 
     @shares_doc(_flows.submit_batch)
     async def submit_batch(

@@ -13,6 +13,7 @@ from typing import Any, Protocol, Self, TypeVar
 import grpc
 
 from conveyor import _core, _flows
+from conveyor._coalesce_threads import ThreadSubmitter
 from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
 from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
@@ -40,6 +41,11 @@ class Client:
             handle = client.submit("csv_stats", {"csv": "a,b\\n1,x\\n"})
             print(handle.result(timeout=30))
 
+    Submits from several threads are coalesced: while one is in flight,
+    the others queue and then go out together in one call, each caller
+    still getting its own handle or error; `coalesce_submits=False` sends
+    each on its own.
+
     Every unary call has a deadline (`timeout` seconds, or the call's
     `rpc_timeout`); calls that are safe to repeat are retried a few times
     when the service is UNAVAILABLE. Failed calls raise `ConveyorError`
@@ -59,13 +65,14 @@ class Client:
         token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
+        coalesce_submits: bool = True,
     ) -> None:
         # Checked before the channel opens, so a bad token leaks nothing.
         self._metadata = _core.call_metadata(metadata, token)
         channel = _core.open_channel(
             grpc.insecure_channel, grpc.secure_channel, target, credentials, options
         )
-        self._attach(channel, target, timeout)
+        self._attach(channel, target, timeout, coalesce_submits)
 
     @classmethod
     def _on_channel(
@@ -81,11 +88,14 @@ class Client:
         client._attach(channel, "<channel>", timeout)
         return client
 
-    def _attach(self, channel: grpc.Channel, target: str, timeout: float) -> None:
+    def _attach(
+        self, channel: grpc.Channel, target: str, timeout: float, coalesce: bool = True
+    ) -> None:
         self._channel = channel
         self._stub = task_service_pb2_grpc.TaskServiceStub(channel)
         self._target = target
         self._timeout = timeout
+        self._submitter = ThreadSubmitter(self._run, timeout) if coalesce else None
 
     def __repr__(self) -> str:
         return f"Client({self._target!r})"
@@ -124,7 +134,9 @@ class Client:
         spec = TaskSpec(
             type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        return TaskHandle(self, self._run(_flows.submit(spec, rpc_timeout)))
+        if self._submitter is None:
+            return TaskHandle(self, self._run(_flows.submit(spec, rpc_timeout)))
+        return TaskHandle(self, self._submitter.submit(spec, rpc_timeout))
 
     @shares_doc(_flows.submit_batch)
     def submit_batch(

@@ -202,6 +202,21 @@ def _decode_details(trailing_metadata: Iterable[tuple[str, str | bytes]]) -> lis
     return []
 
 
+_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status(status: message.Message) -> ConveyorError:
+    """The `ConveyorError` for a status carried in a response (a
+    `conveyor.v1.Status`, wire-identical to `google.rpc.Status`): the same
+    class, message and details a failed call with that status raises."""
+    decoded = status_pb2.Status.FromString(status.SerializeToString())
+    code = _CODES.get(decoded.code, grpc.StatusCode.UNKNOWN)
+    cls = _ERROR_CLASSES.get(code, ConveyorError)
+    return cls(
+        decoded.message, code=code, details=[_decode_detail(detail) for detail in decoded.details]
+    )
+
+
 def from_rpc_error(exc: grpc.RpcError) -> ConveyorError:
     """Map a failed gRPC call (sync or asyncio) to the matching `ConveyorError`."""
     if isinstance(exc, grpc.aio.AioRpcError | grpc.Call):

@@ -26,6 +26,7 @@ from conveyor_server._list_page import fill_page, full_view
 from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
+from conveyor_server._partial_submit import create_each
 from conveyor_server._task_feed import TaskFeed, watch_query
 from conveyor_server._validation import RequestValidator, check_id, page_size
 from conveyor_server._watchers import WatcherSlots
@@ -139,6 +140,8 @@ class TaskCore:
     ) -> pb.BatchSubmitTasksResponse:
         self._gate.check()
         remote = await self._catalog.remote_types({r.type for r in request.requests})
+        if request.partial_success:
+            return await self._submit_each(request, tenant, remote)
         tasks = self._validator.batch(request, tenant, remote)
         now = self._clock()
         records = await self.store.create(tasks, now)
@@ -147,6 +150,25 @@ class TaskCore:
         add = response.tasks.add
         for record in records:
             await self.fill(add(), record)
+        return response
+
+    async def _submit_each(
+        self, request: pb.BatchSubmitTasksRequest, tenant: str, remote: frozenset[str]
+    ) -> pb.BatchSubmitTasksResponse:
+        checked = self._validator.each(request, tenant, remote)
+        now = self._clock()
+        outcomes = await create_each(self.store, checked, now, store_error)
+        records = [outcome for outcome in outcomes if not isinstance(outcome, ServiceError)]
+        if records:
+            self.observer.tasks_submitted(records, now)
+        response = pb.BatchSubmitTasksResponse()
+        add = response.results.add
+        for outcome in outcomes:
+            result = add()
+            if isinstance(outcome, ServiceError):
+                result.error.ParseFromString(outcome.status().SerializeToString())
+            else:
+                await self.fill(result.task, outcome)
         return response
 
     async def get(self, request: pb.GetTaskRequest, tenant: str) -> pb.GetTaskResponse:

@@ -10,7 +10,7 @@ from google.protobuf import duration_pb2, struct_pb2
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._convert import MAX_NESTING, StructView
-from conveyor_server._errors import invalid_argument
+from conveyor_server._errors import ServiceError, invalid_argument
 from conveyor_server._handlers import HandlerRegistry, InvalidPayload
 from conveyor_server._ids import MAX_ID_LENGTH, SAFE_ID
 from conveyor_server.stores import NewTask
@@ -110,6 +110,15 @@ def _check_duration(
     return value
 
 
+def _check_count(count: int) -> None:
+    if count == 0:
+        raise invalid_argument([("requests", "must hold at least one SubmitTaskRequest")])
+    if count > MAX_BATCH:
+        raise invalid_argument(
+            [("requests", f"holds {count} requests; a batch takes at most {MAX_BATCH}")]
+        )
+
+
 class RequestValidator:
     def __init__(
         self,
@@ -146,13 +155,7 @@ class RequestValidator:
         tenant: str = "",
         remote: frozenset[str] = frozenset(),
     ) -> list[NewTask]:
-        count = len(request.requests)
-        if count == 0:
-            raise invalid_argument([("requests", "must hold at least one SubmitTaskRequest")])
-        if count > MAX_BATCH:
-            raise invalid_argument(
-                [("requests", f"holds {count} requests; a batch takes at most {MAX_BATCH}")]
-            )
+        _check_count(len(request.requests))
         problems: list[tuple[str, str]] = []
         tasks: list[NewTask] = []
         for index, item in enumerate(request.requests):
@@ -162,6 +165,23 @@ class RequestValidator:
         if problems:
             raise invalid_argument(problems)
         return tasks
+
+    def each(
+        self,
+        request: pb.BatchSubmitTasksRequest,
+        tenant: str = "",
+        remote: frozenset[str] = frozenset(),
+    ) -> list[NewTask | ServiceError]:
+        """Per request, in order, the task to create or why it is refused,
+        with fields named as for a lone SubmitTaskRequest (`payload.x`). Only
+        the batch as a whole (empty, too long) fails the call."""
+        _check_count(len(request.requests))
+        checked: list[NewTask | ServiceError] = []
+        for item in request.requests:
+            problems: list[tuple[str, str]] = []
+            new = self._submit(item, "", problems, tenant, remote)
+            checked.append(new if new is not None else invalid_argument(problems))
+        return checked
 
     def _unserved(self, task_type: str, remote: frozenset[str]) -> str | None:
         """Why a type without a local handler is refused; None when a live

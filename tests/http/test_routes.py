@@ -39,6 +39,31 @@ def test_batch_submit_returns_one_task_per_request_in_order(server: ServerThread
     assert [t["payload"]["i"] for t in reply.body["tasks"]] == [0, 1, 2]
 
 
+def test_batch_submit_with_partial_success_answers_each_request(server: ServerThread) -> None:
+    reply = Http(server).post(
+        "/v1/tasks:batchSubmit",
+        {
+            "partial_success": True,
+            "requests": [
+                {"type": "echo", "payload": {"i": 0}},
+                {"type": "echo", "max_attempts": 1000},
+                {"type": "echo", "payload": {"i": 2}},
+            ],
+        },
+    )
+    assert reply.status == 200
+    assert "tasks" not in reply.body
+    first, refused, third = reply.body["results"]
+    assert (first["task"]["payload"], third["task"]["payload"]) == ({"i": 0}, {"i": 2})
+    error = refused["error"]
+    assert error["code"] == 3  # INVALID_ARGUMENT, as in google.rpc.Status
+    assert "max_attempts" in error["message"]
+    [detail] = error["details"]
+    assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert detail["field_violations"][0]["field"] == "max_attempts"
+    assert Http(server).get(f"/v1/tasks/{third['task']['id']}").status == 200
+
+
 def test_list_filters_by_state_type_and_label_and_pages(server: ServerThread) -> None:
     http = Http(server)
     label = f"list-{time.monotonic_ns()}"
