@@ -223,17 +223,7 @@ class TaskRunner(StoreListener):
         while not self._stopped:
             self._wake.clear()
             try:
-                await self._apply_events()
-                if self._claiming:
-                    free = self._workers - self._busy
-                    if free > 0:
-                        now = self._clock()
-                        claimed = await self._store.claim(free, now, self._types)
-                        if claimed:
-                            self._observer.tasks_started(claimed, now)
-                            log_started(claimed)
-                        for record in claimed:
-                            self._start(record)
+                await self._round()
                 due = await self._store.next_due_time() if self._claiming else None
                 if self._store_down:
                     self._store_down = False
@@ -267,11 +257,13 @@ class TaskRunner(StoreListener):
         self._due_at = None
         self._wake.set()
 
-    async def _apply_events(self) -> None:
+    async def _round(self) -> None:
+        """Apply what handler threads posted (progress, how attempts ended)
+        and claim due tasks for the free threads: outcomes and the claim go
+        to the store in one call, so a busy runner costs one store round
+        trip per round however many tasks ended and started in it."""
         events = self._from_threads
         self._signalled = False
-        if not events and not self._local_outcomes:
-            return
         outcomes, self._local_outcomes = self._local_outcomes, []
         progress: dict[str, tuple[str, int, Progress]] = {}
         now = self._clock()
@@ -287,11 +279,16 @@ class TaskRunner(StoreListener):
                 if outcome is not None:
                     progress.pop(outcome.task_id, None)
                     outcomes.append(outcome)
+        # Counted after the outcomes above freed their threads.
+        free = self._workers - self._busy if self._claiming else 0
         ended: list[TaskRecord] = []
+        claimed: list[TaskRecord] = []
         try:
             if progress:
                 await self._store.set_progress(list(progress.values()), now)
-            if outcomes:
+            if free > 0:
+                ended, claimed = await self._store.settle(outcomes, free, now, self._types)
+            elif outcomes:
                 ended = await self._store.complete(outcomes, now)
         except StoreError:
             # Outcomes are kept for the next round: a store that is briefly
@@ -302,6 +299,11 @@ class TaskRunner(StoreListener):
         if ended:
             self._observer.attempts_ended(ended, now)
             log_ended(ended)
+        if claimed:
+            self._observer.tasks_started(claimed, now)
+            log_started(claimed)
+            for record in claimed:
+                self._start(record)
         if not self._running:
             self._idle.set()
 

@@ -317,6 +317,38 @@ async def test_reports_of_a_stale_attempt_are_ignored(store: TaskStore, now: flo
     assert (record.state, record.result) == (State.SUCCEEDED, value_bytes("ok"))
 
 
+async def test_settle_completes_then_claims(store: TaskStore, now: float) -> None:
+    first, second, third = await store.create(
+        [new_task(max_attempts=2), new_task(priority=1), new_task()], now
+    )
+    [running] = await store.claim(1, now, TYPES)
+    assert running.id == second.id
+    # The retried task is due at once and, of a higher priority, claimed first.
+    ended, claimed = await store.settle(
+        [Outcome(second.id, 1, failure=BOOM, retry_at=now + 1)], 2, now + 1, TYPES
+    )
+    assert [(r.id, r.state) for r in ended] == [(second.id, State.PENDING)]
+    assert [(r.id, r.state, r.attempt, r.claim) for r in claimed] == [
+        (second.id, State.RUNNING, 2, 2),
+        (first.id, State.RUNNING, 1, 1),
+    ]
+    # A stale report is fenced; nothing left to claim for another type.
+    ended, claimed = await store.settle(
+        [Outcome(second.id, 1, result=value_bytes("late")), Outcome(first.id, 1)],
+        5,
+        now + 2,
+        ["no-such-type"],
+    )
+    assert [(r.id, r.state) for r in ended] == [(first.id, State.SUCCEEDED)]
+    assert claimed == []
+    assert (await current(store, second.id)).state is State.RUNNING
+    assert (await current(store, third.id)).state is State.PENDING
+    # With nothing to report it claims, and with no room it only completes.
+    assert [r.id for r in (await store.settle([], 5, now + 3, TYPES))[1]] == [third.id]
+    ended, claimed = await store.settle([Outcome(third.id, 1)], 0, now + 4, TYPES)
+    assert ([r.state for r in ended], claimed) == ([State.SUCCEEDED], [])
+
+
 async def test_requeue_gives_the_attempt_back(store: TaskStore, now: float) -> None:
     [task] = await store.create([new_task()], now)
     await store.claim(1, now, TYPES)

@@ -86,6 +86,22 @@ async def test_a_complete_sent_twice_answers_as_the_first(store: RedisStore) -> 
     assert (retried.id, retried.state) == (task.id, State.PENDING)
 
 
+async def test_a_settle_sent_twice_completes_and_claims_once(store: RedisStore) -> None:
+    first, second, third = await store.create([new_task(max_attempts=2)] * 3, NOW)
+    await store.claim(1, NOW, TYPES)
+    send_twice(store, "_settle")
+    ended, claimed = await store.settle(
+        [Outcome(first.id, 1, failure=BOOM, retry_at=NOW)], 1, NOW, TYPES
+    )
+    assert [(r.id, r.state) for r in ended] == [(first.id, State.PENDING)]
+    assert [(r.id, r.claim) for r in claimed] == [(second.id, 1)]
+    # The second run changed nothing: the retry was queued once, one more
+    # task was claimed, not two.
+    assert (await current(store, first.id)).version == ended[0].version
+    assert (await current(store, third.id)).state is State.PENDING
+    assert [r.id for r in await store.claim(5, NOW, TYPES)] == [third.id, first.id]
+
+
 async def test_a_cancel_sent_twice_says_what_it_did(store: RedisStore) -> None:
     [task] = await store.create([new_task()], NOW)
     send_twice(store, "_cancel")

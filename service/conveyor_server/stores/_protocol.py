@@ -130,6 +130,14 @@ class TaskStore(Protocol):
         """
         ...
 
+    async def settle(
+        self, outcomes: Sequence[Outcome], limit: int, now: float, types: Collection[str]
+    ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        """A runner's round: `complete(outcomes)`, then `claim(limit, types)`;
+        returns what each returns. A store that can do both in one step
+        (one script, one transaction) does."""
+        ...
+
     async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
         """Hand a running attempt back to the queue without spending it;
         None when claim `claim` no longer holds the task."""

@@ -181,6 +181,15 @@ class MemoryStore:
             record.version += 1
             self._publish(record)
 
+    async def settle(
+        self, outcomes: Sequence[Outcome], limit: int, now: float, types: Collection[str]
+    ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        ended = await self.complete(outcomes, now)
+        # Records are live: one retried at once may be claimed below, and
+        # the caller must see how its attempt ended, not the next one.
+        ended = [r.copy() if r.state is State.PENDING else r for r in ended]
+        return ended, await self.claim(limit, now, types)
+
     async def complete(self, outcomes: Sequence[Outcome], now: float) -> list[TaskRecord]:
         changed: list[TaskRecord] = []
         for outcome in outcomes:

@@ -110,6 +110,7 @@ class RedisStore:
         self._claim = script(lua.CLAIM)
         self._set_progress = script(lua.SET_PROGRESS)
         self._complete = script(lua.COMPLETE)
+        self._settle = script(lua.SETTLE)
         self._requeue = script(lua.REQUEUE)
         self._cancel = script(lua.CANCEL)
         self._retry = script(lua.RETRY)
@@ -250,12 +251,29 @@ class RedisStore:
             [self._prefix, now, max(0, limit), self._lease_seconds, self._owner, *types],
             once=True,
         )
-        # The runner asks for the next due time right after claiming: the
-        # claim read it already.
-        self._due_hint = (asyncio.get_running_loop().time(), earliest)
-        records = self._delivered(existing_record(values) for values in claimed)
-        self._leases.hold(records)
-        return records
+        return self._claimed(claimed, earliest)
+
+    async def settle(
+        self, outcomes: Sequence[Outcome], limit: int, now: float, types: Collection[str]
+    ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        """Complete and claim in one script call: one round trip and one
+        script run per runner round, where the two would cost two."""
+        self._claims_types = tuple(types)
+        values: list[bytes] = []
+        for outcome in outcomes:
+            values += lua.outcome_values(outcome)
+        ended, claimed, earliest = await self._run(
+            self._settle,
+            [
+                *(self._prefix, now, self._retention_count, self._owner, *pack(values)),
+                *(max(0, limit), self._lease_seconds, *types),
+            ],
+            once=True,
+        )
+        for outcome in outcomes:
+            self._leases.release(outcome.task_id, outcome.claim)
+        changed = self._changed(existing_record(values) for values in ended)
+        return changed, self._claimed(claimed, earliest)
 
     async def next_due_time(self) -> float | None:
         hint, self._due_hint = self._due_hint, None
@@ -456,6 +474,14 @@ class RedisStore:
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"{self._where} is unavailable: {exc}")
+
+    def _claimed(self, claimed: list[Any], earliest: bytes | None) -> list[TaskRecord]:
+        # The runner asks for the next due time right after claiming: the
+        # claim read it already.
+        self._due_hint = (asyncio.get_running_loop().time(), earliest)
+        records = self._delivered(existing_record(values) for values in claimed)
+        self._leases.hold(records)
+        return records
 
     def _delivered(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
         """Hand records this process just changed to the watchers of their

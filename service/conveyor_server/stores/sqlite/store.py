@@ -234,6 +234,12 @@ class SqliteStore:
         self._check()
         return await self._memory.complete(outcomes, now)
 
+    async def settle(
+        self, outcomes: Sequence[Outcome], limit: int, now: float, types: Collection[str]
+    ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+        self._check()
+        return await self._memory.settle(outcomes, limit, now, types)
+
     async def requeue(self, task_id: str, claim: int, now: float) -> TaskRecord | None:
         self._check()
         return await self._memory.requeue(task_id, claim, now)

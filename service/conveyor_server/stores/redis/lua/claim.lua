@@ -1,64 +1,11 @@
--- Move due delayed tasks to their type's queue, then claim up to `limit`
--- tasks of the worker's types: the best across those queues by score
--- (priority), then member (queue order). Other types' queues are not read.
+-- Claim up to `limit` due tasks of the worker's types (see claiming.lua).
 --
 -- ARGV: prefix, now, limit, lease_seconds, owner, then the task types.
 -- Returns {the claimed records, the due time of the earliest delayed task or
--- nil}.
+-- false}.
 
 local replayed = replay() if replayed then return replayed end
 local now_s, limit, lease, owner = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now_s, 'LIMIT', 0, 1000)
-if #due > 0 then redis.call('ZREM', DELAYED, unpack(due)) end
-for _, member in ipairs(due) do
-  local id = string.sub(member, 17)
-  local key = task_key(id)
-  local fields = redis.call('HMGET', key, 'state', 'priority', 'type')
-  if fields[1] == '1' then
-    local ready = ready_member(ticket(), id)
-    queue_ready(fields[3], fields[2], ready)
-    redis.call('HSET', key, 'queued', ready)
-  end
-end
--- {score, member, type} of the tasks to claim, best first.
-local chosen = {}
-if limit > 0 then
-  for i = 6, #ARGV do
-    local head = redis.call('ZRANGE', ready_key(ARGV[i]), 0, limit - 1, 'WITHSCORES')
-    for j = 1, #head, 2 do
-      chosen[#chosen + 1] = {tonumber(head[j + 1]), head[j], ARGV[i]}
-    end
-  end
-  if #ARGV > 6 then
-    table.sort(chosen, function(a, b)
-      if a[1] ~= b[1] then return a[1] < b[1] end
-      return a[2] < b[2]
-    end)
-  end
-end
-local claimed, touched = {}, {}
-local expiry = tonumber(now_s) + lease
-for i = 1, math.min(limit, #chosen) do
-  local c = chosen[i]
-  redis.call('ZREM', ready_key(c[3]), c[2])
-  touched[c[3]] = true
-  local e = open(string.sub(c[2], 17))
-  if e.r[F.state] == '1' then
-    put(e, 'state', '2')
-    put(e, 'attempt', tostring(tonumber(e.r[F.attempt]) + 1))
-    put(e, 'claim', tostring(tonumber(e.r[F.claim]) + 1))
-    put(e, 'start_time', now_s)
-    put(e, 'owner', owner)
-    for _, name in ipairs({'queued', 'progress_percent', 'progress_message',
-        'progress_current', 'progress_total'}) do
-      remove(e, name)
-    end
-    bump(e, now_s)
-    redis.call('ZADD', RUNNING, expiry, e.id)
-    claimed[#claimed + 1] = save(e)
-  end
-end
-for task_type in pairs(touched) do ready_left(task_type) end
+local claimed = claim_due(now_s, limit, lease, owner, {unpack(ARGV, 6)})
 notify(owner)
-local earliest = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')
-return answer({claimed, earliest[2] or false})
+return answer({claimed, earliest_delayed()})

@@ -119,21 +119,28 @@ local function bump(e, now_s)
 end
 
 local function ready_member(number, id) return string.format('%016x', number) .. id end
+-- The types this call queued a task of, and has not seen empty since: a
+-- batch checks the queue and READY_TYPES once per type, not once per task.
+local queued_types = {}
 -- Queue a due task of `task_type` under `member`.
 local function queue_ready(task_type, priority, member)
   local key = ready_key(task_type)
-  if not work and redis.call('ZCARD', key) == 0 then
-    -- The queue was empty: idle workers of the type wait for a word. A
-    -- queue that was not empty has no idle worker, or one that was told.
-    work = true
+  if not queued_types[task_type] then
+    queued_types[task_type] = true
+    if not work and redis.call('ZCARD', key) == 0 then
+      -- The queue was empty: idle workers of the type wait for a word. A
+      -- queue that was not empty has no idle worker, or one that was told.
+      work = true
+    end
+    redis.call('SADD', READY_TYPES, task_type)
   end
   redis.call('ZADD', key, 0 - tonumber(priority), member)
-  redis.call('SADD', READY_TYPES, task_type)
 end
 -- After members left the queue of `task_type`: forget it once empty.
 local function ready_left(task_type)
   if redis.call('ZCARD', ready_key(task_type)) == 0 then
     redis.call('SREM', READY_TYPES, task_type)
+    queued_types[task_type] = nil
   end
 end
 local function make_ready(e)

@@ -12,6 +12,31 @@
 local replayed = replay() if replayed then return replayed end
 local max_queue, quota, owner = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
+-- Each tenant's new (seq, id) pairs, added to its list index in a few
+-- ZADDs per call rather than one per task.
+local listing = {}
+local function listed(tenant, seq, id)
+  local pairs_of = listing[tenant]
+  if not pairs_of then
+    pairs_of = {}
+    listing[tenant] = pairs_of
+  end
+  pairs_of[#pairs_of + 1] = seq
+  pairs_of[#pairs_of + 1] = id
+end
+local function write_listing()
+  for tenant, pairs_of in pairs(listing) do
+    local key = P .. ':tasks:' .. tenant
+    -- unpack() takes a few thousand values at most.
+    for first = 1, #pairs_of, 2000 do
+      redis.call('ZADD', key, unpack(pairs_of, first, math.min(first + 1999, #pairs_of)))
+    end
+  end
+end
+
+-- The unfinished tasks (pending and running), once a batch needed them.
+local unfinished_known = nil
+
 local function create(now_s, v)
   local count = #v / 12
   local plan, in_batch, fresh = {}, {}, 0
@@ -44,7 +69,9 @@ local function create(now_s, v)
     end
   end
   if fresh > 0 then
-    local unfinished = depth()
+    -- Read once per call; each accepted batch adds its new tasks.
+    unfinished_known = unfinished_known or depth()
+    local unfinished = unfinished_known
     if unfinished + fresh > max_queue then return {'full', unfinished} end
     if quota > 0 then
       local wanted, order = {}, {}
@@ -58,6 +85,7 @@ local function create(now_s, v)
       local tenant, current = over_quota(wanted, order, quota)
       if tenant then return {'quota', tenant, current} end
     end
+    unfinished_known = unfinished_known + fresh
   end
   local seq = fresh > 0 and redis.call('INCRBY', P .. ':seq', fresh) - fresh or 0
   reserve_tickets(fresh)
@@ -94,7 +122,7 @@ local function create(now_s, v)
       fields[#fields + 1] = member
       redis.call('HSET', task_key(id), unpack(fields))
       events[#events + 1] = id .. ':1'
-      redis.call('ZADD', P .. ':tasks:' .. tenant, seq, id)
+      listed(tenant, seq, id)
       count_tenant(tenant, 1)
       out[i] = seq
     elseif type(p) == 'number' then
@@ -110,5 +138,6 @@ local replies = {}
 for i = 5, #ARGV, 3 do
   replies[#replies + 1] = create(ARGV[i], unpack_values(ARGV[i + 1], ARGV[i + 2]))
 end
+write_listing()
 notify(owner)
 return answer(replies)
