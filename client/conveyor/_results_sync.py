@@ -1,0 +1,215 @@
+"""The shared result stream of `Client`: one daemon reader thread per client,
+while anyone waits, drives the `ResultBook` of `_results`; waiters block on
+events of their own. A waiter whose task the open stream does not cover
+cancels the call from its own thread, and the reader opens the next one."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+import grpc
+
+from conveyor import _core
+from conveyor._errors import ConveyorError, Unavailable, WaitTimeout, from_rpc_error
+from conveyor._results import ResultBook, StreamUnsupported
+from conveyor._types import Task
+from conveyor.v1 import task_service_pb2
+
+
+class _Call(Protocol):
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def cancel(self) -> bool: ...
+
+
+OpenStream = Callable[[task_service_pb2.WatchTasksRequest], _Call]
+# The per-task wait, for a service without WatchTasks: (id, timeout) -> Task.
+Fallback = Callable[[str, float | None], Task]
+# The task's current snapshot, or None when it cannot be read.
+Snapshot = Callable[[str], Task | None]
+
+
+class _Waiter:
+    """One blocked caller of `wait` (or one task of `wait_all`)."""
+
+    __slots__ = ("_event", "error", "task")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.task: Task | None = None
+        self.error: ConveyorError | None = None
+
+    def resolve(self, task: Task) -> None:
+        self.task = task
+        self._event.set()
+
+    def fail(self, error: ConveyorError) -> None:
+        self.error = error
+        self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+_Outcome = tuple[str, Task | None, ConveyorError | None]
+
+
+class _Queued:
+    """One task of `as_completed`: its end goes to the caller's queue."""
+
+    __slots__ = ("_queue", "task_id")
+
+    def __init__(self, outcomes: queue.SimpleQueue[_Outcome], task_id: str) -> None:
+        self._queue = outcomes
+        self.task_id = task_id
+
+    def resolve(self, task: Task) -> None:
+        self._queue.put((self.task_id, task, None))
+
+    def fail(self, error: ConveyorError) -> None:
+        self._queue.put((self.task_id, None, error))
+
+
+class ResultStreamThread:
+    """Waits of one `Client`, all served by one WatchTasks stream."""
+
+    def __init__(self, open_stream: OpenStream, fallback: Fallback, snapshot: Snapshot) -> None:
+        self._open_stream = open_stream
+        self._fallback = fallback
+        self._snapshot = snapshot
+        self._lock = threading.Lock()
+        self._book: ResultBook[_Waiter | _Queued] = ResultBook()
+        self._call: _Call | None = None
+        self._reader: threading.Thread | None = None
+
+    def wait(self, task_id: str, timeout: float | None, known: Task | None = None) -> Task:
+        [task] = self.wait_all([(task_id, known)], timeout)
+        return task
+
+    def wait_all(
+        self, items: Iterable[tuple[str, Task | None]], timeout: float | None
+    ) -> list[Task]:
+        deadline = _core.deadline_after(timeout, time.monotonic())
+        waiters = [(task_id, known, _Waiter()) for task_id, known in items]
+        self._add((task_id, waiter) for task_id, _, waiter in waiters)
+        try:
+            tasks: list[Task] = []
+            for task_id, known, waiter in waiters:
+                if not waiter.wait(_core.remaining(deadline, time.monotonic())):
+                    raise self._timed_out(task_id, timeout, known)
+                tasks.append(self._outcome(task_id, waiter.task, waiter.error, deadline))
+            return tasks
+        finally:
+            self._discard((task_id, waiter) for task_id, _, waiter in waiters)
+
+    def as_completed(
+        self, items: Iterable[tuple[str, Task | None]], timeout: float | None
+    ) -> Iterator[Task]:
+        deadline = _core.deadline_after(timeout, time.monotonic())
+        outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        listed = list(items)
+        waiters = [(task_id, _Queued(outcomes, task_id)) for task_id, _ in listed]
+        left = dict(listed)
+        self._add(waiters)
+        try:
+            for _ in waiters:
+                try:
+                    task_id, task, error = outcomes.get(
+                        timeout=_core.remaining(deadline, time.monotonic())
+                    )
+                except queue.Empty:
+                    first = next(iter(left))
+                    raise self._timed_out(first, timeout, left[first]) from None
+                yield self._outcome(task_id, task, error, deadline)
+                left.pop(task_id, None)
+        finally:
+            self._discard(waiters)
+
+    def close(self) -> None:
+        """Fail every waiter and end the stream."""
+        with self._lock:
+            self._book.close()
+            if self._call is not None:
+                self._call.cancel()
+
+    # --- the waiters' side ------------------------------------------------------------
+
+    def _add(self, waiters: Iterable[tuple[str, _Waiter | _Queued]]) -> None:
+        with self._lock:
+            if self._book.unsupported:
+                for _, waiter in waiters:
+                    waiter.fail(StreamUnsupported("", code=grpc.StatusCode.UNIMPLEMENTED))
+                return
+            reopen = False
+            for task_id, waiter in waiters:
+                reopen = self._book.add(task_id, waiter) or reopen
+            if reopen and self._call is not None:
+                self._call.cancel()
+            if self._reader is None and self._book.waiting:
+                self._reader = threading.Thread(
+                    target=self._read, name="conveyor-results", daemon=True
+                )
+                self._reader.start()
+
+    def _discard(self, waiters: Iterable[tuple[str, _Waiter | _Queued]]) -> None:
+        with self._lock:
+            for task_id, waiter in waiters:
+                self._book.discard(task_id, waiter)
+
+    def _outcome(
+        self,
+        task_id: str,
+        task: Task | None,
+        error: ConveyorError | None,
+        deadline: float | None,
+    ) -> Task:
+        if isinstance(error, StreamUnsupported):
+            return self._fallback(task_id, _core.remaining(deadline, time.monotonic()))
+        if error is not None:
+            raise error
+        assert task is not None
+        return task
+
+    def _timed_out(self, task_id: str, timeout: float | None, known: Task | None) -> WaitTimeout:
+        assert timeout is not None
+        return WaitTimeout(task_id, timeout, known or self._snapshot(task_id))
+
+    # --- the reader thread ------------------------------------------------------------
+
+    def _read(self) -> None:
+        book = self._book
+        while True:
+            with self._lock:
+                request = book.next_request()
+                if request is None:
+                    self._reader = self._call = None
+                    return
+                call = self._call = self._open_stream(request)
+            error: ConveyorError = _ended_early()
+            try:
+                for message in call:
+                    with self._lock:
+                        reopen = book.received(message)
+                    if reopen:
+                        call.cancel()
+                        break
+                else:
+                    # A stream without a deadline ends only on failure.
+                    raise _ended_early()
+                continue
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+            except ConveyorError as exc:
+                error = exc
+            with self._lock:
+                delay = book.failed(error)
+            if delay:
+                time.sleep(delay)
+
+
+def _ended_early() -> Unavailable:
+    return Unavailable("the result stream ended", code=grpc.StatusCode.UNAVAILABLE)
