@@ -37,6 +37,11 @@ _TERMINAL = (
     task_pb2.TASK_STATE_CANCELLED,
 )
 _TASK_RESOURCE = "conveyor.v1.Task"
+# The stream serves waits that may last long: it rides out a server restart
+# of a few seconds (backoff capped at a second) before failing its waiters.
+_RETRY = _core.RetryPolicy(max_tries=8)
+_NEW_RETRY = _core.RetryPolicy(max_tries=8, codes=_core.NEW_WATCH_RETRY.codes)
+_MAX_BACKOFF = 1.0
 
 
 class Waiter(Protocol):
@@ -207,8 +212,12 @@ class ResultBook(Generic[W]):
         task = _core.task_from_proto(message.task)
         for waiter in waiters:
             waiter.resolve(task)
+        if not self._waiters:
+            return True
+        # Room for queued ids, once this stream's snapshots are all in (a
+        # reopen would read those not yet sent again).
         queued = len(self._waiters) > len(self._streamed & self._waiters.keys())
-        return not self._waiters or queued
+        return queued and not self._unconfirmed
 
     def failed(self, error: ConveyorError) -> float | None:
         """The open stream failed: seconds to wait before reopening it, or
@@ -228,12 +237,14 @@ class ResultBook(Generic[W]):
                 self._fail(sorted(missing), lambda task_id: _not_found(task_id, error))
                 return 0.0
         self._failures += 1
-        policy = _core.NEW_WATCH_RETRY if self._messages == 0 else _core.DEFAULT_RETRY
+        # A stream shed before its first message is as safe to open again.
+        policy = _NEW_RETRY if self._messages == 0 else _RETRY
         delay = policy.backoff(error.code, self._failures)
         if delay is None:
             self._failures = 0
             self._fail(list(self._waiters), lambda _: copy.copy(error))
-        return delay
+            return None
+        return min(delay, _MAX_BACKOFF)
 
     def _fail(self, task_ids: Iterable[str], error: Callable[[str], ConveyorError]) -> None:
         """Fail the waiters of these ids, each with an error of its own."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -25,40 +25,24 @@ OpenStream = Callable[[task_service_pb2.WatchTasksRequest], _Call]
 Fallback = Callable[[str, float | None], Awaitable[Task]]
 # The task's current snapshot, or None when it cannot be read.
 Snapshot = Callable[[str], Awaitable[Task | None]]
-_Outcome = tuple[str, Task | None, ConveyorError | None]
+# (position in the caller's list, terminal snapshot or None, error or None)
+_Outcome = tuple[int, Task | None, ConveyorError | None]
 
 
 class _Waiter:
-    """One waiting coroutine (or one task of `wait_all`): a future."""
+    """One task a caller waits on: its end goes to the caller's queue."""
 
-    __slots__ = ("future",)
+    __slots__ = ("_queue", "position")
 
-    def __init__(self) -> None:
-        self.future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-
-    def resolve(self, task: Task) -> None:
-        if not self.future.done():
-            self.future.set_result(task)
-
-    def fail(self, error: ConveyorError) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
-class _Queued:
-    """One task of `as_completed`: its end goes to the caller's queue."""
-
-    __slots__ = ("_queue", "task_id")
-
-    def __init__(self, outcomes: asyncio.Queue[_Outcome], task_id: str) -> None:
+    def __init__(self, outcomes: asyncio.Queue[_Outcome], position: int) -> None:
         self._queue = outcomes
-        self.task_id = task_id
+        self.position = position
 
     def resolve(self, task: Task) -> None:
-        self._queue.put_nowait((self.task_id, task, None))
+        self._queue.put_nowait((self.position, task, None))
 
     def fail(self, error: ConveyorError) -> None:
-        self._queue.put_nowait((self.task_id, None, error))
+        self._queue.put_nowait((self.position, None, error))
 
 
 class ResultStreamTask:
@@ -68,7 +52,7 @@ class ResultStreamTask:
         self._open_stream = open_stream
         self._fallback = fallback
         self._snapshot = snapshot
-        self._book: ResultBook[_Waiter | _Queued] = ResultBook()
+        self._book: ResultBook[_Waiter] = ResultBook()
         self._call: _Call | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -79,53 +63,41 @@ class ResultStreamTask:
     async def wait_all(
         self, items: Iterable[tuple[str, Task | None]], seconds: float | None
     ) -> list[Task]:
-        loop = asyncio.get_running_loop()
-        deadline = _core.deadline_after(seconds, loop.time())
-        waiters = [(task_id, known, _Waiter()) for task_id, known in items]
-        self._add((task_id, waiter) for task_id, _, waiter in waiters)
-        try:
-            tasks: list[Task] = []
-            for task_id, known, waiter in waiters:
-                left = _core.remaining(deadline, loop.time())
-                done, _ = await asyncio.wait((waiter.future,), timeout=left)
-                if not done:
-                    raise await self._timed_out(task_id, seconds, known)
-                tasks.append(await self._outcome(task_id, waiter.future, deadline))
-            return tasks
-        finally:
-            self._discard((task_id, waiter) for task_id, _, waiter in waiters)
-            for _, _, waiter in waiters:
-                # Errors nobody will read are not "never retrieved".
-                if waiter.future.done() and not waiter.future.cancelled():
-                    waiter.future.exception()
-                waiter.future.cancel()
+        found: dict[int, Task] = {}
+        listed = list(items)
+        async with contextlib.aclosing(self._outcomes(listed, seconds)) as outcomes:
+            async for position, task in outcomes:
+                found[position] = task
+        return [found[position] for position in range(len(listed))]
 
     async def as_completed(
         self, items: Iterable[tuple[str, Task | None]], seconds: float | None
     ) -> AsyncIterator[Task]:
+        async with contextlib.aclosing(self._outcomes(list(items), seconds)) as outcomes:
+            async for _, task in outcomes:
+                yield task
+
+    async def _outcomes(
+        self, listed: list[tuple[str, Task | None]], seconds: float | None
+    ) -> AsyncGenerator[tuple[int, Task], None]:
+        """(position, terminal snapshot) of each task as it finishes; the
+        first error or timeout is raised at once."""
         loop = asyncio.get_running_loop()
         deadline = _core.deadline_after(seconds, loop.time())
         outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
-        listed = list(items)
-        waiters = [(task_id, _Queued(outcomes, task_id)) for task_id, _ in listed]
-        left = dict(listed)
+        waiters = [(task_id, _Waiter(outcomes, i)) for i, (task_id, _) in enumerate(listed)]
+        left = set(range(len(listed)))
         self._add(waiters)
         try:
-            for _ in waiters:
+            while left:
                 try:
                     async with asyncio.timeout(_core.remaining(deadline, loop.time())):
-                        task_id, task, error = await outcomes.get()
+                        position, task, error = await outcomes.get()
                 except TimeoutError:
-                    first = next(iter(left))
-                    raise await self._timed_out(first, seconds, left[first]) from None
-                future: asyncio.Future[Task] = loop.create_future()
-                if error is None:
-                    assert task is not None
-                    future.set_result(task)
-                else:
-                    future.set_exception(error)
-                yield await self._outcome(task_id, future, deadline)
-                left.pop(task_id, None)
+                    task_id, known = listed[min(left)]
+                    raise await self._timed_out(task_id, seconds, known) from None
+                left.discard(position)
+                yield position, await self._outcome(listed[position][0], task, error, deadline)
         finally:
             self._discard(waiters)
 
@@ -142,7 +114,7 @@ class ResultStreamTask:
 
     # --- the waiters' side ------------------------------------------------------------
 
-    def _add(self, waiters: Iterable[tuple[str, _Waiter | _Queued]]) -> None:
+    def _add(self, waiters: Iterable[tuple[str, _Waiter]]) -> None:
         if self._book.unsupported:
             for _, waiter in waiters:
                 waiter.fail(StreamUnsupported("", code=grpc.StatusCode.UNIMPLEMENTED))
@@ -155,18 +127,24 @@ class ResultStreamTask:
         if self._reader is None and self._book.waiting:
             self._reader = asyncio.get_running_loop().create_task(self._read())
 
-    def _discard(self, waiters: Iterable[tuple[str, _Waiter | _Queued]]) -> None:
+    def _discard(self, waiters: Iterable[tuple[str, _Waiter]]) -> None:
         for task_id, waiter in waiters:
             self._book.discard(task_id, waiter)
 
     async def _outcome(
-        self, task_id: str, future: asyncio.Future[Task], deadline: float | None
+        self,
+        task_id: str,
+        task: Task | None,
+        error: ConveyorError | None,
+        deadline: float | None,
     ) -> Task:
-        try:
-            return future.result()
-        except StreamUnsupported:
+        if isinstance(error, StreamUnsupported):
             left = _core.remaining(deadline, asyncio.get_running_loop().time())
             return await self._fallback(task_id, left)
+        if error is not None:
+            raise error
+        assert task is not None
+        return task
 
     async def _timed_out(
         self, task_id: str, seconds: float | None, known: Task | None

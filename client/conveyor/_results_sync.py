@@ -33,45 +33,24 @@ Fallback = Callable[[str, float | None], Task]
 Snapshot = Callable[[str], Task | None]
 
 
+# (position in the caller's list, terminal snapshot or None, error or None)
+_Outcome = tuple[int, Task | None, ConveyorError | None]
+
+
 class _Waiter:
-    """One blocked caller of `wait` (or one task of `wait_all`)."""
+    """One task a caller waits on: its end goes to the caller's queue."""
 
-    __slots__ = ("_event", "error", "task")
+    __slots__ = ("_queue", "position")
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.task: Task | None = None
-        self.error: ConveyorError | None = None
-
-    def resolve(self, task: Task) -> None:
-        self.task = task
-        self._event.set()
-
-    def fail(self, error: ConveyorError) -> None:
-        self.error = error
-        self._event.set()
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._event.wait(timeout)
-
-
-_Outcome = tuple[str, Task | None, ConveyorError | None]
-
-
-class _Queued:
-    """One task of `as_completed`: its end goes to the caller's queue."""
-
-    __slots__ = ("_queue", "task_id")
-
-    def __init__(self, outcomes: queue.SimpleQueue[_Outcome], task_id: str) -> None:
+    def __init__(self, outcomes: queue.SimpleQueue[_Outcome], position: int) -> None:
         self._queue = outcomes
-        self.task_id = task_id
+        self.position = position
 
     def resolve(self, task: Task) -> None:
-        self._queue.put((self.task_id, task, None))
+        self._queue.put((self.position, task, None))
 
     def fail(self, error: ConveyorError) -> None:
-        self._queue.put((self.task_id, None, error))
+        self._queue.put((self.position, None, error))
 
 
 class ResultStreamThread:
@@ -82,7 +61,7 @@ class ResultStreamThread:
         self._fallback = fallback
         self._snapshot = snapshot
         self._lock = threading.Lock()
-        self._book: ResultBook[_Waiter | _Queued] = ResultBook()
+        self._book: ResultBook[_Waiter] = ResultBook()
         self._call: _Call | None = None
         self._reader: threading.Thread | None = None
 
@@ -93,39 +72,39 @@ class ResultStreamThread:
     def wait_all(
         self, items: Iterable[tuple[str, Task | None]], timeout: float | None
     ) -> list[Task]:
-        deadline = _core.deadline_after(timeout, time.monotonic())
-        waiters = [(task_id, known, _Waiter()) for task_id, known in items]
-        self._add((task_id, waiter) for task_id, _, waiter in waiters)
-        try:
-            tasks: list[Task] = []
-            for task_id, known, waiter in waiters:
-                if not waiter.wait(_core.remaining(deadline, time.monotonic())):
-                    raise self._timed_out(task_id, timeout, known)
-                tasks.append(self._outcome(task_id, waiter.task, waiter.error, deadline))
-            return tasks
-        finally:
-            self._discard((task_id, waiter) for task_id, _, waiter in waiters)
+        found: dict[int, Task] = {}
+        listed = list(items)
+        for position, task in self._outcomes(listed, timeout):
+            found[position] = task
+        return [found[position] for position in range(len(listed))]
 
     def as_completed(
         self, items: Iterable[tuple[str, Task | None]], timeout: float | None
     ) -> Iterator[Task]:
+        for _, task in self._outcomes(list(items), timeout):
+            yield task
+
+    def _outcomes(
+        self, listed: list[tuple[str, Task | None]], timeout: float | None
+    ) -> Iterator[tuple[int, Task]]:
+        """(position, terminal snapshot) of each task as it finishes; the
+        first error or timeout is raised at once."""
         deadline = _core.deadline_after(timeout, time.monotonic())
         outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-        listed = list(items)
-        waiters = [(task_id, _Queued(outcomes, task_id)) for task_id, _ in listed]
-        left = dict(listed)
+        waiters = [(task_id, _Waiter(outcomes, i)) for i, (task_id, _) in enumerate(listed)]
+        left = set(range(len(listed)))
         self._add(waiters)
         try:
-            for _ in waiters:
+            while left:
                 try:
-                    task_id, task, error = outcomes.get(
+                    position, task, error = outcomes.get(
                         timeout=_core.remaining(deadline, time.monotonic())
                     )
                 except queue.Empty:
-                    first = next(iter(left))
-                    raise self._timed_out(first, timeout, left[first]) from None
-                yield self._outcome(task_id, task, error, deadline)
-                left.pop(task_id, None)
+                    task_id, known = listed[min(left)]
+                    raise self._timed_out(task_id, timeout, known) from None
+                left.discard(position)
+                yield position, self._outcome(listed[position][0], task, error, deadline)
         finally:
             self._discard(waiters)
 
@@ -138,7 +117,7 @@ class ResultStreamThread:
 
     # --- the waiters' side ------------------------------------------------------------
 
-    def _add(self, waiters: Iterable[tuple[str, _Waiter | _Queued]]) -> None:
+    def _add(self, waiters: Iterable[tuple[str, _Waiter]]) -> None:
         with self._lock:
             if self._book.unsupported:
                 for _, waiter in waiters:
@@ -155,7 +134,7 @@ class ResultStreamThread:
                 )
                 self._reader.start()
 
-    def _discard(self, waiters: Iterable[tuple[str, _Waiter | _Queued]]) -> None:
+    def _discard(self, waiters: Iterable[tuple[str, _Waiter]]) -> None:
         with self._lock:
             for task_id, waiter in waiters:
                 self._book.discard(task_id, waiter)
