@@ -37,11 +37,12 @@ _TERMINAL = (
     task_pb2.TASK_STATE_CANCELLED,
 )
 _TASK_RESOURCE = "conveyor.v1.Task"
-# The stream serves waits that may last long: it rides out a server restart
-# of a few seconds (backoff capped at a second) before failing its waiters.
-_RETRY = _core.RetryPolicy(max_tries=8)
-_NEW_RETRY = _core.RetryPolicy(max_tries=8, codes=_core.NEW_WATCH_RETRY.codes)
-_MAX_BACKOFF = 1.0
+# The stream serves waits that may last long: it rides out an outage of
+# about 20 s (a server restart; backoff capped at 2 s) before failing its
+# waiters, who have deadlines of their own.
+_RETRY = _core.RetryPolicy(max_tries=15)
+_NEW_RETRY = _core.RetryPolicy(max_tries=15, codes=_core.NEW_WATCH_RETRY.codes)
+_MAX_BACKOFF = 2.0
 
 
 class Waiter(Protocol):

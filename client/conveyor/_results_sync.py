@@ -1,6 +1,6 @@
 """The shared result stream of `Client`: one daemon reader thread per client,
-while anyone waits, drives the `ResultBook` of `_results`; waiters block on
-events of their own. A waiter whose task the open stream does not cover
+started at a wait and ended a few seconds after the last or by `close()`, drives the `ResultBook` of
+`_results`; waiters block on queues of their own. A waiter whose task the open stream does not cover
 cancels the call from its own thread, and the reader opens the next one."""
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from conveyor._errors import ConveyorError, Unavailable, WaitTimeout, from_rpc_e
 from conveyor._results import ResultBook, StreamUnsupported
 from conveyor._types import Task
 from conveyor.v1 import task_service_pb2
+
+# How long the reader thread outlives the last wait, for the next one.
+IDLE_SECONDS = 5.0
 
 
 class _Call(Protocol):
@@ -61,6 +64,8 @@ class ResultStreamThread:
         self._fallback = fallback
         self._snapshot = snapshot
         self._lock = threading.Lock()
+        # The reader sleeps on it while nobody waits.
+        self._wake = threading.Condition(self._lock)
         self._book: ResultBook[_Waiter] = ResultBook()
         self._call: _Call | None = None
         self._reader: threading.Thread | None = None
@@ -114,6 +119,7 @@ class ResultStreamThread:
             self._book.close()
             if self._call is not None:
                 self._call.cancel()
+            self._wake.notify()
 
     # --- the waiters' side ------------------------------------------------------------
 
@@ -128,11 +134,13 @@ class ResultStreamThread:
                 reopen = self._book.add(task_id, waiter) or reopen
             if reopen and self._call is not None:
                 self._call.cancel()
-            if self._reader is None and self._book.waiting:
+            if self._reader is None:
                 self._reader = threading.Thread(
                     target=self._read, name="conveyor-results", daemon=True
                 )
                 self._reader.start()
+            elif self._call is None:
+                self._wake.notify()
 
     def _discard(self, waiters: Iterable[tuple[str, _Waiter]]) -> None:
         with self._lock:
@@ -163,10 +171,15 @@ class ResultStreamThread:
         book = self._book
         while True:
             with self._lock:
-                request = book.next_request()
-                if request is None:
-                    self._reader = self._call = None
-                    return
+                # Between waits the stream is closed and the thread idles
+                # here a while: starting a thread per wait would cost more
+                # than the wait's stream.
+                while (request := book.next_request()) is None:
+                    self._call = None
+                    idle = book.closed or not self._wake.wait(IDLE_SECONDS)
+                    if idle and (book.closed or not book.waiting):
+                        self._reader = None
+                        return
                 call = self._call = self._open_stream(request)
             error: ConveyorError = _ended_early()
             try:

@@ -145,7 +145,7 @@ def test_unavailable_reopens_with_a_capped_backoff_then_fails_everyone() -> None
     while (delay := book.failed(error)) is not None:
         delays.append(delay)
         book.next_request()
-    assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6] + [2.0] * 9
     assert waiter.error is not None
     assert waiter.error.code is grpc.StatusCode.UNAVAILABLE
     assert book.next_request() is None
