@@ -43,6 +43,9 @@ _TASK_RESOURCE = "conveyor.v1.Task"
 _RETRY = _core.RetryPolicy(max_tries=15)
 _NEW_RETRY = _core.RetryPolicy(max_tries=15, codes=_core.NEW_WATCH_RETRY.codes)
 _MAX_BACKOFF = 2.0
+# Ids past the limit join the stream in groups of at least this many (or
+# all that queue), not one reopen per task that finishes.
+_JOIN_AT_ONCE = MAX_IDS // 10
 
 
 class Waiter(Protocol):
@@ -215,10 +218,14 @@ class ResultBook(Generic[W]):
             waiter.resolve(task)
         if not self._waiters:
             return True
-        # Room for queued ids, once this stream's snapshots are all in (a
-        # reopen would read those not yet sent again).
-        queued = len(self._waiters) > len(self._streamed & self._waiters.keys())
-        return queued and not self._unconfirmed
+        # Queued ids join once there is room for a good share of them, and
+        # only past this stream's snapshots (a reopen would read again those
+        # not yet sent, and replay the changes since the cursor).
+        if message.current or self._unconfirmed:
+            return False
+        covered = len(self._streamed & self._waiters.keys())
+        queued = len(self._waiters) - covered
+        return queued > 0 and MAX_IDS - covered >= min(queued, _JOIN_AT_ONCE)
 
     def failed(self, error: ConveyorError) -> float | None:
         """The open stream failed: seconds to wait before reopening it, or

@@ -100,9 +100,9 @@ def test_a_reset_reopens_without_a_cursor_asking_for_every_snapshot() -> None:
     assert (request.cursor, list(request.current_ids)) == ("", ["a", "b"])
 
 
-def test_ids_past_the_limit_join_once_the_snapshots_are_in() -> None:
+def test_ids_past_the_limit_join_once_there_is_room_for_them() -> None:
     book: ResultBook[Waiter] = ResultBook()
-    ids = [f"t{i:04}" for i in range(MAX_IDS + 5)]
+    ids = [f"t{i:04}" for i in range(MAX_IDS + 3)]
     for task_id in ids:
         book.add(task_id, Waiter())
     request = book.next_request()
@@ -110,14 +110,14 @@ def test_ids_past_the_limit_join_once_the_snapshots_are_in() -> None:
     assert list(request.ids) == ids[:MAX_IDS]
     # Room frees, but snapshots are still coming: no reopen yet.
     assert book.received(finished(ids[0], "c1", current=True)) is False
-    # A change: every snapshot was sent, so the queued ids join.
-    assert book.received(finished(ids[1], "c2")) is True
+    # Past them, the queued ids join once all three fit.
+    assert book.received(finished(ids[1], "c2")) is False
+    assert book.received(finished(ids[2], "c3")) is True
     request = book.next_request()
     assert request is not None
-    assert request.cursor == "c2"
-    # Two finished: two queued ids join, three still wait for room.
-    assert list(request.ids) == ids[2 : MAX_IDS + 2]
-    assert list(request.current_ids) == ids[MAX_IDS : MAX_IDS + 2]
+    assert request.cursor == "c3"
+    assert list(request.ids) == ids[3:]
+    assert list(request.current_ids) == ids[MAX_IDS:]
 
 
 def test_not_found_fails_only_the_waiters_of_the_ids_it_names() -> None:
