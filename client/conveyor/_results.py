@@ -186,6 +186,10 @@ class ResultBook(Generic[W]):
         self._unconfirmed &= self._streamed
         self._open = True
         self._messages = 0
+        if len(self._unconfirmed) == len(ids):
+            # Every id catches up by its snapshot: replaying the changes
+            # since the cursor would only cost the server.
+            self._cursor = ""
         return task_service_pb2.WatchTasksRequest(
             ids=ids,
             states=_TERMINAL,
