@@ -223,9 +223,9 @@ class ResultBook(Generic[W]):
         if not self._waiters:
             return True
         # Queued ids join once there is room for a good share of them, and
-        # only past this stream's snapshots (a reopen would read again those
-        # not yet sent, and replay the changes since the cursor).
-        if message.current or self._unconfirmed:
+        # only once this stream's snapshots are in (a reopen would read
+        # again those not yet sent).
+        if self._unconfirmed:
             return False
         covered = len(self._streamed & self._waiters.keys())
         queued = len(self._waiters) - covered

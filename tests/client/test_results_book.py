@@ -121,6 +121,20 @@ def test_ids_past_the_limit_join_once_there_is_room_for_them() -> None:
     assert list(request.current_ids) == ids[MAX_IDS:]
 
 
+def test_queued_ids_join_when_every_snapshot_resolved_its_task() -> None:
+    book: ResultBook[Waiter] = ResultBook()
+    ids = [f"t{i:04}" for i in range(MAX_IDS + 1)]
+    for task_id in ids:
+        book.add(task_id, Waiter())
+    book.next_request()
+    # Every covered task had finished: snapshots only, no change comes.
+    reopens = [book.received(finished(i, "c0", current=True)) for i in ids[:MAX_IDS]]
+    assert reopens == [False] * (MAX_IDS - 1) + [True]
+    request = book.next_request()
+    assert request is not None
+    assert (list(request.ids), list(request.current_ids)) == ([ids[-1]], [ids[-1]])
+
+
 def test_not_found_fails_only_the_waiters_of_the_ids_it_names() -> None:
     book: ResultBook[Waiter] = ResultBook()
     known, missing = Waiter(), Waiter()
