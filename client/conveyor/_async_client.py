@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing, closing
 from datetime import timedelta
 from types import TracebackType
@@ -15,8 +15,11 @@ import grpc.aio
 
 from conveyor import _core, _flows
 from conveyor._coalesce_asyncio import AsyncSubmitter
+from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
 from conveyor._handle import AsyncTaskHandle
+from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
+from conveyor._results_async import ResultStreamTask
 from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
 from conveyor.v1 import task_service_pb2_grpc
 
@@ -62,6 +65,11 @@ class AsyncClient:
         self._target = target
         self._timeout = timeout
         self._submitter = AsyncSubmitter(self._run, timeout) if coalesce_submits else None
+        self._results = ResultStreamTask(
+            lambda request: self._stub.WatchTasks(request, metadata=self._metadata),
+            lambda task_id, timeout: self._run(_flows.wait(task_id, timeout)),
+            self._snapshot,
+        )
 
     def __repr__(self) -> str:
         return f"AsyncClient({self._target!r})"
@@ -78,7 +86,9 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel; streams still open are cancelled."""
+        """Close the channel; streams still open are cancelled, and waits
+        still pending raise `ConveyorError` (CANCELLED)."""
+        await self._results.close()
         await self._channel.close()
 
     # --- calls (the decisions are in _flows) ---------------------------------------
@@ -133,10 +143,25 @@ class AsyncClient:
         flow = _flows.watch_tasks(states, type, labels, ids, cursor, include_current)
         return self._drive(_flows.FlowRun(flow))
 
-    # `timeout` mirrors Client.wait; it becomes the watch stream's deadline.
-    @shares_doc(_flows.wait)
+    # `timeout` mirrors Client.wait.
+    @documented(WAIT_DOC)
     async def wait(self, id: str, *, timeout: float | None = None) -> Task:  # noqa: ASYNC109
-        return await self._run(_flows.wait(id, timeout))
+        return await self._results.wait(id, timeout)
+
+    @documented(WAIT_ALL_DOC)
+    async def wait_all(
+        self,
+        tasks: Iterable[AsyncTaskHandle | str],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - mirrors Client.wait_all
+    ) -> builtins.list[Task]:
+        return await self._results.wait_all(targets(tasks), timeout)
+
+    @documented(AS_COMPLETED_DOC)
+    def as_completed(
+        self, tasks: Iterable[AsyncTaskHandle | str], *, timeout: float | None = None
+    ) -> AsyncIterator[Task]:
+        return self._results.as_completed(targets(tasks), timeout)
 
     @shares_doc(_flows.list_tasks)
     def list(
@@ -167,6 +192,12 @@ class AsyncClient:
     @shares_doc(_flows.workers)
     async def workers(self, *, rpc_timeout: float | None = None) -> builtins.list[Worker]:
         return await self._run(_flows.workers(rpc_timeout))
+
+    async def _snapshot(self, id: str) -> Task | None:
+        try:
+            return await self.get(id)
+        except ConveyorError:
+            return None
 
     # --- the asyncio driver ----------------------------------------------------------
 

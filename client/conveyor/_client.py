@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from datetime import timedelta
 from types import TracebackType
@@ -14,8 +14,11 @@ import grpc
 
 from conveyor import _core, _flows
 from conveyor._coalesce_threads import ThreadSubmitter
+from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
+from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
+from conveyor._results_sync import ResultStreamThread
 from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
 from conveyor.v1 import task_service_pb2_grpc
 
@@ -96,6 +99,11 @@ class Client:
         self._target = target
         self._timeout = timeout
         self._submitter = ThreadSubmitter(self._run, timeout) if coalesce else None
+        self._results = ResultStreamThread(
+            lambda request: self._stub.WatchTasks(request, metadata=self._metadata),
+            lambda task_id, timeout: self._run(_flows.wait(task_id, timeout)),
+            self._snapshot,
+        )
 
     def __repr__(self) -> str:
         return f"Client({self._target!r})"
@@ -112,7 +120,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the channel; streams still open are cancelled."""
+        """Close the channel; streams still open are cancelled, and waits
+        still pending raise `ConveyorError` (CANCELLED)."""
+        self._results.close()
         self._channel.close()
 
     # --- calls (the decisions are in _flows) ---------------------------------------
@@ -167,9 +177,21 @@ class Client:
         flow = _flows.watch_tasks(states, type, labels, ids, cursor, include_current)
         return self._drive(_flows.FlowRun(flow))
 
-    @shares_doc(_flows.wait)
+    @documented(WAIT_DOC)
     def wait(self, id: str, *, timeout: float | None = None) -> Task:
-        return self._run(_flows.wait(id, timeout))
+        return self._results.wait(id, timeout)
+
+    @documented(WAIT_ALL_DOC)
+    def wait_all(
+        self, tasks: Iterable[TaskHandle | str], *, timeout: float | None = None
+    ) -> builtins.list[Task]:
+        return self._results.wait_all(targets(tasks), timeout)
+
+    @documented(AS_COMPLETED_DOC)
+    def as_completed(
+        self, tasks: Iterable[TaskHandle | str], *, timeout: float | None = None
+    ) -> Iterator[Task]:
+        return self._results.as_completed(targets(tasks), timeout)
 
     @shares_doc(_flows.list_tasks)
     def list(
@@ -200,6 +222,12 @@ class Client:
     @shares_doc(_flows.workers)
     def workers(self, *, rpc_timeout: float | None = None) -> builtins.list[Worker]:
         return self._run(_flows.workers(rpc_timeout))
+
+    def _snapshot(self, id: str) -> Task | None:
+        try:
+            return self.get(id)
+        except ConveyorError:
+            return None
 
     # --- the blocking driver ---------------------------------------------------------
 

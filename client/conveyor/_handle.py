@@ -53,7 +53,7 @@ class TaskHandle:
 
     def wait(self, timeout: float | None = None) -> Task:
         """Block until the task is finished; raises `WaitTimeout` after `timeout` seconds."""
-        return self._client.wait(self.id, timeout=timeout)
+        return self._client._results.wait(self.id, timeout, self.task)
 
     def result(self, timeout: float | None = None) -> JSONValue:
         """Wait and return the task's result; raises `TaskFailed` if it FAILED or was CANCELLED."""
@@ -92,10 +92,10 @@ class AsyncTaskHandle:
         """Yield the task's snapshots until it is finished."""
         return self._client.watch(self.id, since_version=since_version)
 
-    # `timeout` mirrors TaskHandle; it becomes the watch stream's deadline.
+    # `timeout` mirrors TaskHandle.
     async def wait(self, timeout: float | None = None) -> Task:  # noqa: ASYNC109
         """Wait until the task is finished; raises `WaitTimeout` after `timeout` seconds."""
-        return await self._client.wait(self.id, timeout=timeout)
+        return await self._client._results.wait(self.id, timeout, self.task)
 
     async def result(self, timeout: float | None = None) -> JSONValue:  # noqa: ASYNC109
         """Wait and return the task's result; raises `TaskFailed` if it FAILED or was CANCELLED."""

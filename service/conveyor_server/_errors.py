@@ -6,6 +6,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 _DETAILS_KEY = "grpc-status-details-bin"
+TASK_RESOURCE_TYPE = "conveyor.v1.Task"
 
 
 class ServiceError(Exception):
@@ -20,11 +21,13 @@ class ServiceError(Exception):
         code: grpc.StatusCode,
         message: str,
         violations: list[tuple[str, str]] | None = None,
+        resource: error_details_pb2.ResourceInfo | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.violations = violations or []
+        self.resource = resource
 
     def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
         return ((_DETAILS_KEY, self.status().SerializeToString()),)
@@ -40,6 +43,8 @@ class ServiceError(Exception):
                 ]
             )
             status.details.add().Pack(bad_request)
+        if self.resource is not None:
+            status.details.add().Pack(self.resource)
         return status
 
 
@@ -54,3 +59,17 @@ def invalid_argument(violations: list[tuple[str, str]]) -> ServiceError:
 
 def not_found(task_id: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, f"task {task_id} not found")
+
+
+def listed_task_not_found(task_id: str) -> ServiceError:
+    """NOT_FOUND for one of several tasks a request listed, with a
+    google.rpc.ResourceInfo naming it, so the caller learns which one."""
+    return ServiceError(
+        grpc.StatusCode.NOT_FOUND,
+        f"task {task_id} not found; leave it out of current_ids and ids",
+        resource=error_details_pb2.ResourceInfo(
+            resource_type=TASK_RESOURCE_TYPE,
+            resource_name=task_id,
+            description="no task of yours has this id",
+        ),
+    )

@@ -82,10 +82,11 @@ def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb
 def watch_tasks_request(
     query: Mapping[str, str], multi: Mapping[str, list[str]]
 ) -> pb.WatchTasksRequest:
-    """A WatchTasksRequest from query parameters: `states`, `ids` and
-    `labels` (`key=value`) repeat, the others are given once."""
+    """A WatchTasksRequest from query parameters: `states`, `ids`,
+    `current_ids` and `labels` (`key=value`) repeat, the others are given once."""
     request = pb.WatchTasksRequest()
-    _from_query(request, "GET /v1/tasks:watch", _WATCH_SINGLE, ("states", "ids"), query, multi)
+    repeated = ("states", "ids", "current_ids")
+    _from_query(request, "GET /v1/tasks:watch", _WATCH_SINGLE, repeated, query, multi)
     return request
 
 

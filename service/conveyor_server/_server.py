@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from grpc import aio
@@ -99,6 +100,8 @@ class ConveyorServer:
     >>> port = await server.start()
     >>> ...
     >>> await server.stop()
+
+    `interceptors` run on every gRPC call, after token authentication.
     """
 
     def __init__(
@@ -106,8 +109,11 @@ class ConveyorServer:
         config: ServerConfig,
         registry: HandlerRegistry | None = None,
         store: TaskStore | None = None,
+        *,
+        interceptors: Sequence[aio.ServerInterceptor] = (),
     ) -> None:
         self.config = config
+        self._interceptors = list(interceptors)
         # Read before anything opens, so a bad file stops the start at once.
         self._credentials = server_credentials(config)
         self._tokens = load_tokens(config)
@@ -171,7 +177,7 @@ class ConveyorServer:
         servicer = self.servicer = TaskServicer(core)
         interceptors = (
             [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
-        )
+        ) + self._interceptors
         quiet_undecodable_metadata()
         server = aio.server(options=grpc_server_options(config), interceptors=interceptors)
         server.add_generic_rpc_handlers((service_handler(servicer),))

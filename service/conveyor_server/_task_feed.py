@@ -7,18 +7,22 @@ HTTP face's Server-Sent Events both send.
     async for item in feed.watch(query):        # RESOURCE_EXHAUSTED over a limit
         item.cursor, item.record (None: reset, re-list), item.current
 
+The snapshots of `current_ids` come first (`current`), then those of
+`include_current`, then the changes.
+
 Closing the iterator (`aclose`, or leaving an `async for` early) gives its
 watcher slot back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from conveyor.v1 import task_service_pb2 as pb
-from conveyor_server._errors import ServiceError, invalid_argument
+from conveyor_server._errors import ServiceError, invalid_argument, listed_task_not_found
 from conveyor_server._validation import check_id
 from conveyor_server._watchers import WatcherSlots
 from conveyor_server.stores import FeedFilter, ListQuery, State, TaskRecord, TaskStore
@@ -38,6 +42,8 @@ class WatchQuery:
     filter: FeedFilter
     cursor: str | None = None
     include_current: bool = False
+    # Sorted, without repeats.
+    current_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,15 @@ def watch_query(request: pb.WatchTasksRequest, tenant: str) -> WatchQuery:
                 check_id(task_id, f"ids[{index}]")
             except ServiceError as exc:
                 violations.extend(exc.violations)
+    if len(request.current_ids) > MAX_IDS:
+        violations.append(("current_ids", f"has {len(request.current_ids)} ids; at most {MAX_IDS}"))
+    else:
+        listed = set(request.ids)
+        for index, task_id in enumerate(request.current_ids):
+            if task_id not in listed:
+                violations.append(
+                    (f"current_ids[{index}]", f"{task_id!r} is not in ids; list it there too")
+                )
     if len(request.cursor) > MAX_CURSOR_LENGTH:
         violations.append(
             ("cursor", "is not a cursor this server gave; pass one from a message, or none")
@@ -91,6 +106,7 @@ def watch_query(request: pb.WatchTasksRequest, tenant: str) -> WatchQuery:
         ),
         cursor=request.cursor or None,
         include_current=request.include_current and not request.cursor,
+        current_ids=tuple(sorted(set(request.current_ids))),
     )
 
 
@@ -119,8 +135,16 @@ class TaskFeed:
             # between the two (one may come twice, the later is newer).
             reader = await self._store.follow(query.filter, query.cursor)
             try:
+                # Read before `ready`, so an unknown id is refused before
+                # the stream's headers, as every other refusal is.
+                snapshots = await self._snapshots(query)
                 if ready is not None:
                     await ready()
+                # A snapshot carries the cursor resumed from: a stream that
+                # drops during them must still replay the changes after it.
+                at = query.cursor or reader.start
+                for record in snapshots:
+                    yield FeedItem(at, record, current=True)
                 if query.include_current:
                     async for record in self._current(query.filter):
                         yield FeedItem(reader.start, record, current=True)
@@ -131,6 +155,21 @@ class TaskFeed:
                 reader.close()
         finally:
             self._slots.give_back(tenant)
+
+    async def _snapshots(self, query: WatchQuery) -> list[TaskRecord]:
+        """The current snapshots of `current_ids` that match the filter,
+        read concurrently (a store may group them into one round trip).
+        NOT_FOUND names the first id that is not the tenant's."""
+        if not query.current_ids:
+            return []
+        feed_filter = query.filter
+        records = await asyncio.gather(
+            *(self._store.get(task_id, feed_filter.tenant) for task_id in query.current_ids)
+        )
+        for task_id, record in zip(query.current_ids, records, strict=True):
+            if record is None:
+                raise listed_task_not_found(task_id)
+        return [r for r in records if r is not None and feed_filter.matches(r)]
 
     async def _current(self, feed_filter: FeedFilter) -> AsyncIterator[TaskRecord]:
         """The matching unfinished tasks, newest first."""

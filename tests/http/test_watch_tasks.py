@@ -104,6 +104,22 @@ def test_a_cursor_the_feed_cannot_continue_from_is_a_reset(server: ServerThread)
     assert data.get("reset") is True and cursor == data["cursor"]
 
 
+def test_current_ids_send_the_snapshots_of_finished_tasks_first(server: ServerThread) -> None:
+    http = Http(server)
+    task = http.post("/v1/tasks", {"type": "echo"}).body["task"]
+    http.wait_state(task["id"], "TASK_STATE_SUCCEEDED")
+    query = f"ids={task['id']}&current_ids={task['id']}"
+    [(_, data)] = collect(http.open_events(f"/v1/tasks:watch?{query}"), lambda datas: True)
+    assert (data["task"]["id"], data["task"]["state"], data["current"]) == (
+        task["id"],
+        "TASK_STATE_SUCCEEDED",
+        True,
+    )
+    missing = http.get("/v1/tasks:watch?ids=no-such-task&current_ids=no-such-task")
+    assert missing.status == 404
+    assert missing.body["details"][0]["resource_name"] == "no-such-task"
+
+
 def test_bad_parameters_are_400_with_the_parameter_named(server: ServerThread) -> None:
     http = Http(server)
     unknown = http.get("/v1/tasks:watch?colour=red")

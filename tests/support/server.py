@@ -10,9 +10,11 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from grpc import aio
 
 from conveyor_server import (
     ConveyorServer,
@@ -89,9 +91,15 @@ def progress_steps(ctx: TaskContext, payload: dict[str, Any]) -> Any:
 class ServerThread:
     """Runs a ConveyorServer on a private event loop in a daemon thread."""
 
-    def __init__(self, config: ServerConfig, registry: HandlerRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: HandlerRegistry | None = None,
+        interceptors: Sequence[aio.ServerInterceptor] = (),
+    ) -> None:
         self.config = config
         self._registry = registry if registry is not None else test_registry
+        self._interceptors = interceptors
         self.loop = asyncio.new_event_loop()
         self.server: ConveyorServer | None = None
         self.address = ""
@@ -105,7 +113,7 @@ class ServerThread:
         return self
 
     async def _create(self) -> ConveyorServer:
-        return ConveyorServer(self.config, registry=self._registry)
+        return ConveyorServer(self.config, registry=self._registry, interceptors=self._interceptors)
 
     def call(self, factory: Callable[[], Any], timeout: float = 30) -> Any:
         """Run a coroutine factory on the server's loop and return its result."""

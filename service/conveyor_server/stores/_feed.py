@@ -293,7 +293,7 @@ class ChangeFeed:
             reader.reset(head)
             return reader
         if self._floor <= after <= head:
-            reader.merge(entry for entry in self._ring if entry[0] > after)
+            reader.merge(self._after(after))
         elif self._backfill is None:
             reader.reset(head)  # too old, or a position never published
         else:
@@ -307,6 +307,18 @@ class ChangeFeed:
             else:
                 reader.merge(earlier)
         return reader
+
+    def _after(self, after: Position) -> list[tuple[Position, TaskRecord]]:
+        """The ring's changes after a position, oldest first: read from the
+        newest end, so a reader resuming near the head (a client reopening
+        its stream to add tasks) costs what it missed, not the ring."""
+        newer: list[tuple[Position, TaskRecord]] = []
+        for entry in reversed(self._ring):
+            if entry[0] <= after:
+                break
+            newer.append(entry)
+        newer.reverse()
+        return newer
 
     def _attach(self, reader: FeedReader) -> None:
         readers = self._tenants.get(reader.filter.tenant)
