@@ -178,6 +178,7 @@ class Task(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier; stable for the life of the task."""
     type: _builtins.str
@@ -195,6 +196,8 @@ class Task(_message.Message):
     """The idempotency key given at submit time, if any."""
     cancel_requested: _builtins.bool
     """True once a cancel was asked for a running task that has not stopped yet."""
+    reply_to: _builtins.str
+    """The reply_to the task was submitted with, if any."""
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
         """The input given at submit time."""
@@ -256,10 +259,11 @@ class Task(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         idempotency_key: _builtins.str = ...,
         cancel_requested: _builtins.bool = ...,
+        reply_to: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "payload", b"payload", "progress", b"progress", "result", b"result", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "result", b"result", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "reply_to", b"reply_to", "result", b"result", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -84,6 +84,7 @@ class SubmitTaskRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Registered handler type, such as "sleep" or "csv_stats"."""
     idempotency_key: _builtins.str
@@ -95,6 +96,14 @@ class SubmitTaskRequest(_message.Message):
     """Attempts allowed, 1-100; 0 means the server default."""
     priority: _builtins.int
     """-1000 to 1000; higher runs first. Default 0."""
+    reply_to: _builtins.str
+    """Optional. A name for the client's result stream, 1-128 characters of
+    [A-Za-z0-9._:-]: a WatchTasks stream opened with the same reply_to
+    follows this task without listing its id (as a reply-to queue does in
+    messaging). The SDK sets one per client, so that one stream carries the
+    results of every task the client submitted. Not part of what an
+    idempotency key compares.
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
         """Input for the handler; plain JSON from grpcurl. At most 32 levels of
@@ -126,10 +135,11 @@ class SubmitTaskRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         delay: _duration_pb2.Duration | None = ...,
         priority: _builtins.int = ...,
+        reply_to: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "payload", b"payload", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "reply_to", b"reply_to", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -398,6 +408,7 @@ class WatchTasksRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     INCLUDE_CURRENT_FIELD_NUMBER: _builtins.int
     CURRENT_IDS_FIELD_NUMBER: _builtins.int
+    REPLY_TO_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Only tasks of this type; empty means any type."""
     cursor: _builtins.str
@@ -407,6 +418,12 @@ class WatchTasksRequest(_message.Message):
     include_current: _builtins.bool
     """First send the current snapshot of every matching unfinished (PENDING or
     RUNNING) task, then the changes. Ignored when resuming from a cursor.
+    """
+    reply_to: _builtins.str
+    """Follow the tasks submitted with this reply_to as well as those in ids:
+    with reply_to set, a task matches when it carries this reply_to or is
+    one of ids (and matches the other filters). A reply_to is a name, not a
+    secret: it reaches only the caller's own tenant's tasks.
     """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
@@ -444,10 +461,11 @@ class WatchTasksRequest(_message.Message):
         cursor: _builtins.str = ...,
         include_current: _builtins.bool = ...,
         current_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reply_to: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_ids", b"current_ids", "cursor", b"cursor", "ids", b"ids", "include_current", b"include_current", "labels", b"labels", "states", b"states", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_ids", b"current_ids", "cursor", b"cursor", "ids", b"ids", "include_current", b"include_current", "labels", b"labels", "reply_to", b"reply_to", "states", b"states", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
