@@ -64,11 +64,13 @@ class AsyncClient:
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._target = target
         self._timeout = timeout
-        self._submitter = AsyncSubmitter(self._run, timeout) if coalesce_submits else None
+        reply_to = _core.new_reply_to()
+        self._submitter = AsyncSubmitter(self._run, timeout, reply_to) if coalesce_submits else None
         self._results = ResultStreamTask(
             lambda request: self._stub.WatchTasks(request, metadata=self._metadata),
             lambda task_id, timeout: self._run(_flows.wait(task_id, timeout)),
             self._snapshot,
+            reply_to,
         )
 
     def __repr__(self) -> str:
@@ -110,16 +112,32 @@ class AsyncClient:
         spec = TaskSpec(
             type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        if self._submitter is None:
-            return AsyncTaskHandle(self, await self._run(_flows.submit(spec, rpc_timeout)))
-        return AsyncTaskHandle(self, await self._submitter.submit(spec, rpc_timeout))
+        results = self._results
+        started = results.submitting()
+        handles: builtins.list[AsyncTaskHandle] = []
+        try:
+            if self._submitter is None:
+                task = await self._run(_flows.submit(spec, rpc_timeout, results.reply_to))
+            else:
+                task = await self._submitter.submit(spec, rpc_timeout)
+            handles.append(AsyncTaskHandle(self, task))
+        finally:
+            results.submitted(handles, started)
+        return handles[0]
 
     @shares_doc(_flows.submit_batch)
     async def submit_batch(
         self, specs: Sequence[TaskSpec], *, rpc_timeout: float | None = None
     ) -> builtins.list[AsyncTaskHandle]:
-        tasks = await self._run(_flows.submit_batch(specs, rpc_timeout))
-        return [AsyncTaskHandle(self, task) for task in tasks]
+        results = self._results
+        started = results.submitting()
+        handles: builtins.list[AsyncTaskHandle] = []
+        try:
+            tasks = await self._run(_flows.submit_batch(specs, rpc_timeout, results.reply_to))
+            handles = [AsyncTaskHandle(self, task) for task in tasks]
+        finally:
+            results.submitted(handles, started)
+        return handles
 
     @shares_doc(_flows.get)
     async def get(self, id: str, *, rpc_timeout: float | None = None) -> Task:

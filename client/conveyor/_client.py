@@ -98,11 +98,13 @@ class Client:
         self._stub = task_service_pb2_grpc.TaskServiceStub(channel)
         self._target = target
         self._timeout = timeout
-        self._submitter = ThreadSubmitter(self._run, timeout) if coalesce else None
+        reply_to = _core.new_reply_to()
+        self._submitter = ThreadSubmitter(self._run, timeout, reply_to) if coalesce else None
         self._results = ResultStreamThread(
             lambda request: self._stub.WatchTasks(request, metadata=self._metadata),
             lambda task_id, timeout: self._run(_flows.wait(task_id, timeout)),
             self._snapshot,
+            reply_to,
         )
 
     def __repr__(self) -> str:
@@ -144,16 +146,32 @@ class Client:
         spec = TaskSpec(
             type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        if self._submitter is None:
-            return TaskHandle(self, self._run(_flows.submit(spec, rpc_timeout)))
-        return TaskHandle(self, self._submitter.submit(spec, rpc_timeout))
+        results = self._results
+        started = results.submitting()
+        handles: builtins.list[TaskHandle] = []
+        try:
+            if self._submitter is None:
+                task = self._run(_flows.submit(spec, rpc_timeout, results.reply_to))
+            else:
+                task = self._submitter.submit(spec, rpc_timeout)
+            handles.append(TaskHandle(self, task))
+        finally:
+            results.submitted(handles, started)
+        return handles[0]
 
     @shares_doc(_flows.submit_batch)
     def submit_batch(
         self, specs: Sequence[TaskSpec], *, rpc_timeout: float | None = None
     ) -> builtins.list[TaskHandle]:
-        tasks = self._run(_flows.submit_batch(specs, rpc_timeout))
-        return [TaskHandle(self, task) for task in tasks]
+        results = self._results
+        started = results.submitting()
+        handles: builtins.list[TaskHandle] = []
+        try:
+            tasks = self._run(_flows.submit_batch(specs, rpc_timeout, results.reply_to))
+            handles = [TaskHandle(self, task) for task in tasks]
+        finally:
+            results.submitted(handles, started)
+        return handles
 
     @shares_doc(_flows.get)
     def get(self, id: str, *, rpc_timeout: float | None = None) -> Task:

@@ -53,9 +53,10 @@ class QueuedSubmit:
         rpc_timeout: float | None,
         default_timeout: float,
         now: float,
+        reply_to: str = "",
     ) -> None:
         # Built in the caller, so a bad payload raises there, before queuing.
-        self.request = _core.submit_request(spec)
+        self.request = _core.submit_request(spec, reply_to)
         self.keyed = bool(spec.idempotency_key)
         self.rpc_timeout = rpc_timeout
         self.deadline = now + (default_timeout if rpc_timeout is None else rpc_timeout)

@@ -27,15 +27,23 @@ __all__ = ["AsyncSubmitter"]
 class _Waiting(QueuedSubmit):
     __slots__ = ("answered",)
 
-    def __init__(self, spec: TaskSpec, rpc_timeout: float | None, default_timeout: float) -> None:
-        super().__init__(spec, rpc_timeout, default_timeout, time.monotonic())
+    def __init__(
+        self, spec: TaskSpec, rpc_timeout: float | None, default_timeout: float, reply_to: str
+    ) -> None:
+        super().__init__(spec, rpc_timeout, default_timeout, time.monotonic(), reply_to)
         self.answered: asyncio.Future[None] | None = None
 
 
 class AsyncSubmitter:
     """Coalesces the submits of one `AsyncClient`, on its event loop."""
 
-    def __init__(self, run: Callable[[Flow[Any]], Awaitable[Any]], default_timeout: float) -> None:
+    def __init__(
+        self,
+        run: Callable[[Flow[Any]], Awaitable[Any]],
+        default_timeout: float,
+        reply_to: str = "",
+    ) -> None:
+        self._reply_to = reply_to
         self._run = run
         self._timeout = default_timeout
         self._queue: SubmitQueue[_Waiting] = SubmitQueue()
@@ -43,7 +51,7 @@ class AsyncSubmitter:
         self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, spec: TaskSpec, rpc_timeout: float | None) -> Task:
-        submit = _Waiting(spec, rpc_timeout, self._timeout)
+        submit = _Waiting(spec, rpc_timeout, self._timeout, self._reply_to)
         if self._queue.arrive(submit):
             try:
                 await self._run(send([submit]))

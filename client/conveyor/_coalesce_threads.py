@@ -26,8 +26,10 @@ __all__ = ["ThreadSubmitter"]
 class _Waiting(QueuedSubmit):
     __slots__ = ("ready", "wave")
 
-    def __init__(self, spec: TaskSpec, rpc_timeout: float | None, default_timeout: float) -> None:
-        super().__init__(spec, rpc_timeout, default_timeout, time.monotonic())
+    def __init__(
+        self, spec: TaskSpec, rpc_timeout: float | None, default_timeout: float, reply_to: str
+    ) -> None:
+        super().__init__(spec, rpc_timeout, default_timeout, time.monotonic(), reply_to)
         # Set when the outcome is in, or when this caller is to send `wave`.
         self.ready = threading.Event()
         self.wave: list[_Waiting] | None = None
@@ -36,14 +38,17 @@ class _Waiting(QueuedSubmit):
 class ThreadSubmitter:
     """Coalesces the submits of one `Client` from any number of threads."""
 
-    def __init__(self, run: Callable[[Flow[Any]], Any], default_timeout: float) -> None:
+    def __init__(
+        self, run: Callable[[Flow[Any]], Any], default_timeout: float, reply_to: str = ""
+    ) -> None:
         self._run = run
+        self._reply_to = reply_to
         self._timeout = default_timeout
         self._lock = threading.Lock()
         self._queue: SubmitQueue[_Waiting] = SubmitQueue()
 
     def submit(self, spec: TaskSpec, rpc_timeout: float | None) -> Task:
-        submit = _Waiting(spec, rpc_timeout, self._timeout)
+        submit = _Waiting(spec, rpc_timeout, self._timeout, self._reply_to)
         with self._lock:
             alone = self._queue.arrive(submit)
         if alone:

@@ -6,6 +6,7 @@ Nothing here does I/O, so the sync and asyncio clients share all of it.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -213,9 +214,15 @@ def worker_from_proto(message: task_service_pb2.Worker) -> Worker:
 # --- SDK arguments -> requests ------------------------------------------------------
 
 
-def submit_request(spec: TaskSpec) -> task_service_pb2.SubmitTaskRequest:
+def new_reply_to() -> str:
+    """A client's name for its result stream (see `SubmitTaskRequest.reply_to`)."""
+    return "sdk-" + secrets.token_urlsafe(16)
+
+
+def submit_request(spec: TaskSpec, reply_to: str = "") -> task_service_pb2.SubmitTaskRequest:
     request = task_service_pb2.SubmitTaskRequest(
         type=spec.type,
+        reply_to=reply_to,
         payload=dict_to_struct(spec.payload),
         labels=dict(spec.labels or {}),
         idempotency_key=spec.idempotency_key or "",
@@ -229,9 +236,11 @@ def submit_request(spec: TaskSpec) -> task_service_pb2.SubmitTaskRequest:
     return request
 
 
-def batch_request(specs: Sequence[TaskSpec]) -> task_service_pb2.BatchSubmitTasksRequest:
+def batch_request(
+    specs: Sequence[TaskSpec], reply_to: str = ""
+) -> task_service_pb2.BatchSubmitTasksRequest:
     return task_service_pb2.BatchSubmitTasksRequest(
-        requests=[submit_request(spec) for spec in specs]
+        requests=[submit_request(spec, reply_to) for spec in specs]
     )
 
 

@@ -164,7 +164,7 @@ def shares_doc(flow: Callable[..., Any]) -> Callable[[_F], _F]:
 # --- the flows behind public methods ------------------------------------------------
 
 
-def submit(spec: TaskSpec, rpc_timeout: float | None) -> Flow[Task]:
+def submit(spec: TaskSpec, rpc_timeout: float | None, reply_to: str = "") -> Flow[Task]:
     """Submit one task and return its handle at once (the task is PENDING).
 
     `timeout` is the execution timeout of one attempt and `delay` the wait
@@ -172,14 +172,20 @@ def submit(spec: TaskSpec, rpc_timeout: float | None) -> Flow[Task]:
     The call is retried after UNAVAILABLE only with an `idempotency_key`.
     """
     retry = _core.submit_retry([spec])
-    response = yield from _unary("SubmitTask", _core.submit_request(spec), retry, rpc_timeout)
+    response = yield from _unary(
+        "SubmitTask", _core.submit_request(spec, reply_to), retry, rpc_timeout
+    )
     return _core.task_from_proto(response.task)
 
 
-def submit_batch(specs: Sequence[TaskSpec], rpc_timeout: float | None) -> Flow[list[Task]]:
+def submit_batch(
+    specs: Sequence[TaskSpec], rpc_timeout: float | None, reply_to: str = ""
+) -> Flow[list[Task]]:
     """Submit several tasks at once: all are accepted, or none (the error says why)."""
     retry = _core.submit_retry(specs)
-    response = yield from _unary("BatchSubmitTasks", _core.batch_request(specs), retry, rpc_timeout)
+    response = yield from _unary(
+        "BatchSubmitTasks", _core.batch_request(specs, reply_to), retry, rpc_timeout
+    )
     return [_core.task_from_proto(task) for task in response.tasks]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,15 @@ class TaskHandle:
         print(handle.result())
     """
 
-    __slots__ = ("_client", "task")
+    __slots__ = ("__weakref__", "_client", "_final", "_submitted_at", "task")
 
     def __init__(self, client: Client, task: Task) -> None:
         self._client = client
         self.task = task
+        # Set by the client's result stream: when the submit began, and
+        # the terminal snapshot once it came.
+        self._submitted_at = -math.inf
+        self._final: Task | None = None
 
     @property
     def id(self) -> str:
@@ -53,7 +58,7 @@ class TaskHandle:
 
     def wait(self, timeout: float | None = None) -> Task:
         """Block until the task is finished; raises `WaitTimeout` after `timeout` seconds."""
-        return self._client._results.wait(self.id, timeout, self.task)
+        return self._client._results.wait(self.id, timeout, self._final or self.task)
 
     def result(self, timeout: float | None = None) -> JSONValue:
         """Wait and return the task's result; raises `TaskFailed` if it FAILED or was CANCELLED."""
@@ -65,17 +70,21 @@ class TaskHandle:
 
     def retry(self) -> Task:
         """Run the FAILED or CANCELLED task again."""
-        return self._client.retry(self.id)
+        task = self._client.retry(self.id)
+        self._final = None  # the end seen is not the new attempts' end
+        return task
 
 
 class AsyncTaskHandle:
     """A task submitted through `AsyncClient`; the same methods as `TaskHandle`, awaitable."""
 
-    __slots__ = ("_client", "task")
+    __slots__ = ("__weakref__", "_client", "_final", "_submitted_at", "task")
 
     def __init__(self, client: AsyncClient, task: Task) -> None:
         self._client = client
         self.task = task
+        self._submitted_at = -math.inf
+        self._final: Task | None = None
 
     @property
     def id(self) -> str:
@@ -95,7 +104,7 @@ class AsyncTaskHandle:
     # `timeout` mirrors TaskHandle.
     async def wait(self, timeout: float | None = None) -> Task:  # noqa: ASYNC109
         """Wait until the task is finished; raises `WaitTimeout` after `timeout` seconds."""
-        return await self._client._results.wait(self.id, timeout, self.task)
+        return await self._client._results.wait(self.id, timeout, self._final or self.task)
 
     async def result(self, timeout: float | None = None) -> JSONValue:  # noqa: ASYNC109
         """Wait and return the task's result; raises `TaskFailed` if it FAILED or was CANCELLED."""
@@ -107,4 +116,6 @@ class AsyncTaskHandle:
 
     async def retry(self) -> Task:
         """Run the FAILED or CANCELLED task again."""
-        return await self._client.retry(self.id)
+        task = await self._client.retry(self.id)
+        self._final = None  # the end seen is not the new attempts' end
+        return task

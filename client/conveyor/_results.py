@@ -1,23 +1,32 @@
 """The shared result stream's decisions, written once for both clients.
 
 A client serves every wait (`wait`, `result`, `wait_all`, `as_completed`)
-from one `WatchTasks` stream over the ids its callers wait on, filtered to
-the terminal states. `ResultBook` keeps the bookkeeping: who waits on what,
-which ids the open stream covers (at most 1,000; the rest queue for room),
-the cursor to resume from, and which ids still need their current snapshot
-(`current_ids`). It does no I/O: `_results_sync` drives it with a reader
-thread, `_results_async` with a reader task, and both ask it the same
-questions in the same places:
+from one `WatchTasks` stream, filtered to the terminal states. The client
+names itself with a `reply_to` that every submit carries, and the stream
+follows the tasks with that name: a task submitted while the stream follows
+needs no change of the stream at all. Other tasks (an id from elsewhere, or
+one submitted while no stream followed) are listed in `ids` (at most 1,000;
+the rest queue for room) and caught up on by their snapshot
+(`current_ids`); listing a new one reopens the stream from its cursor.
+`ResultBook` keeps the bookkeeping and does no I/O: `_results_sync` drives
+it with a reader thread, `_results_async` with a reader task, and both ask
+it the same questions in the same places:
 
-    request = book.next_request()      # None: nobody waits, close the stream
+    request = book.next_request(keep)  # None: nobody waits, close the stream
+    reopen = book.following(cursor, t) # the headers came; True: reopen
     reopen = book.received(message)    # True: reopen with next_request()
     delay = book.failed(error)         # seconds before reopening, or None: stop
-    book.add(task_id, waiter)          # True: reopen the open stream to cover it
+    book.add(task_id, waiter)          # True: reopen the open stream to list it
+    book.submitting() / book.submitted(handles, started_at)
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
+import math
+import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -37,6 +46,8 @@ _TERMINAL = (
     task_pb2.TASK_STATE_CANCELLED,
 )
 _TASK_RESOURCE = "conveyor.v1.Task"
+# The WatchTasks response header with the cursor the stream follows from.
+CURSOR_HEADER = "conveyor-cursor"
 # The stream serves waits that may last long: it rides out an outage of
 # about 20 s (a server restart; backoff capped at 2 s) before failing its
 # waiters, who have deadlines of their own.
@@ -46,6 +57,8 @@ _MAX_BACKOFF = 2.0
 # Ids past the limit join the stream in groups of at least this many (or
 # all that queue), not one reopen per task that finishes.
 _JOIN_AT_ONCE = MAX_IDS // 10
+# Ends of own tasks kept for submits still under way, at most.
+_MAX_ORPHANS = 10_000
 
 
 class Waiter(Protocol):
@@ -105,24 +118,78 @@ def closed_error() -> ConveyorError:
     )
 
 
-class ResultBook(Generic[W]):
-    """Who waits on which task, and what the shared stream asks for next."""
+class Followed(Protocol):
+    """What the book keeps on a handle of a task the client submitted."""
 
-    def __init__(self) -> None:
+    _submitted_at: float
+    _final: Task | None
+
+    @property
+    def task(self) -> Task: ...
+
+
+class ResultBook(Generic[W]):
+    """Who waits on which task, and what the shared stream asks for next.
+
+    The stream follows every task the client submitted by its `reply_to`,
+    with no id listed, once it is known to follow (its response headers came)
+    since before the submit began; other tasks (an id from elsewhere, a task
+    submitted while no stream followed) are listed in `ids`, at most 1,000,
+    and caught up on by their snapshot (`current_ids`). A task that ends
+    while nobody waits leaves its terminal snapshot on its handle.
+    """
+
+    def __init__(self, reply_to: str) -> None:
+        self.reply_to = reply_to
         # Every waited id, in the order first waited on, with its waiters.
         self._waiters: dict[str, list[W]] = {}
-        # The ids the open stream (or the one being opened) covers.
-        self._streamed: set[str] = set()
-        # Ids whose current snapshot the stream has not yet been seen to
-        # send: they go in current_ids whenever the stream is opened.
+        # Handles of unfinished tasks submitted with this reply_to.
+        self._own: weakref.WeakValueDictionary[str, Followed] = weakref.WeakValueDictionary()
+        # Ends of own tasks whose submit is still under way (no handle yet).
+        self._orphans: dict[str, Task] = {}
+        self._evicted_at = -math.inf
+        self._submitting = 0
+        # Since when the stream follows every change (None: it does not).
+        self._following_since: float | None = None
+        # The ids the open stream (or the one being opened) lists.
+        self._listed: set[str] = set()
+        # Listed ids whose current snapshot the stream has not yet been seen
+        # to send: they go in current_ids whenever the stream is opened.
         self._unconfirmed: set[str] = set()
         self._cursor = ""
         self._open = False
         self._reopen = False
+        # Waiters came while the stream was opening that it does not list.
+        self._relist = False
         self._messages = 0  # of the open stream
         self._failures = 0  # in a row, with no message between
         self.unsupported = False
         self.closed = False
+
+    # --- the submitters' side ---------------------------------------------------------
+
+    def submitting(self) -> None:
+        """A submit begins: ends of tasks not yet handed out are kept for it."""
+        self._submitting += 1
+
+    def submitted(self, handles: Iterable[Followed], started_at: float) -> None:
+        """A submit that began at `started_at` ended with these handles (none
+        when it failed)."""
+        self._submitting -= 1
+        for handle in handles:
+            task = handle.task
+            # Another reply_to (an earlier task's idempotency key) or none (an
+            # older service): the stream does not follow it by name.
+            if task.raw.reply_to != self.reply_to or not self.reply_to:
+                continue
+            handle._submitted_at = started_at
+            final = self._orphans.pop(task.id, None)
+            if final is not None:
+                handle._final = final
+            elif not task.is_terminal:
+                self._own[task.id] = handle
+        if not self._submitting:
+            self._orphans.clear()
 
     # --- the callers' side ------------------------------------------------------------
 
@@ -132,7 +199,7 @@ class ResultBook(Generic[W]):
 
     def add(self, task_id: str, waiter: W) -> bool:
         """Note a waiter. True when the open stream must be reopened to
-        cover its task (the driver cancels the current call)."""
+        list its task (the driver cancels the current call)."""
         if self.closed:
             waiter.fail(closed_error())
             return False
@@ -141,7 +208,13 @@ class ResultBook(Generic[W]):
             waiters.append(waiter)
             return False
         self._waiters[task_id] = [waiter]
-        if not self._open or task_id in self._streamed or len(self._streamed) >= MAX_IDS:
+        if self._covered(task_id) or task_id in self._listed or len(self._listed) >= MAX_IDS:
+            return False
+        if not self._open or self._following_since is None:
+            # No stream, or one still opening: the next request lists it,
+            # or the opening one is reopened once its headers come (see
+            # `following`), from the cursor they carry.
+            self._relist = self._open
             return False
         # A reopen already asked for covers it too.
         reopen, self._reopen = not self._reopen, True
@@ -157,45 +230,80 @@ class ResultBook(Generic[W]):
             waiters.remove(waiter)
         if not waiters:
             del self._waiters[task_id]
-            self._unconfirmed.discard(task_id)
+            if task_id not in self._own:
+                self._unconfirmed.discard(task_id)
 
     def close(self) -> None:
         """Fail every waiter: the client is closing."""
         self.closed = True
         self._fail(list(self._waiters), lambda _: closed_error())
 
+    def _covered(self, task_id: str) -> bool:
+        """Whether the stream follows the task by its reply_to, with no gap
+        since before its submit began (and no end of it dropped since)."""
+        handle = self._own.get(task_id)
+        since = self._following_since
+        if handle is None or since is None:
+            return False
+        return since <= handle._submitted_at and self._evicted_at < handle._submitted_at
+
     # --- the reader's side ------------------------------------------------------------
 
-    def next_request(self) -> task_service_pb2.WatchTasksRequest | None:
+    def next_request(self, keep: bool = False) -> task_service_pb2.WatchTasksRequest | None:
         """The request of the stream to open now, or None when nobody waits
-        (the reader closes the stream and ends)."""
+        and `keep` is not asked (the reader closes the stream)."""
         self._open = False
         self._reopen = False
-        if self.closed or not self._waiters:
+        self._relist = False
+        if self.closed or not (self._waiters or keep):
+            self._following_since = None
+            self._cursor = ""
+            self._listed.clear()
+            self._unconfirmed.clear()
             return None
+        if not self._cursor:
+            # A fresh stream: nothing is followed until its headers come.
+            self._following_since = None
         ids: list[str] = []
-        for task_id in self._waiters:
+        listed: set[str] = set()
+        # Waited ids first, then the client's other unfinished tasks that
+        # the stream does not follow by name: a reopen catches up on all.
+        for task_id in itertools.chain(self._waiters, list(self._own.keys())):
             if len(ids) == MAX_IDS:
                 break
-            ids.append(task_id)
-        # Ids the cursor did not follow before catch up with their snapshot.
-        self._unconfirmed.update(task_id for task_id in ids if task_id not in self._streamed)
-        self._streamed = set(ids)
-        if not self._cursor:
-            self._unconfirmed = set(ids)
-        self._unconfirmed &= self._streamed
+            if task_id not in listed and not self._covered(task_id):
+                ids.append(task_id)
+                listed.add(task_id)
+        if self._cursor:
+            self._unconfirmed = (self._unconfirmed | (listed - self._listed)) & listed
+        else:
+            self._unconfirmed = set(listed)
+        self._listed = listed
         self._open = True
         self._messages = 0
-        if len(self._unconfirmed) == len(ids):
-            # Every id catches up by its snapshot: replaying the changes
-            # since the cursor would only cost the server.
-            self._cursor = ""
         return task_service_pb2.WatchTasksRequest(
             ids=ids,
             states=_TERMINAL,
             cursor=self._cursor,
             current_ids=sorted(self._unconfirmed),
+            reply_to=self.reply_to,
         )
+
+    def following(self, cursor: str, now: float) -> bool:
+        """The open stream's headers came: it follows every change from
+        `cursor` on. True when waiters came meanwhile that it does not list
+        (the driver reopens it, from that cursor)."""
+        if not self._cursor:
+            self._cursor = cursor
+        if self._following_since is None and self._cursor:
+            self._following_since = now
+        relist, self._relist = self._relist, False
+        if not relist or not self._cursor:
+            return False
+        self._reopen = any(
+            task_id not in self._listed and not self._covered(task_id) for task_id in self._waiters
+        )
+        return self._reopen
 
     def received(self, message: task_service_pb2.WatchTasksResponse) -> bool:
         """Take a message of the open stream; True when the stream must be
@@ -205,6 +313,7 @@ class ResultBook(Generic[W]):
         if message.reset:
             # Changes may have been missed: catch up on every id afresh.
             self._cursor = ""
+            self._following_since = None
             return True
         self._cursor = message.cursor
         if not message.current:
@@ -213,23 +322,45 @@ class ResultBook(Generic[W]):
         task_id = message.task.id
         self._unconfirmed.discard(task_id)
         # Its end is read: waited on again, it needs its snapshot again.
-        self._streamed.discard(task_id)
+        self._listed.discard(task_id)
+        handle = self._own.pop(task_id, None)
         waiters = self._waiters.pop(task_id, None)
-        if waiters is None:
+        if handle is None and waiters is None:
+            if self._submitting and message.task.reply_to == self.reply_to:
+                # Its submit may not have returned yet: kept for its handle.
+                self._keep_orphan(_core.task_from_proto(message.task))
             return False
         task = _core.task_from_proto(message.task)
+        if handle is not None:
+            handle._final = task
+        if waiters is None:
+            return False
         for waiter in waiters:
             waiter.resolve(task)
         if not self._waiters:
-            return True
+            return False
         # Queued ids join once there is room for a good share of them, and
         # only once this stream's snapshots are in (a reopen would read
         # again those not yet sent).
         if self._unconfirmed:
             return False
-        covered = len(self._streamed & self._waiters.keys())
-        queued = len(self._waiters) - covered
-        return queued > 0 and MAX_IDS - covered >= min(queued, _JOIN_AT_ONCE)
+        queued = sum(
+            1
+            for waited in self._waiters
+            if waited not in self._listed and not self._covered(waited)
+        )
+        return queued > 0 and MAX_IDS - len(self._listed) >= min(queued, _JOIN_AT_ONCE)
+
+    def close_idle(self) -> None:
+        """The driver closes the stream: nobody waited for a while."""
+        self._reopen = True
+
+    def _keep_orphan(self, task: Task) -> None:
+        orphans = self._orphans
+        if len(orphans) >= _MAX_ORPHANS:
+            del orphans[next(iter(orphans))]
+            self._evicted_at = time.monotonic()
+        orphans[task.id] = task
 
     def failed(self, error: ConveyorError) -> float | None:
         """The open stream failed: seconds to wait before reopening it, or
@@ -239,6 +370,7 @@ class ResultBook(Generic[W]):
             return 0.0
         if error.code is grpc.StatusCode.UNIMPLEMENTED:
             self.unsupported = True
+            self._following_since = None
             self._fail(
                 list(self._waiters), lambda _: StreamUnsupported(error.message, code=error.code)
             )
@@ -254,6 +386,8 @@ class ResultBook(Generic[W]):
         delay = policy.backoff(error.code, self._failures)
         if delay is None:
             self._failures = 0
+            self._following_since = None
+            self._cursor = ""
             self._fail(list(self._waiters), lambda _: copy.copy(error))
             return None
         return min(delay, _MAX_BACKOFF)
@@ -264,6 +398,15 @@ class ResultBook(Generic[W]):
             self._unconfirmed.discard(task_id)
             for waiter in self._waiters.pop(task_id, ()):
                 waiter.fail(error(task_id))
+
+
+def cursor_header(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The cursor a WatchTasks stream's headers say it follows from ("" from
+    a service that does not send it)."""
+    for key, value in metadata or ():
+        if key == CURSOR_HEADER:
+            return str(value)
+    return ""
 
 
 def _not_found(task_id: str, error: ConveyorError) -> TaskNotFound:
@@ -281,6 +424,8 @@ def _missing_ids(details: Iterable[object]) -> set[str]:
 
 
 class _Handle(Protocol):
+    _final: Task | None
+
     @property
     def task(self) -> Task: ...
 
@@ -292,5 +437,5 @@ def targets(items: Iterable[str | _Handle]) -> list[tuple[str, Task | None]]:
         if isinstance(item, str):
             found.append((item, None))
         else:
-            found.append((item.task.id, item.task))
+            found.append((item.task.id, item._final or item.task))
     return found

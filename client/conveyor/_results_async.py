@@ -1,12 +1,13 @@
 """The shared result stream of `AsyncClient`: one reader task per client,
-while anyone waits, drives the `ResultBook` of `_results`; waiters await
-futures of their own. A waiter whose task the open stream does not cover
-cancels the call, and the reader opens the next one."""
+while anyone waits and a few seconds after, drives the `ResultBook` of
+`_results`; waiters await queues of their own. A waiter whose task the open
+stream does not cover cancels the call, and the reader opens the next one."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -15,9 +16,12 @@ import grpc.aio
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, Unavailable, WaitTimeout, from_rpc_error
-from conveyor._results import ResultBook, StreamUnsupported
+from conveyor._results import Followed, ResultBook, StreamUnsupported, cursor_header
 from conveyor._types import Task
 from conveyor.v1 import task_service_pb2
+
+# How long the stream outlives the last wait, for the next one.
+IDLE_SECONDS = 5.0
 
 _Call = grpc.aio.UnaryStreamCall[Any, Any]
 OpenStream = Callable[[task_service_pb2.WatchTasksRequest], _Call]
@@ -48,13 +52,32 @@ class _Waiter:
 class ResultStreamTask:
     """Waits of one `AsyncClient`, all served by one WatchTasks stream."""
 
-    def __init__(self, open_stream: OpenStream, fallback: Fallback, snapshot: Snapshot) -> None:
+    def __init__(
+        self, open_stream: OpenStream, fallback: Fallback, snapshot: Snapshot, reply_to: str
+    ) -> None:
         self._open_stream = open_stream
         self._fallback = fallback
         self._snapshot = snapshot
-        self._book: ResultBook[_Waiter] = ResultBook()
+        self._book: ResultBook[_Waiter] = ResultBook(reply_to)
         self._call: _Call | None = None
         self._reader: asyncio.Task[None] | None = None
+        # When the last wait ended (None: one is under way); the stream
+        # closes IDLE_SECONDS after.
+        self._idle_since: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def reply_to(self) -> str:
+        return self._book.reply_to
+
+    def submitting(self) -> float:
+        """A submit begins; returns its start time, for `submitted`."""
+        self._book.submitting()
+        return time.monotonic()
+
+    def submitted(self, handles: Iterable[Followed], started_at: float) -> None:
+        """The submit that began at `started_at` ended with these handles."""
+        self._book.submitted(handles, started_at)
 
     async def wait(self, task_id: str, timeout: float | None, known: Task | None = None) -> Task:  # noqa: ASYNC109
         [task] = await self.wait_all([(task_id, known)], timeout)
@@ -85,9 +108,17 @@ class ResultStreamTask:
         loop = asyncio.get_running_loop()
         deadline = _core.deadline_after(seconds, loop.time())
         outcomes: asyncio.Queue[_Outcome] = asyncio.Queue()
-        waiters = [(task_id, _Waiter(outcomes, i)) for i, (task_id, _) in enumerate(listed)]
-        left = set(range(len(listed)))
-        self._add(waiters)
+        waiters = []
+        left = set()
+        for i, (task_id, known) in enumerate(listed):
+            if known is not None and known.is_terminal:
+                # Its end came with the handle, or on the stream since.
+                outcomes.put_nowait((i, known, None))
+            else:
+                waiters.append((task_id, _Waiter(outcomes, i)))
+            left.add(i)
+        if waiters:
+            self._add(waiters)
         try:
             while left:
                 try:
@@ -99,7 +130,8 @@ class ResultStreamTask:
                 left.discard(position)
                 yield position, await self._outcome(listed[position][0], task, error, deadline)
         finally:
-            self._discard(waiters)
+            if waiters:
+                self._discard(waiters)
 
     async def close(self) -> None:
         """Fail every waiter and end the stream."""
@@ -119,6 +151,7 @@ class ResultStreamTask:
             for _, waiter in waiters:
                 waiter.fail(StreamUnsupported("", code=grpc.StatusCode.UNIMPLEMENTED))
             return
+        self._idle_since = None
         reopen = False
         for task_id, waiter in waiters:
             reopen = self._book.add(task_id, waiter) or reopen
@@ -130,6 +163,36 @@ class ResultStreamTask:
     def _discard(self, waiters: Iterable[tuple[str, _Waiter]]) -> None:
         for task_id, waiter in waiters:
             self._book.discard(task_id, waiter)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        """Nobody waits any more: close the stream IDLE_SECONDS from now,
+        unless a wait comes first."""
+        if self._book.waiting or self._idle_since is not None:
+            return
+        self._idle_since = time.monotonic()
+        if self._idle_timer is None and self._call is not None:
+            self._arm_idle_timer(IDLE_SECONDS)
+
+    def _arm_idle_timer(self, seconds: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(seconds, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None or self._call is None:
+            return
+        left = since + IDLE_SECONDS - time.monotonic()
+        if left > 0:
+            self._arm_idle_timer(left)
+            return
+        self._book.close_idle()
+        self._call.cancel()
+
+    def _keep(self) -> bool:
+        """Whether the stream stays open with nobody waiting."""
+        since = self._idle_since
+        return since is not None and time.monotonic() - since < IDLE_SECONDS
 
     async def _outcome(
         self,
@@ -157,12 +220,19 @@ class ResultStreamTask:
     async def _read(self) -> None:
         book = self._book
         try:
-            while (request := book.next_request()) is not None:
+            while (request := book.next_request(self._keep())) is not None:
                 call = self._call = self._open_stream(request)
+                if self._idle_since is not None and self._idle_timer is None:
+                    self._arm_idle_timer(IDLE_SECONDS)
                 try:
+                    cursor = cursor_header(await call.initial_metadata())
+                    if book.following(cursor, time.monotonic()):
+                        call.cancel()
                     while (message := await call.read()) is not grpc.aio.EOF:
                         assert isinstance(message, task_service_pb2.WatchTasksResponse)
-                        if book.received(message):
+                        reopen = book.received(message)
+                        self._maybe_idle()
+                        if reopen:
                             break
                     else:
                         # A stream without a deadline ends only on failure.
@@ -184,6 +254,9 @@ class ResultStreamTask:
                     await asyncio.sleep(delay)
         finally:
             self._reader = self._call = None
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
 
 
 def _ended_early() -> Unavailable:

@@ -1,7 +1,8 @@
 """The shared result stream of `Client`: one daemon reader thread per client,
 started at a wait and ended a few seconds after the last or by `close()`, drives the `ResultBook` of
 `_results`; waiters block on queues of their own. A waiter whose task the open stream does not cover
-cancels the call from its own thread, and the reader opens the next one."""
+cancels the call from its own thread, and the reader opens the next one. The stream stays open a
+few seconds after the last wait ends, so that the next wait finds its task followed already."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import grpc
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, Unavailable, WaitTimeout, from_rpc_error
-from conveyor._results import ResultBook, StreamUnsupported
+from conveyor._results import Followed, ResultBook, StreamUnsupported, cursor_header
 from conveyor._types import Task
 from conveyor.v1 import task_service_pb2
 
@@ -27,6 +28,8 @@ class _Call(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
     def cancel(self) -> bool: ...
+
+    def initial_metadata(self) -> Any: ...
 
 
 OpenStream = Callable[[task_service_pb2.WatchTasksRequest], _Call]
@@ -59,16 +62,37 @@ class _Waiter:
 class ResultStreamThread:
     """Waits of one `Client`, all served by one WatchTasks stream."""
 
-    def __init__(self, open_stream: OpenStream, fallback: Fallback, snapshot: Snapshot) -> None:
+    def __init__(
+        self, open_stream: OpenStream, fallback: Fallback, snapshot: Snapshot, reply_to: str
+    ) -> None:
         self._open_stream = open_stream
         self._fallback = fallback
         self._snapshot = snapshot
         self._lock = threading.Lock()
         # The reader sleeps on it while nobody waits.
         self._wake = threading.Condition(self._lock)
-        self._book: ResultBook[_Waiter] = ResultBook()
+        self._book: ResultBook[_Waiter] = ResultBook(reply_to)
         self._call: _Call | None = None
         self._reader: threading.Thread | None = None
+        # When the last wait ended (None: one is under way); the stream
+        # closes IDLE_SECONDS after.
+        self._idle_since: float | None = None
+        self._idle_timer: threading.Timer | None = None
+
+    @property
+    def reply_to(self) -> str:
+        return self._book.reply_to
+
+    def submitting(self) -> float:
+        """A submit begins; returns its start time, for `submitted`."""
+        with self._lock:
+            self._book.submitting()
+        return time.monotonic()
+
+    def submitted(self, handles: Iterable[Followed], started_at: float) -> None:
+        """The submit that began at `started_at` ended with these handles."""
+        with self._lock:
+            self._book.submitted(handles, started_at)
 
     def wait(self, task_id: str, timeout: float | None, known: Task | None = None) -> Task:
         [task] = self.wait_all([(task_id, known)], timeout)
@@ -96,9 +120,17 @@ class ResultStreamThread:
         first error or timeout is raised at once."""
         deadline = _core.deadline_after(timeout, time.monotonic())
         outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-        waiters = [(task_id, _Waiter(outcomes, i)) for i, (task_id, _) in enumerate(listed)]
-        left = set(range(len(listed)))
-        self._add(waiters)
+        waiters = []
+        left = set()
+        for i, (task_id, known) in enumerate(listed):
+            if known is not None and known.is_terminal:
+                # Its end came with the handle, or on the stream since.
+                outcomes.put((i, known, None))
+            else:
+                waiters.append((task_id, _Waiter(outcomes, i)))
+            left.add(i)
+        if waiters:
+            self._add(waiters)
         try:
             while left:
                 try:
@@ -111,7 +143,8 @@ class ResultStreamThread:
                 left.discard(position)
                 yield position, self._outcome(listed[position][0], task, error, deadline)
         finally:
-            self._discard(waiters)
+            if waiters:
+                self._discard(waiters)
 
     def close(self) -> None:
         """Fail every waiter and end the stream."""
@@ -129,6 +162,7 @@ class ResultStreamThread:
                 for _, waiter in waiters:
                     waiter.fail(StreamUnsupported("", code=grpc.StatusCode.UNIMPLEMENTED))
                 return
+            self._idle_since = None
             reopen = False
             for task_id, waiter in waiters:
                 reopen = self._book.add(task_id, waiter) or reopen
@@ -146,6 +180,35 @@ class ResultStreamThread:
         with self._lock:
             for task_id, waiter in waiters:
                 self._book.discard(task_id, waiter)
+            if not self._book.waiting and self._idle_since is None:
+                self._idle_since = time.monotonic()
+                if self._idle_timer is None and self._call is not None:
+                    self._arm_idle_timer(IDLE_SECONDS)
+
+    def _arm_idle_timer(self, seconds: float) -> None:
+        timer = self._idle_timer = threading.Timer(seconds, self._idle)
+        timer.daemon = True
+        timer.start()
+
+    def _idle(self) -> None:
+        """Close the stream once nobody waited for IDLE_SECONDS (one timer
+        at a time, armed again while waits come and go)."""
+        with self._lock:
+            self._idle_timer = None
+            since = self._idle_since
+            if since is None or self._call is None:
+                return
+            left = since + IDLE_SECONDS - time.monotonic()
+            if left > 0:
+                self._arm_idle_timer(left)
+                return
+            self._book.close_idle()
+            self._call.cancel()
+
+    def _keep(self) -> bool:
+        """Whether the stream stays open with nobody waiting."""
+        since = self._idle_since
+        return since is not None and time.monotonic() - since < IDLE_SECONDS
 
     def _outcome(
         self,
@@ -174,18 +237,29 @@ class ResultStreamThread:
                 # Between waits the stream is closed and the thread idles
                 # here a while: starting a thread per wait would cost more
                 # than the wait's stream.
-                while (request := book.next_request()) is None:
+                while (request := book.next_request(self._keep())) is None:
                     self._call = None
                     idle = book.closed or not self._wake.wait(IDLE_SECONDS)
                     if idle and (book.closed or not book.waiting):
                         self._reader = None
                         return
                 call = self._call = self._open_stream(request)
+                if self._idle_since is not None and self._idle_timer is None:
+                    self._arm_idle_timer(IDLE_SECONDS)
             error: ConveyorError = _ended_early()
             try:
+                cursor = cursor_header(call.initial_metadata())
+                with self._lock:
+                    reopen = book.following(cursor, time.monotonic())
+                if reopen:
+                    call.cancel()
                 for message in call:
                     with self._lock:
                         reopen = book.received(message)
+                        if not book.waiting and self._idle_since is None:
+                            self._idle_since = time.monotonic()
+                            if self._idle_timer is None:
+                                self._arm_idle_timer(IDLE_SECONDS)
                     if reopen:
                         call.cancel()
                         break

@@ -228,7 +228,7 @@ class TaskCore:
         request: pb.WatchTasksRequest,
         tenant: str,
         *,
-        ready: Callable[[], Awaitable[None]] | None = None,
+        ready: Callable[[str], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[pb.WatchTasksResponse, None]:
         """The changes of the tasks a filter matches (see `TaskFeed.watch`),
         as WatchTasksResponse messages: a task's latest snapshot, or a

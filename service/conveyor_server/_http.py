@@ -263,9 +263,10 @@ class HttpApi:
         request[_STREAM] = True
         response = web.StreamResponse(headers=_SSE_HEADERS)
 
-        async def ready() -> None:
+        async def ready(cursor: str) -> None:
             # Headers go once the feed is followed: a client that saw them
-            # misses no change made after.
+            # misses no change made after, and can resume from this cursor.
+            response.headers["Conveyor-Cursor"] = cursor
             await response.prepare(request)
 
         changes = self._core.watch_tasks(watch, request[_TENANT], ready=ready)

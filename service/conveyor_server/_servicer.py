@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Gate", "Malformed", "TaskServicer", "service_handler"]
 
+# WatchTasks response header: the cursor the stream follows from, so a client
+# can resume from the moment it opened even before the first message.
+CURSOR_HEADER = "conveyor-cursor"
+
 
 async def _abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> None:
     await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
@@ -95,7 +99,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             if isinstance(request, Malformed):
                 raise request.error
             changes = self.core.watch_tasks(
-                request, current_tenant(), ready=lambda: context.send_initial_metadata(())
+                request,
+                current_tenant(),
+                ready=lambda cursor: context.send_initial_metadata(((CURSOR_HEADER, cursor),)),
             )
             async with contextlib.aclosing(changes):
                 async for response in changes:

@@ -122,12 +122,13 @@ class TaskFeed:
         self,
         query: WatchQuery,
         *,
-        ready: Callable[[], Awaitable[None]] | None = None,
+        ready: Callable[[str], Awaitable[None]] | None = None,
         instead: str = "poll with ListTasks",
     ) -> AsyncGenerator[FeedItem, None]:
-        """The stream's items. `ready` is awaited once the feed is followed:
-        every change from then on will be sent (gRPC sends its response
-        headers then, so a client can wait for them before acting)."""
+        """The stream's items. `ready` is awaited once the feed is followed,
+        with the cursor it follows from: every change from then on will be
+        sent (gRPC sends its response headers then, with that cursor, so a
+        client can wait for them before acting, and resume from there)."""
         tenant = query.filter.tenant
         self._slots.take(tenant, instead)
         try:
@@ -138,11 +139,11 @@ class TaskFeed:
                 # Read before `ready`, so an unknown id is refused before
                 # the stream's headers, as every other refusal is.
                 snapshots = await self._snapshots(query)
-                if ready is not None:
-                    await ready()
                 # A snapshot carries the cursor resumed from: a stream that
                 # drops during them must still replay the changes after it.
                 at = query.cursor or reader.start
+                if ready is not None:
+                    await ready(at)
                 for record in snapshots:
                     yield FeedItem(at, record, current=True)
                 if query.include_current:

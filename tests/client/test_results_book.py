@@ -6,9 +6,12 @@ test_results.py."""
 from __future__ import annotations
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 
 from conveyor import ConveyorError, Task, TaskNotFound, Unavailable
+from conveyor import _results as results
+from conveyor._core import task_from_proto
 from conveyor._results import MAX_IDS, ResultBook, StreamUnsupported
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
@@ -43,7 +46,7 @@ def not_found(task_id: str) -> TaskNotFound:
 
 
 def test_the_first_stream_asks_for_every_snapshot_of_the_terminal_states() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     assert book.next_request() is None  # nobody waits: no stream
     for task_id in ("b", "a"):
         assert book.add(task_id, Waiter()) is False  # no stream open yet
@@ -56,10 +59,11 @@ def test_the_first_stream_asks_for_every_snapshot_of_the_terminal_states() -> No
 
 
 def test_ids_joining_an_open_stream_reopen_it_once_from_the_cursor() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     first = Waiter()
     book.add("a", first)
     book.next_request()
+    assert book.following("c0", 1.0) is False  # the headers came
     assert book.received(pb.WatchTasksResponse(cursor="c1", task=task_pb2.Task(id="x"))) is False
     assert book.add("b", Waiter()) is True
     assert book.add("c", Waiter()) is False  # the reopen asked for covers it
@@ -73,13 +77,15 @@ def test_ids_joining_an_open_stream_reopen_it_once_from_the_cursor() -> None:
 
 
 def test_a_terminal_snapshot_resolves_every_waiter_and_an_empty_book_closes() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     waiters = [Waiter(), Waiter()]
     for waiter in waiters:
         book.add("a", waiter)
     book.next_request()
-    assert book.received(finished("a", "c1", current=True)) is True
+    # The stream stays open; the driver closes it after a while.
+    assert book.received(finished("a", "c1", current=True)) is False
     assert [w.task.id if w.task else None for w in waiters] == ["a", "a"]
+    assert book.next_request(keep=True) is not None  # still kept open
     assert book.next_request() is None
     # Waited on again, it is asked for again; with every id catching up
     # by its snapshot, replaying changes since the cursor would be waste.
@@ -90,7 +96,7 @@ def test_a_terminal_snapshot_resolves_every_waiter_and_an_empty_book_closes() ->
 
 
 def test_a_reset_reopens_without_a_cursor_asking_for_every_snapshot() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     book.add("a", Waiter())
     book.add("b", Waiter())
     book.next_request()
@@ -102,7 +108,7 @@ def test_a_reset_reopens_without_a_cursor_asking_for_every_snapshot() -> None:
 
 
 def test_ids_past_the_limit_join_once_there_is_room_for_them() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     ids = [f"t{i:04}" for i in range(MAX_IDS + 3)]
     for task_id in ids:
         book.add(task_id, Waiter())
@@ -122,7 +128,7 @@ def test_ids_past_the_limit_join_once_there_is_room_for_them() -> None:
 
 
 def test_queued_ids_join_when_every_snapshot_resolved_its_task() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     ids = [f"t{i:04}" for i in range(MAX_IDS + 1)]
     for task_id in ids:
         book.add(task_id, Waiter())
@@ -136,7 +142,7 @@ def test_queued_ids_join_when_every_snapshot_resolved_its_task() -> None:
 
 
 def test_not_found_fails_only_the_waiters_of_the_ids_it_names() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     known, missing = Waiter(), Waiter()
     book.add("known", known)
     book.add("missing", missing)
@@ -151,7 +157,7 @@ def test_not_found_fails_only_the_waiters_of_the_ids_it_names() -> None:
 
 
 def test_unavailable_reopens_with_a_capped_backoff_then_fails_everyone() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     waiter = Waiter()
     book.add("a", waiter)
     book.next_request()
@@ -167,7 +173,7 @@ def test_unavailable_reopens_with_a_capped_backoff_then_fails_everyone() -> None
 
 
 def test_other_errors_fail_every_waiter_at_once() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     waiters = [Waiter(), Waiter()]
     book.add("a", waiters[0])
     book.add("b", waiters[1])
@@ -181,7 +187,7 @@ def test_other_errors_fail_every_waiter_at_once() -> None:
 
 
 def test_a_service_without_watch_tasks_falls_back() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     waiter = Waiter()
     book.add("a", waiter)
     book.next_request()
@@ -191,7 +197,7 @@ def test_a_service_without_watch_tasks_falls_back() -> None:
 
 
 def test_close_fails_every_waiter_and_later_ones() -> None:
-    book: ResultBook[Waiter] = ResultBook()
+    book: ResultBook[Waiter] = ResultBook("r")
     before, after = Waiter(), Waiter()
     book.add("a", before)
     book.close()
@@ -199,3 +205,111 @@ def test_close_fails_every_waiter_and_later_ones() -> None:
     assert before.error is not None and after.error is not None
     assert before.error.code is grpc.StatusCode.CANCELLED
     assert book.next_request() is None
+
+
+# --- tasks the client submitted, followed by their reply_to ---------------------------
+
+
+class Handle:
+    """What the book uses of a TaskHandle."""
+
+    def __init__(self, task_id: str, reply_to: str = "r") -> None:
+        raw = task_pb2.Task(id=task_id, type="echo", state=task_pb2.TASK_STATE_PENDING)
+        raw.reply_to = reply_to
+        self.task = task_from_proto(raw)
+        self._submitted_at = float("-inf")
+        self._final: Task | None = None
+
+
+def following_book() -> ResultBook[Waiter]:
+    """A book whose stream follows every change since time 10."""
+    book: ResultBook[Waiter] = ResultBook("r")
+    book.add("other", Waiter())
+    book.next_request()
+    assert book.following("c0", 10.0) is False
+    return book
+
+
+def test_a_task_submitted_while_the_stream_follows_needs_no_reopen() -> None:
+    book = following_book()
+    handle = Handle("mine")
+    book.submitting()
+    book.submitted([handle], 11.0)
+    assert book.add("mine", Waiter()) is False
+    request = book.next_request()
+    assert request is not None
+    assert request.reply_to == "r"
+    assert "mine" not in request.ids
+
+
+def test_a_task_submitted_before_the_stream_followed_is_listed_with_its_snapshot() -> None:
+    book = following_book()
+    handle = Handle("early")
+    book.submitting()
+    book.submitted([handle], 9.0)
+    assert book.add("early", Waiter()) is True
+    request = book.next_request()
+    assert request is not None
+    assert "early" in request.ids and "early" in request.current_ids
+
+
+def test_a_reopen_catches_up_on_unwaited_tasks_the_stream_does_not_follow() -> None:
+    book: ResultBook[Waiter] = ResultBook("r")
+    handles = [Handle(f"h{i}") for i in range(3)]
+    book.submitting()
+    book.submitted(handles, 1.0)
+    book.add("h0", Waiter())
+    request = book.next_request()
+    assert request is not None
+    assert sorted(request.current_ids) == ["h0", "h1", "h2"]
+    # An end nobody waits on is left on the handle, for its wait.
+    book.received(finished("h2", "c1", current=True))
+    assert handles[2]._final is not None and handles[2]._final.id == "h2"
+
+
+def test_an_end_that_comes_before_its_submit_returns_reaches_the_handle() -> None:
+    book = following_book()
+    book.submitting()
+    message = finished("fast", "c1")
+    message.task.reply_to = "r"
+    book.received(message)
+    handle = Handle("fast")
+    book.submitted([handle], 11.0)
+    assert handle._final is not None and handle._final.id == "fast"
+
+
+def test_a_dropped_early_end_makes_the_stream_list_the_tasks_submitted_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(results, "_MAX_ORPHANS", 1)
+    book = following_book()
+    book.submitting()
+    for task_id in ("x1", "x2"):  # the second drops the first
+        message = finished(task_id, "c1")
+        message.task.reply_to = "r"
+        book.received(message)
+    handle = Handle("x1")
+    book.submitted([handle], 11.0)
+    # Its end may be the one dropped: it is listed with its snapshot.
+    assert handle._final is None
+    assert book.add("x1", Waiter()) is True
+
+
+def test_a_task_of_another_reply_to_is_listed() -> None:
+    book = following_book()
+    handle = Handle("theirs", reply_to="someone-else")
+    book.submitting()
+    book.submitted([handle], 11.0)
+    assert book.add("theirs", Waiter()) is True
+
+
+def test_waiters_that_come_while_the_stream_opens_reopen_it_from_the_header_cursor() -> None:
+    book: ResultBook[Waiter] = ResultBook("r")
+    book.add("a", Waiter())
+    book.next_request()
+    assert book.add("b", Waiter()) is False  # not yet following: no cancel now
+    assert book.following("c7", 5.0) is True  # then reopen, from the headers' cursor
+    assert book.failed(ConveyorError("cancelled", code=grpc.StatusCode.CANCELLED)) == 0.0
+    request = book.next_request()
+    assert request is not None
+    assert (request.cursor, list(request.ids)) == ("c7", ["a", "b"])

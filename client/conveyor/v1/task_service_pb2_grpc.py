@@ -154,6 +154,8 @@ class TaskServiceServicer:
         latest snapshot of each changed task, never a backlog. Each message
         carries a cursor; a stream opened again with it continues without gaps,
         or starts with a reset when the changes after it are no longer known.
+        The response headers, sent once every later change will be streamed,
+        carry that position as the cursor `conveyor-cursor`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -71,6 +71,8 @@ class TaskServiceStub:
     latest snapshot of each changed task, never a backlog. Each message
     carries a cursor; a stream opened again with it continues without gaps,
     or starts with a reset when the changes after it are no longer known.
+    The response headers, sent once every later change will be streamed,
+    carry that position as the cursor `conveyor-cursor`.
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
     """Lists tasks, newest first, with filters and pagination (AIP-158).
@@ -139,6 +141,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     latest snapshot of each changed task, never a backlog. Each message
     carries a cursor; a stream opened again with it continues without gaps,
     or starts with a reset when the changes after it are no longer known.
+    The response headers, sent once every later change will be streamed,
+    carry that position as the cursor `conveyor-cursor`.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
     """Lists tasks, newest first, with filters and pagination (AIP-158).
@@ -234,6 +238,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         latest snapshot of each changed task, never a backlog. Each message
         carries a cursor; a stream opened again with it continues without gaps,
         or starts with a reset when the changes after it are no longer known.
+        The response headers, sent once every later change will be streamed,
+        carry that position as the cursor `conveyor-cursor`.
         """
 
     @_abc_1.abstractmethod
