@@ -498,6 +498,16 @@ def write(options: argparse.Namespace, results: list[dict[str, Any]], started: f
     facts = machine_facts(None)
     facts["seconds"] = round(time.monotonic() - started, 1)
     facts["quick"] = options.quick
+    # Stores run separately share one file: the others' figures are kept.
+    kept: list[dict[str, Any]] = []
+    if options.out.exists():
+        earlier = json.loads(options.out.read_text())
+        kept = [r for r in earlier["results"] if r["store"] not in options.stores]
+        if kept:
+            facts["kept_from"] = {
+                "stores": sorted({r["store"] for r in kept}),
+                "command": earlier["machine"].get("command"),
+            }
     document = {
         "machine": facts,
         "method": {
@@ -508,7 +518,7 @@ def write(options: argparse.Namespace, results: list[dict[str, Any]], started: f
             "targets": {"cpu_ratio_at_most": MAX_CPU_RATIO, "first_page_ms_under": MAX_PAGE_MS},
             "note": "CPU is user + system time from /proc; list latency is wall time at the client",
         },
-        "results": results,
+        "results": kept + results,
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(document, indent=2) + "\n")
