@@ -451,6 +451,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each CPU figure")
     parser.add_argument("--calls", type=int, default=7, help="ListTasks calls per filter")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--render", type=Path, default=None, help="print the table of a finished run's JSON"
+    )
     options = parser.parse_args(argv)
     options.stores = [s.strip() for s in options.stores.split(",") if s.strip()]
     for kind in options.stores:
@@ -472,6 +475,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     options = parse_args(argv)
+    if options.render is not None:
+        results = json.loads(options.render.read_text())["results"]
+        compare(results)
+        print(markdown(results))
+        return 0
     # Stopped by SIGTERM too, the servers started so far are stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     log_dir = ROOT / ".bench"
