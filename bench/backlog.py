@@ -169,13 +169,17 @@ def conveyor(store: str, size: int, log_dir: Path, name: str) -> Iterator[tuple[
     """A server (and on Redis a worker process) for a backlog of `size`;
     yields the server and the pid of the process that runs the tasks."""
     room = str(2 * size + 100_000)
-    common = ["--store", store, "--log-level", "WARNING"]
+    # The worker applies retention too, when it finishes tasks: the same limits for both.
+    common = [
+        *("--store", store, "--log-level", "WARNING"),
+        *("--max-queue", room, "--retention-count", room),
+    ]
     with ExitStack() as stack:
         runner_pid = None
         workers = "8"
         if store.startswith("redis://"):
             worker = start(
-                [*common, "worker", "--workers", "8"], log_dir / f"backlog-{name}-worker.log"
+                ["worker", *common, "--workers", "8"], log_dir / f"backlog-{name}-worker.log"
             )
             stack.callback(stop_process, worker)
             runner_pid, workers = worker.pid, "0"
@@ -185,7 +189,7 @@ def conveyor(store: str, size: int, log_dir: Path, name: str) -> Iterator[tuple[
             [
                 *common,
                 *("--host", "127.0.0.1", "--port", str(port), "--http-port", "-1"),
-                *("--workers", workers, "--max-queue", room, "--retention-count", room),
+                *("--workers", workers),
             ],
             log,
         )
@@ -196,9 +200,6 @@ def conveyor(store: str, size: int, log_dir: Path, name: str) -> Iterator[tuple[
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    # `worker` must come first on the command line.
-    if "worker" in args:
-        args = ["worker", *(a for a in args if a != "worker")]
     with log.open("w") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "conveyor_server", *args],
