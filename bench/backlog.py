@@ -16,7 +16,8 @@ BatchSubmitTasks, 1,000 requests per call, in this order:
   would be run during the measurement; delayed tasks are held in the same
   records, creation order, tenant depths and listings a due backlog is.
 
-Then, with the backlog present:
+Then, with the backlog present (the listing first, while the store holds
+exactly the backlog):
 
 1. submit: `--submits` SubmitTask calls, one task per call, sequential from
    this process (each due in 30 days, so the runner stays idle); the
@@ -509,14 +510,16 @@ def write(options: argparse.Namespace, results: list[dict[str, Any]], started: f
     facts["quick"] = options.quick
     # Stores run separately share one file: the others' figures are kept.
     kept: list[dict[str, Any]] = []
+    commands: dict[str, str] = {}
     if options.out.exists():
         earlier = json.loads(options.out.read_text())
         kept = [r for r in earlier["results"] if r["store"] not in options.stores]
-        if kept:
-            facts["kept_from"] = {
-                "stores": sorted({r["store"] for r in kept}),
-                "command": earlier["machine"].get("command"),
-            }
+        commands = {
+            store: command
+            for store, command in earlier.get("commands", {}).items()
+            if store not in options.stores
+        }
+    commands.update(dict.fromkeys(options.stores, facts["command"]))
     document = {
         "machine": facts,
         "method": {
@@ -527,6 +530,7 @@ def write(options: argparse.Namespace, results: list[dict[str, Any]], started: f
             "targets": {"cpu_ratio_at_most": MAX_CPU_RATIO, "first_page_ms_under": MAX_PAGE_MS},
             "note": "CPU is user + system time from /proc; list latency is wall time at the client",
         },
+        "commands": commands,
         "results": kept + results,
     }
     options.out.parent.mkdir(parents=True, exist_ok=True)
