@@ -13,7 +13,15 @@ import grpc
 
 import conveyor
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
-from conveyor_server.stores import NewTask, Outcome, SqliteStore, State, TaskRecord, _flat
+from conveyor_server.stores import (
+    ListQuery,
+    NewTask,
+    Outcome,
+    SqliteStore,
+    State,
+    TaskRecord,
+    _flat,
+)
 from conveyor_server.stores.sqlite import schema
 from tests.support.server import ServerThread, test_config
 from tests.support.stores import BOOM, TYPES, new_task, value_bytes
@@ -38,6 +46,12 @@ CREATE INDEX tasks_by_seq ON tasks (seq);
 """
 
 
+# Version 2 added the claim number; its rows were keyed by the task id.
+SCHEMA_V2 = SCHEMA_V1.replace(
+    "version INTEGER NOT NULL\n);", "version INTEGER NOT NULL,\n    claim INTEGER NOT NULL\n);"
+)
+
+
 def record(new: NewTask, task_id: str, seq: int, state: State, attempt: int) -> TaskRecord:
     task = new.record(task_id, T0, T0, seq)
     task.state, task.attempt, task.version = state, attempt, 2 + attempt
@@ -46,12 +60,12 @@ def record(new: NewTask, task_id: str, seq: int, state: State, attempt: int) -> 
     return task
 
 
-def write_v1_file(path: Path, tasks: list[TaskRecord]) -> None:
+def write_v1_file(path: Path, tasks: list[TaskRecord], version: int = 1) -> None:
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
-        connection.executescript(SCHEMA_V1)
-        connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        connection.executescript(SCHEMA_V1 if version == 1 else SCHEMA_V2)
+        connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
         connection.execute("INSERT INTO meta VALUES ('last_seq', ?)", (str(len(tasks)),))
-        columns = [name for name in schema.COLUMNS if name != "claim"]
+        columns = [name for name in schema.COLUMNS if version > 1 or name != "claim"]
         for task in tasks:
             values = dict(zip(_flat.NAMES, _flat.flatten(task), strict=True))
             connection.execute(
@@ -91,6 +105,51 @@ async def test_a_version_1_file_is_migrated_and_keeps_fencing(tmp_path: Path) ->
         assert version.fetchone() == (str(schema.SCHEMA_VERSION),)
         rows = dict(connection.execute("SELECT id, claim FROM tasks"))
     assert rows == {"running": 3, "failed": 2}
+
+
+async def test_a_version_2_file_is_rekeyed_by_creation_and_keeps_its_tasks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.db"
+    tasks = [
+        record(new_task(labels={"n": str(seq)}), f"task-{seq}", seq, state, attempt)
+        for seq, state, attempt in [
+            (1, State.FAILED, 1),
+            (2, State.PENDING, 0),
+            (3, State.RUNNING, 1),
+            (4, State.PENDING, 0),
+        ]
+    ]
+    tasks[2].max_attempts = 2
+    for task in tasks:
+        task.claim = task.attempt
+    write_v1_file(path, tasks, version=2)
+
+    store = SqliteStore(str(path), max_queue=100, retention_count=1)
+    try:
+        page, _ = await store.list_page(ListQuery(page_size=10))
+        assert [r.id for r in page] == ["task-4", "task-3", "task-2", "task-1"]
+        interrupted = await store.get("task-3")
+        assert interrupted is not None and interrupted.state is State.PENDING
+        claimed = await store.claim(3, T0 + 1, TYPES)
+        assert sorted(r.id for r in claimed) == ["task-2", "task-3", "task-4"]
+        await store.complete(
+            [Outcome(r.id, r.claim, result=value_bytes("ok")) for r in claimed], T0 + 2
+        )
+        [new] = await store.create([new_task()], T0 + 3)
+        assert new.seq == 5
+    finally:
+        await store.close()
+
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == (str(schema.SCHEMA_VERSION),)
+        # Keyed by seq: the rowid is the creation number, and only the
+        # newest finished task (retention_count=1) and the new one are left.
+        rows = connection.execute("SELECT rowid, seq, id, state FROM tasks ORDER BY rowid")
+        assert rows.fetchall() == [(4, 4, "task-4", State.SUCCEEDED), (5, 5, new.id, State.PENDING)]
+        indexes = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        assert [name for (name,) in indexes if "tasks" in name] == []
 
 
 def test_a_page_token_survives_a_server_restart(

@@ -521,7 +521,7 @@ def test_rows_are_written_and_deleted_in_padded_chunks(variables: int) -> None:
         ]
         assert [fields(r) for r in loaded] == [fields(r) for r in records]
 
-        _sqlite_schema.delete_rows(connection, [r.id for r in records[:299]])
+        _sqlite_schema.delete_rows(connection, [r.seq for r in records[:299]])
         assert [row[0] for row in connection.execute("SELECT id FROM tasks")] == [
             "task-300",
             "task-301",

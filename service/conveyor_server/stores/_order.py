@@ -20,6 +20,11 @@ class CreationOrder:
         self._records: list[TaskRecord] = []
         self._dead = 0
 
+    @property
+    def live(self) -> int:
+        """Records appended and not dropped since."""
+        return len(self._seqs) - self._dead
+
     def append(self, record: TaskRecord) -> None:
         """Add a record newer than every other."""
         self._seqs.append(record.seq)

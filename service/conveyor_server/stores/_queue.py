@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 
 from conveyor_server.stores._records import State, TaskRecord
 
@@ -116,13 +116,6 @@ class DueQueue:
                 return record.scheduled_time
             heapq.heappop(delayed)
         return None
-
-    def pending(self) -> Iterator[TaskRecord]:
-        """The queued records, in no order; one may come twice."""
-        for queue in self._types.values():
-            for fifo in queue.ready.values():
-                yield from (e[2] for e in fifo if e[2].state is State.PENDING)
-        yield from (e[3] for e in self._delayed if e[3].state is State.PENDING)
 
     def _make_ready(self, record: TaskRecord, version: int) -> None:
         queue = self._types.get(record.type)

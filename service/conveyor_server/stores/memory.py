@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from conveyor_server._ids import new_task_id
 from conveyor_server.stores._errors import IdempotencyConflict, InvalidTransition, QueueFull
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
-from conveyor_server.stores._order import CreationOrder
+from conveyor_server.stores._index import ListIndex
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._queue import DueQueue
 from conveyor_server.stores._quota import TenantDepths
@@ -61,7 +61,7 @@ class MemoryStore:
         self._tenants = TenantDepths(max_queue_per_tenant)
         self._retention_count = retention_count
         self._tasks: dict[str, TaskRecord] = {}
-        self._order = CreationOrder()
+        self._index = ListIndex()
         self._queue = DueQueue()
         self._workers = LocalWorkers()
         self._running: dict[str, TaskRecord] = {}
@@ -135,7 +135,7 @@ class MemoryStore:
             self._seq += 1
             record = new.record(new_task_id(), now, new.scheduled_time(now), self._seq)
             self._tasks[record.id] = record
-            self._order.append(record)
+            self._index.add(record)
             if new.idempotency_key is not None:
                 self._keys[(new.tenant, new.idempotency_key)] = record
             self._unfinished += 1
@@ -148,6 +148,7 @@ class MemoryStore:
     async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
         claimed = self._queue.pop_due(limit, now, types)
         for record in claimed:
+            self._index.move(record, State.RUNNING)
             record.state = State.RUNNING
             record.attempt += 1
             record.claim += 1
@@ -296,8 +297,7 @@ class MemoryStore:
 
     async def list_page(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
         page: list[TaskRecord] = []
-        candidates = self._candidates(query)
-        for record in candidates:
+        for record in self._index.candidates(query, self._tasks):
             if query.states and record.state not in query.states:
                 continue
             if query.type and record.type != query.type:
@@ -346,7 +346,7 @@ class MemoryStore:
         finished: list[TaskRecord] = []
         for record in sorted(records, key=lambda r: r.seq):
             self._tasks[record.id] = record
-            self._order.append(record)
+            self._index.add(record)
             if record.idempotency_key is not None:
                 self._keys[(record.tenant, record.idempotency_key)] = record
             self._seq = max(self._seq, record.seq)
@@ -378,24 +378,10 @@ class MemoryStore:
             return None
         return record
 
-    def _candidates(self, query: ListQuery) -> Iterator[TaskRecord]:
-        """Records newest first, before the cursor; a narrow pool for queries
-        that only ask for unfinished tasks."""
-        before = query.before_seq
-        if query.states and not any(state.is_terminal for state in query.states):
-            pool: list[TaskRecord] = []
-            if State.RUNNING in query.states:
-                pool.extend(self._running.values())
-            if State.PENDING in query.states:
-                pool.extend(self._queue.pending())
-            unique = {r.seq: r for r in pool if before is None or r.seq < before}
-            yield from (unique[seq] for seq in sorted(unique, reverse=True))
-            return
-        yield from self._order.newest_first(before, self._tasks)
-
     def _make_pending(self, record: TaskRecord, scheduled_time: float, now: float) -> None:
         """Back to the queue, due at `scheduled_time`: a retry after backoff,
         a hand-back at shutdown, a RetryTask."""
+        self._index.move(record, State.PENDING)
         record.state = State.PENDING
         record.scheduled_time = scheduled_time
         record.update_time = now
@@ -404,6 +390,7 @@ class MemoryStore:
         self._publish(record)
 
     def _finish(self, record: TaskRecord, state: State, now: float) -> None:
+        self._index.move(record, state)
         record.state = state
         record.end_time = now
         record.update_time = now
@@ -428,7 +415,7 @@ class MemoryStore:
                 del self._keys[key]
         if tell and self._drop_hook is not None:
             self._drop_hook(record)
-        self._order.dropped(self._tasks)
+        self._index.drop(record, self._tasks)
 
     def _tell(self, record: TaskRecord) -> None:
         """Publish a change: to the feed, and to the listener what it means

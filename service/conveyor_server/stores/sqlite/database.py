@@ -81,7 +81,7 @@ def load_database(
         schema.write_rows(
             connection, [schema.row_from_snapshot(schema.snapshot(r)) for r in recovered]
         )
-        schema.delete_rows(connection, [r.id for r in dropped])
+        schema.delete_rows(connection, [r.seq for r in dropped])
         top = max([last_seq, *(r.seq for r in records)])
         set_meta(connection, "last_seq", str(top))
     if records:

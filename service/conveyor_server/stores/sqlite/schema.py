@@ -1,22 +1,22 @@
 """The SQLite schema of `sqlite:///path` and the mapping of a task to a row.
 
-Schema version 2:
+Schema version 3:
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        'schema_version' -> '2'
+        'schema_version' -> '3'
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
         'signing_key'    -> the secret that signs list page tokens (hex), so
                             that tokens survive a restart as cursors do
     tasks(...)
-        one row per task, a column per flat field of a task (`_flat.FIELDS`,
+        one row per task, keyed by `seq` (the rowid; version 3), a column per
+        flat field of a task (`_flat.FIELDS`,
         in the order of schema.sql): `payload`,
         `result` and `fingerprint` as BLOB, `labels` as JSON text (NULL for
         none), `error_*` and `progress_*` spelled out (NULL when unset),
         `state` as the `TaskState` number, times as REAL seconds since the
         epoch; `claim`, the fencing token, last (version 2 added it)
-    tasks_by_seq on tasks(seq): loading reads the rows in creation order
 
 A row always holds a whole task: every write replaces it.
 
@@ -36,7 +36,16 @@ from typing import Any, TypeVar
 from conveyor_server.stores import _flat
 from conveyor_server.stores._records import TaskRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# The CREATE statements, run at every open.
+CREATE_SCHEMA = (
+    resources.files("conveyor_server.stores.sqlite")
+    .joinpath("schema.sql")
+    .read_text(encoding="utf-8")
+)
+_CREATE_TASKS = CREATE_SCHEMA[CREATE_SCHEMA.index("CREATE TABLE IF NOT EXISTS tasks") :]
+_CREATE_TASKS = _CREATE_TASKS[: _CREATE_TASKS.index(");") + 2]
 
 # Per version, the statements that bring a file of that version to the next.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -48,16 +57,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE tasks ADD COLUMN claim INTEGER NOT NULL DEFAULT 0",
         "UPDATE tasks SET claim = attempt",
     ),
+    # Rows keyed by seq instead of the random id (see schema.sql): the table
+    # is rebuilt, and the index by seq goes with the old one.
+    2: (
+        _CREATE_TASKS.replace("IF NOT EXISTS tasks", "tasks_by_rowid_seq"),
+        f"INSERT INTO tasks_by_rowid_seq ({', '.join(_flat.NAMES)}) "
+        f"SELECT {', '.join(_flat.NAMES)} FROM tasks",
+        "DROP TABLE tasks",
+        "ALTER TABLE tasks_by_rowid_seq RENAME TO tasks",
+    ),
 }
 
 T = TypeVar("T")
-
-# The CREATE statements, run at every open.
-CREATE_SCHEMA = (
-    resources.files("conveyor_server.stores.sqlite")
-    .joinpath("schema.sql")
-    .read_text(encoding="utf-8")
-)
 
 # The columns of `tasks`, one per flat field of a task; SQLite stores the
 # flat values as Python gives them.
@@ -80,13 +91,13 @@ def _upsert_sql(rows: int) -> str:
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("id", "seq"))
     return (
         f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES {values} "
-        f"ON CONFLICT (id) DO UPDATE SET {updates}"
+        f"ON CONFLICT (seq) DO UPDATE SET {updates}"
     )
 
 
 @functools.cache
-def _delete_sql(ids: int) -> str:
-    return f"DELETE FROM tasks WHERE id IN ({', '.join('?' * ids)})"
+def _delete_sql(rows: int) -> str:
+    return f"DELETE FROM tasks WHERE seq IN ({', '.join('?' * rows)})"
 
 
 def _chunks(
@@ -112,8 +123,9 @@ def write_rows(connection: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) 
         connection.execute(_upsert_sql(size), [value for row in chunk for value in row])
 
 
-def delete_rows(connection: sqlite3.Connection, task_ids: Sequence[str]) -> None:
-    for size, chunk in _chunks(connection, task_ids, 1):
+def delete_rows(connection: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    """Delete the rows of the tasks of these creation numbers."""
+    for size, chunk in _chunks(connection, seqs, 1):
         connection.execute(_delete_sql(size), chunk)
 
 

@@ -1,4 +1,4 @@
--- The schema of `sqlite:///path`, version 2 (schema.SCHEMA_VERSION); its
+-- The schema of `sqlite:///path`, version 3 (schema.SCHEMA_VERSION); its
 -- tables and columns are described in schema.py. Run at every open: every
 -- statement is IF NOT EXISTS. A change of a table here needs a new schema
 -- version and a migration of the files written by the old one.
@@ -7,9 +7,13 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Rows are keyed by seq (the rowid): a new task's row goes at the end and
+-- the rows that change are the newest, so a write touches the same few pages
+-- however many tasks the file holds. Version 2 keyed them by the random id,
+-- and every new task dirtied a page of a large index at a random place.
 CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     type TEXT NOT NULL,
     state INTEGER NOT NULL,
@@ -39,4 +43,3 @@ CREATE TABLE IF NOT EXISTS tasks (
     -- Version 2. Last, where ALTER TABLE puts it in a migrated file.
     claim INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (seq);

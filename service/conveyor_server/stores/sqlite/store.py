@@ -108,7 +108,7 @@ class _Batch:
         # written once.
         self.upserts: dict[str, schema.Snapshot] = {}
         # Ids of dropped tasks, deleted after the upserts.
-        self.deletes: list[str] = []
+        self.deletes: list[int] = []  # seqs
         self.waiters: list[asyncio.Future[None]] = []
         self.done = False
         self.error: StoreUnavailable | None = None
@@ -316,7 +316,7 @@ class SqliteStore:
 
     def _dropped(self, record: TaskRecord) -> None:
         batch = self._open or self._new_batch()
-        batch.deletes.append(record.id)
+        batch.deletes.append(record.seq)
 
     # -- committing, on the loop ------------------------------------------
 
@@ -435,7 +435,7 @@ class SqliteStore:
         connection = self._connection
         try:
             upserts: dict[str, schema.Snapshot] = {}
-            deletes: list[str] = []
+            deletes: list[int] = []
             for batch in group:
                 upserts.update(batch.upserts)
                 deletes.extend(batch.deletes)
