@@ -183,6 +183,7 @@ def create_values(new: NewTask, task_id: str, due: float, now: float) -> tuple[b
         number(due),
         new.tenant.encode(),
         b"1" if due > now else b"0",
+        opt(new.reply_to),
     )
 
 

@@ -1,9 +1,9 @@
 """The SQLite schema of `sqlite:///path` and the mapping of a task to a row.
 
-Schema version 2:
+Schema version 3:
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        'schema_version' -> '2'
+        'schema_version' -> '3'
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
@@ -15,7 +15,8 @@ Schema version 2:
         `result` and `fingerprint` as BLOB, `labels` as JSON text (NULL for
         none), `error_*` and `progress_*` spelled out (NULL when unset),
         `state` as the `TaskState` number, times as REAL seconds since the
-        epoch; `claim`, the fencing token, last (version 2 added it)
+        epoch; then the columns later versions added, in order: `claim`, the
+        fencing token (version 2), and `reply_to` (version 3, NULL for none)
     tasks_by_seq on tasks(seq): loading reads the rows in creation order
 
 A row always holds a whole task: every write replaces it.
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 from conveyor_server.stores import _flat
 from conveyor_server.stores._records import TaskRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Per version, the statements that bring a file of that version to the next.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -48,6 +49,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE tasks ADD COLUMN claim INTEGER NOT NULL DEFAULT 0",
         "UPDATE tasks SET claim = attempt",
     ),
+    # The reply_to a task was submitted with: none before version 3.
+    2: ("ALTER TABLE tasks ADD COLUMN reply_to TEXT",),
 }
 
 T = TypeVar("T")

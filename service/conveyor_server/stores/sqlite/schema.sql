@@ -1,4 +1,4 @@
--- The schema of `sqlite:///path`, version 2 (schema.SCHEMA_VERSION); its
+-- The schema of `sqlite:///path`, version 3 (schema.SCHEMA_VERSION); its
 -- tables and columns are described in schema.py. Run at every open: every
 -- statement is IF NOT EXISTS. A change of a table here needs a new schema
 -- version and a migration of the files written by the old one.
@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     fingerprint BLOB,
     cancel_requested INTEGER NOT NULL,
     version INTEGER NOT NULL,
-    -- Version 2. Last, where ALTER TABLE puts it in a migrated file.
-    claim INTEGER NOT NULL
+    -- Added by later versions, last, where ALTER TABLE puts them in a
+    -- migrated file: version 2, then version 3.
+    claim INTEGER NOT NULL,
+    reply_to TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON tasks (seq);
