@@ -123,7 +123,7 @@ local function create(now_s, v)
       fields[#fields + 1] = 'queued'
       fields[#fields + 1] = member
       redis.call('HSET', task_key(id), unpack(fields))
-      events[#events + 1] = id .. ':1'
+      event(id, 1, reply_to)
       listed(tenant, seq, id)
       count_tenant(tenant, 1)
       out[i] = seq
