@@ -45,6 +45,8 @@ def fill_task(task: task_pb2.Task, record: TaskRecord, *, full: bool = True) -> 
         task.labels.update(record.labels)
     if record.idempotency_key is not None:
         task.idempotency_key = record.idempotency_key
+    if record.reply_to is not None:
+        task.reply_to = record.reply_to
     if full and record.result is not None:
         task.result.MergeFromString(record.result)
     error = record.error

@@ -67,7 +67,7 @@ def parse_body(text: str, message: M) -> M:
 
 _LIST_SINGLE = ("type", "page_size", "page_token", "view")
 LIST_PARAMETERS = ("states", "labels", *_LIST_SINGLE)
-_WATCH_SINGLE = ("type", "cursor", "include_current")
+_WATCH_SINGLE = ("type", "cursor", "include_current", "reply_to")
 WATCH_PARAMETERS = ("states", "labels", "ids", *_WATCH_SINGLE)
 
 

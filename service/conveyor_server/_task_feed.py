@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._errors import ServiceError, invalid_argument, listed_task_not_found
-from conveyor_server._validation import check_id
+from conveyor_server._validation import check_id, check_reply_to
 from conveyor_server._watchers import WatcherSlots
 from conveyor_server.stores import FeedFilter, ListQuery, State, TaskRecord, TaskStore
 
@@ -90,6 +90,18 @@ def watch_query(request: pb.WatchTasksRequest, tenant: str) -> WatchQuery:
                 violations.append(
                     (f"current_ids[{index}]", f"{task_id!r} is not in ids; list it there too")
                 )
+    if (problem := check_reply_to(request.reply_to)) is not None:
+        violations.append(("reply_to", problem))
+    elif request.reply_to and request.include_current:
+        # The current tasks of a reply_to would take a scan of the tenant's
+        # tasks: no store indexes them by reply_to.
+        violations.append(
+            (
+                "include_current",
+                "cannot be combined with reply_to; name the tasks to catch up on "
+                "in current_ids (and ids) instead",
+            )
+        )
     if len(request.cursor) > MAX_CURSOR_LENGTH:
         violations.append(
             ("cursor", "is not a cursor this server gave; pass one from a message, or none")
@@ -103,6 +115,7 @@ def watch_query(request: pb.WatchTasksRequest, tenant: str) -> WatchQuery:
             type=request.type,
             labels=tuple(sorted(request.labels.items())),
             ids=frozenset(request.ids),
+            reply_to=request.reply_to,
         ),
         cursor=request.cursor or None,
         include_current=request.include_current and not request.cursor,

@@ -38,6 +38,30 @@ def check_id(task_id: str, field: str = "id") -> None:
         raise invalid_argument([(field, f"task id {problem}")])
 
 
+def check_reply_to(reply_to: str) -> str | None:
+    """The problem with a reply_to that is set (an empty one is none), or
+    None: the same rule as idempotency keys and task ids."""
+    if reply_to and SAFE_ID.fullmatch(reply_to) is None:
+        return f"must be 1-{MAX_ID_LENGTH} letters, digits and . _ : -"
+    return None
+
+
+def _fingerprint(request: pb.SubmitTaskRequest) -> bytes:
+    """The digest an idempotency key compares: the whole request but its
+    reply_to, so that a retry from another client (another result stream)
+    is a repeat, not a conflict."""
+    if request.reply_to:
+        request = _without_reply_to(request)
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+
+def _without_reply_to(request: pb.SubmitTaskRequest) -> pb.SubmitTaskRequest:
+    copy = pb.SubmitTaskRequest()
+    copy.CopyFrom(request)
+    copy.ClearField("reply_to")
+    return copy
+
+
 def _nests_too_deep(payload: struct_pb2.Struct) -> bool:
     level: list[struct_pb2.Value] = list(payload.fields.values())
     depth = 1
@@ -271,6 +295,10 @@ class RequestValidator:
                 )
             )
 
+        reply_to: str | None = request.reply_to or None
+        if reply_to is not None and (problem := check_reply_to(reply_to)) is not None:
+            problems.append((prefix + "reply_to", problem))
+
         max_attempts = request.max_attempts or self._default_max_attempts
         if not 1 <= max_attempts <= MAX_ATTEMPTS:
             problems.append(
@@ -296,11 +324,7 @@ class RequestValidator:
             )
         if len(problems) > start:
             return None
-        fingerprint = (
-            hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
-            if key is not None
-            else None
-        )
+        fingerprint = _fingerprint(request) if key is not None else None
         return NewTask(
             type=request.type,
             payload=payload,
@@ -312,6 +336,7 @@ class RequestValidator:
             idempotency_key=key,
             fingerprint=fingerprint,
             tenant=tenant,
+            reply_to=reply_to,
         )
 
 

@@ -276,3 +276,74 @@ def test_async_close_fails_the_pending_waiters(served: Served) -> None:
             await waiting
 
     asyncio.run(main())
+
+
+def test_tasks_submitted_while_the_stream_follows_are_waited_on_with_no_new_stream(
+    served: Served, client: Client
+) -> None:
+    _, counter = served
+    # The first wait opens the stream, which then follows the client's tasks
+    # by its reply_to.
+    assert client.submit("echo", {"n": 0}).result(timeout=30) == {"n": 0}
+    opened = counter.calls["WatchTasks"]
+
+    def cycles() -> list[Any]:
+        return [client.submit("echo", {"n": n}).result(timeout=30) for n in range(1, 26)]
+
+    lanes = in_threads(8, cycles)
+    assert [lane.result(timeout=60) for lane in lanes] == [[{"n": n} for n in range(1, 26)]] * 8
+    # 200 submits and waits from 8 threads, the stream left as it was.
+    assert counter.calls["WatchTasks"] == opened
+    assert counter.calls["WatchTask"] == counter.calls["GetTask"] == 0
+
+
+def test_a_task_that_ends_before_its_wait_is_answered_from_its_handle(
+    served: Served, client: Client
+) -> None:
+    _, counter = served
+    client.submit("echo", {}).wait(timeout=30)
+    handles = [client.submit("echo", {"i": i}) for i in range(20)]
+    # Their ends come on the open stream while nobody waits.
+    for _ in range(2000):
+        if all(handle._final is not None for handle in handles):
+            break
+        threading.Event().wait(0.005)
+    opened = counter.calls["WatchTasks"]
+    assert [h.result(timeout=30) for h in handles] == [{"i": i} for i in range(20)]
+    assert counter.calls["WatchTasks"] == opened
+
+
+def test_a_task_another_client_submitted_with_the_same_key_is_waited_on_by_id(
+    served: Served, client: Client
+) -> None:
+    thread, _ = served
+    with Client(thread.address, timeout=10) as other:
+        first = other.submit("echo", {"k": 1}, idempotency_key="shared-key", delay=0.3)
+    # This client's submit returns the other client's task, which its
+    # stream does not follow by name: the wait lists it by id.
+    again = client.submit("echo", {"k": 1}, idempotency_key="shared-key", delay=0.3)
+    assert again.id == first.id
+    assert again.result(timeout=30) == {"k": 1}
+
+
+def test_coroutines_submitting_while_the_stream_follows_open_no_new_stream(
+    served: Served,
+) -> None:
+    thread, counter = served
+
+    async def main() -> None:
+        async with AsyncClient(thread.address, timeout=10) as client:
+            assert await (await client.submit("echo", {"n": 0})).result(timeout=30) == {"n": 0}
+            opened = counter.calls["WatchTasks"]
+
+            async def cycles() -> list[Any]:
+                return [
+                    await (await client.submit("echo", {"n": n})).result(timeout=30)
+                    for n in range(1, 26)
+                ]
+
+            lanes = await asyncio.gather(*(cycles() for _ in range(8)))
+            assert lanes == [[{"n": n} for n in range(1, 26)]] * 8
+            assert counter.calls["WatchTasks"] == opened
+
+    asyncio.run(main())

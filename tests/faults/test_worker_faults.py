@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from conveyor import Client, ConveyorError, Task, TaskState
+from conveyor.v1 import task_pb2
+from conveyor.v1 import task_service_pb2 as pb
 from tests.support.checker import History, Runs
 from tests.support.procs import Process, start_server, start_worker, wait_until
+from tests.support.raw_api import TERMINAL, Api
 
 pytestmark = pytest.mark.slow
 
@@ -140,6 +143,32 @@ def test_watch_and_cancel_cross_from_the_api_replica_to_the_worker(
         (1, worker.pid, "start"),
         (1, worker.pid, "stopped"),
     ]
+
+
+def test_a_reply_to_stream_on_the_api_replica_sees_tasks_finish_in_the_worker(
+    redis_url: str, tmp_path: Path, processes: list[Process]
+) -> None:
+    store, run_log = shared(redis_url), tmp_path / "runs.log"
+    api, address = start_server("api", store, run_log, workers=0, lease_seconds=LEASE)
+    processes.append(api)
+    worker = start_worker("worker", store, run_log, workers=2, lease_seconds=LEASE)
+    processes.append(worker)
+    raw = Api(address)
+    try:
+        terminal = sorted(TERMINAL)
+        stream = raw.stub.WatchTasks(
+            pb.WatchTasksRequest(reply_to="client-1", states=terminal), timeout=60
+        )
+        stream.initial_metadata()
+        other = raw.submit("logged", {"seconds": 0}, reply_to="client-2")
+        raw.wait(other.id, timeout=30)
+        mine = raw.submit("logged", {"seconds": 0.2}, reply_to="client-1")
+        done = next(stream)
+        stream.cancel()
+    finally:
+        raw.close()
+    assert (done.task.id, done.task.state) == (mine.id, task_pb2.TASK_STATE_SUCCEEDED)
+    assert done.task.result.struct_value.fields["pid"].number_value == worker.pid
 
 
 def observe(client: Client, history: History, done: threading.Event) -> None:

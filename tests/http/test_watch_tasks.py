@@ -154,3 +154,29 @@ def test_tenants_see_only_their_own_changes(
     reader.join(10)
     assert results, "bob saw his own task"
     assert all(d["task"]["labels"]["who"] == "bob" for _, d in results)
+
+
+def test_reply_to_follows_the_tasks_posted_with_it_in_the_tenant_only(
+    make_server: Callable[..., ServerThread], tmp_path: Any
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice-token-0123456789 acme\nbob-token-0123456789 globex\n")
+    thread = make_server(auth_tokens_file=str(tokens))
+    alice, bob = (
+        Http(thread, token="alice-token-0123456789"),
+        Http(thread, token="bob-token-0123456789"),
+    )
+    # The same name in two tenants, and another name in bob's.
+    watching = bob.open_events("/v1/tasks:watch?reply_to=client-1&states=TASK_STATE_SUCCEEDED")
+    for http, who, name in ((alice, "alice", "client-1"), (bob, "bob", "client-2")):
+        task = http.post(
+            "/v1/tasks", {"type": "echo", "labels": {"who": who}, "reply_to": name}
+        ).body["task"]
+        assert task["reply_to"] == name
+        http.wait_state(task["id"], "TASK_STATE_SUCCEEDED")
+    mine = bob.post("/v1/tasks", {"type": "echo", "reply_to": "client-1"}).body["task"]
+    [(_, data)] = collect(watching, lambda datas: True)
+    assert (data["task"]["id"], data["task"]["reply_to"]) == (mine["id"], "client-1")
+    refused = bob.get("/v1/tasks:watch?reply_to=client-1&include_current=true")
+    assert refused.status == 400
+    assert refused.body["details"][0]["field_violations"][0]["field"] == "include_current"

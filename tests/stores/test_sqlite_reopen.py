@@ -28,7 +28,7 @@ from tests.support.stores import BOOM, TYPES, new_task, value_bytes
 
 T0 = 1_700_000_000.0
 
-# The tables as schema version 1 wrote them: no claim number.
+# The tables as schema version 1 wrote them: no claim number, no reply_to.
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tasks (
@@ -44,6 +44,11 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_by_seq ON tasks (seq);
 """
+# The columns each older version has, of today's.
+COLUMNS = {
+    1: [name for name in schema.COLUMNS if name not in ("claim", "reply_to")],
+    2: [name for name in schema.COLUMNS if name != "reply_to"],
+}
 
 
 # Version 2 added the claim number; its rows were keyed by the task id.
@@ -60,12 +65,13 @@ def record(new: NewTask, task_id: str, seq: int, state: State, attempt: int) -> 
     return task
 
 
-def write_v1_file(path: Path, tasks: list[TaskRecord], version: int = 1) -> None:
+def write_old_file(path: Path, version: int, tasks: list[TaskRecord]) -> None:
+    """A file as schema `version` (1 or 2) wrote it, holding `tasks`."""
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
-        connection.executescript(SCHEMA_V1 if version == 1 else SCHEMA_V2)
+        connection.executescript({1: SCHEMA_V1, 2: SCHEMA_V2}[version])
         connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
         connection.execute("INSERT INTO meta VALUES ('last_seq', ?)", (str(len(tasks)),))
-        columns = [name for name in schema.COLUMNS if version > 1 or name != "claim"]
+        columns = COLUMNS[version]
         for task in tasks:
             values = dict(zip(_flat.NAMES, _flat.flatten(task), strict=True))
             connection.execute(
@@ -78,7 +84,7 @@ async def test_a_version_1_file_is_migrated_and_keeps_fencing(tmp_path: Path) ->
     path = tmp_path / "tasks.db"
     running = record(new_task(max_attempts=3), "running", 1, State.RUNNING, 2)
     failed = record(new_task(max_attempts=1), "failed", 2, State.FAILED, 1)
-    write_v1_file(path, [running, failed])
+    write_old_file(path, 1, [running, failed])
 
     store = SqliteStore(str(path), max_queue=100, retention_count=100)
     try:
@@ -123,7 +129,7 @@ async def test_a_version_2_file_is_rekeyed_by_creation_and_keeps_its_tasks(
     tasks[2].max_attempts = 2
     for task in tasks:
         task.claim = task.attempt
-    write_v1_file(path, tasks, version=2)
+    write_old_file(path, 2, tasks)
 
     store = SqliteStore(str(path), max_queue=100, retention_count=1)
     try:
@@ -150,6 +156,41 @@ async def test_a_version_2_file_is_rekeyed_by_creation_and_keeps_its_tasks(
         assert rows.fetchall() == [(4, 4, "task-4", State.SUCCEEDED), (5, 5, new.id, State.PENDING)]
         indexes = connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         assert [name for (name,) in indexes if "tasks" in name] == []
+
+
+async def test_a_version_2_file_is_migrated_its_tasks_without_a_reply_to(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.db"
+    done = record(new_task(), "done", 1, State.FAILED, 1)
+    done.claim = 1
+    waiting = record(new_task(key="k"), "waiting", 2, State.PENDING, 0)
+    write_old_file(path, 2, [done, waiting])
+
+    store = SqliteStore(str(path), max_queue=100, retention_count=100)
+    try:
+        loaded = [await store.get(task_id) for task_id in ("done", "waiting")]
+        assert [(r.id, r.claim, r.reply_to) for r in loaded if r is not None] == [
+            ("done", 1, None),
+            ("waiting", 0, None),
+        ]
+        # New tasks keep theirs, in the migrated file as in a new one.
+        [fresh] = await store.create([new_task(reply_to="client-7")], T0 + 1)
+        # The stored request's key still meets a repeat of it.
+        [again] = await store.create([new_task(key="k")], T0 + 1)
+        assert again.id == "waiting"
+    finally:
+        await store.close()
+
+    reopened = SqliteStore(str(path), max_queue=100, retention_count=100)
+    try:
+        kept = await reopened.get(fresh.id)
+        assert kept is not None and kept.reply_to == "client-7"
+    finally:
+        await reopened.close()
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == (str(schema.SCHEMA_VERSION),)
+        rows = dict(connection.execute("SELECT id, reply_to FROM tasks"))
+    assert rows == {"done": None, "waiting": None, fresh.id: "client-7"}
 
 
 def test_a_page_token_survives_a_server_restart(

@@ -53,6 +53,7 @@ def new_task(
     max_attempts: int = 3,
     tenant: str = "",
     labels: dict[str, str] | None = None,
+    reply_to: str | None = None,
 ) -> NewTask:
     return NewTask(
         type="echo",
@@ -65,6 +66,7 @@ def new_task(
         idempotency_key=key,
         fingerprint=request.encode() if key else None,
         tenant=tenant,
+        reply_to=reply_to,
     )
 
 
@@ -120,8 +122,8 @@ def test_every_task_field_has_a_column() -> None:
     stored = {
         "attempt", "cancel_requested", "claim", "create_time", "end_time", "error",
         "fingerprint", "id", "idempotency_key", "labels", "max_attempts", "payload",
-        "priority", "progress", "result", "scheduled_time", "seq", "start_time", "state",
-        "tenant", "timeout", "type", "update_time", "version",
+        "priority", "progress", "reply_to", "result", "scheduled_time", "seq", "start_time",
+        "state", "tenant", "timeout", "type", "update_time", "version",
     }  # fmt: skip
     assert set(TaskRecord.__slots__) == stored, (
         "a new TaskRecord field needs a column in _sqlite_schema (and a schema version)"
@@ -144,7 +146,11 @@ def test_synchronous_must_be_full_or_normal(tmp_path: Path) -> None:
 async def test_every_field_survives_a_restart(stores: Stores, synchronous: str) -> None:
     store = stores.open(synchronous=synchronous)
     [done, failed, waiting] = await store.create(
-        [new_task(labels={"team": "data", "é": "ü"}), new_task(key="k"), new_task(delay=60)],
+        [
+            new_task(labels={"team": "data", "é": "ü"}, reply_to="client-1"),
+            new_task(key="k"),
+            new_task(delay=60),
+        ],
         T0,
     )
     [claimed_done, claimed_failed] = await store.claim(2, T0 + 1, TYPES)
@@ -172,6 +178,7 @@ async def test_every_field_survives_a_restart(stores: Stores, synchronous: str) 
     assert after[done.id]["progress"] == Progress(100.0, "half", 4, 10)
     assert after[failed.id]["error"] == TaskFailure(ErrorCode.HANDLER_ERROR, "boom", "RuntimeError")
     assert after[done.id]["labels"] == {"team": "data", "é": "ü"}
+    assert (after[done.id]["reply_to"], after[waiting.id]["reply_to"]) == ("client-1", None)
     assert {claimed_done.id, claimed_failed.id} == {done.id, failed.id}
 
 

@@ -52,6 +52,7 @@ def new_task(
     key: str | None = None,
     request: str = "first",
     tenant: str = "",
+    reply_to: str | None = None,
 ) -> NewTask:
     """A validated submit request; `request` stands for the rest of the
     request, so a different one under the same key is a conflict."""
@@ -67,6 +68,7 @@ def new_task(
         idempotency_key=key,
         fingerprint=fingerprint,
         tenant=tenant,
+        reply_to=reply_to,
     )
 
 

@@ -51,14 +51,18 @@ class BadCursor(ValueError):
 class FeedFilter:
     """Which changes a feed reader gets: those of the tenant's tasks whose
     snapshot matches every part given (any of `states`, the `type`, all of
-    `labels`, any of `ids`). Type, labels and tenant never change; a task
-    leaving `states` is not seen leaving (leave `states` empty to see it)."""
+    `labels`, any of `ids`). With `reply_to`, a task submitted with that
+    reply_to matches as well as one of `ids` (either one), and the other
+    parts still apply. Type, labels, reply_to and tenant never change; a
+    task leaving `states` is not seen leaving (leave `states` empty to see
+    it)."""
 
     tenant: str = ""
     states: frozenset[State] = frozenset()
     type: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     ids: frozenset[str] = frozenset()
+    reply_to: str = ""
 
     def matches(self, record: TaskRecord) -> bool:
         if record.tenant != self.tenant:
@@ -67,7 +71,10 @@ class FeedFilter:
             return False
         if self.type and record.type != self.type:
             return False
-        if self.ids and record.id not in self.ids:
+        if self.reply_to:
+            if record.reply_to != self.reply_to and record.id not in self.ids:
+                return False
+        elif self.ids and record.id not in self.ids:
             return False
         if self.labels:
             labels = record.labels or {}
@@ -166,9 +173,13 @@ class FeedReader:
 
 @dataclass(slots=True)
 class _Readers:
-    """The readers of one tenant: those naming ids, by id, and the rest."""
+    """The readers of one tenant: those with a reply_to by it, those naming
+    ids by id (a reader with both is under each), and the rest. A change
+    is matched against the readers it may concern, not against every one:
+    a server holds a reply_to stream per client."""
 
     by_id: dict[str, set[FeedReader]] = field(default_factory=dict)
+    by_reply: dict[str, set[FeedReader]] = field(default_factory=dict)
     open: set[FeedReader] = field(default_factory=set)
 
 
@@ -228,10 +239,20 @@ class ChangeFeed:
             for reader in readers.open:
                 if reader.filter.matches(record):
                     reader.deliver(position, record)
+            reply_to = record.reply_to
+            if reply_to is not None and readers.by_reply:
+                replied = readers.by_reply.get(reply_to)
+                if replied:
+                    for reader in replied:
+                        if reader.filter.matches(record):
+                            reader.deliver(position, record)
             named = readers.by_id.get(record.id)
             if named:
                 for reader in named:
-                    if reader.filter.matches(record):
+                    # A reader of this reply_to was given the change above.
+                    if (reply_to is None or reader.filter.reply_to != reply_to) and (
+                        reader.filter.matches(record)
+                    ):
                         reader.deliver(position, record)
 
     def advance(self, position: Position) -> None:
@@ -248,10 +269,16 @@ class ChangeFeed:
             for reader in self._all(readers):
                 reader.reset(position)
 
-    def read_by_readers(self, task_id: str) -> bool:
-        """Whether a feed reader here may want a change of `task_id` (so a
-        shared store must read the record)."""
-        return any(r.open or task_id in r.by_id for r in self._tenants.values())
+    def read_by_readers(self, task_id: str, reply_to: str | None = None) -> bool:
+        """Whether a feed reader here may want a change of `task_id`, made
+        to a task with `reply_to` ("" for none, None when not known), so a
+        shared store must read the record."""
+        for readers in self._tenants.values():
+            if readers.open or task_id in readers.by_id:
+                return True
+            if readers.by_reply and (reply_to is None or reply_to in readers.by_reply):
+                return True
+        return False
 
     def subscribe(self, task_id: str) -> LatestSubscription:
         return self.subscriptions.subscribe(task_id)
@@ -324,10 +351,12 @@ class ChangeFeed:
         readers = self._tenants.get(reader.filter.tenant)
         if readers is None:
             readers = self._tenants[reader.filter.tenant] = _Readers()
-        if reader.filter.ids:
-            for task_id in reader.filter.ids:
-                readers.by_id.setdefault(task_id, set()).add(reader)
-        else:
+        feed_filter = reader.filter
+        if feed_filter.reply_to:
+            readers.by_reply.setdefault(feed_filter.reply_to, set()).add(reader)
+        for task_id in feed_filter.ids:
+            readers.by_id.setdefault(task_id, set()).add(reader)
+        if not feed_filter.reply_to and not feed_filter.ids:
             readers.open.add(reader)
         self.readers += 1
 
@@ -336,16 +365,14 @@ class ChangeFeed:
         readers = self._tenants.get(tenant)
         if readers is None:
             return
-        if reader.filter.ids:
-            for task_id in reader.filter.ids:
-                named = readers.by_id.get(task_id)
-                if named is not None:
-                    named.discard(reader)
-                    if not named:
-                        del readers.by_id[task_id]
-        else:
+        feed_filter = reader.filter
+        if feed_filter.reply_to:
+            _discard(readers.by_reply, feed_filter.reply_to, reader)
+        for task_id in feed_filter.ids:
+            _discard(readers.by_id, task_id, reader)
+        if not feed_filter.reply_to and not feed_filter.ids:
             readers.open.discard(reader)
-        if not readers.open and not readers.by_id:
+        if not readers.open and not readers.by_id and not readers.by_reply:
             del self._tenants[tenant]
         self.readers -= 1
 
@@ -354,4 +381,14 @@ class ChangeFeed:
         every = set(readers.open)
         for named in readers.by_id.values():
             every.update(named)
+        for replied in readers.by_reply.values():
+            every.update(replied)
         return every
+
+
+def _discard(index: dict[str, set[FeedReader]], key: str, reader: FeedReader) -> None:
+    readers = index.get(key)
+    if readers is not None:
+        readers.discard(reader)
+        if not readers:
+            del index[key]

@@ -103,8 +103,10 @@ FIELDS: tuple[FlatField, ...] = (
     _field("fingerprint", Kind.BLOB, optional=True),
     _field("cancel_requested", Kind.FLAG),
     _field("version", Kind.INT),
-    # Last: added in schema version 2, by ALTER TABLE, which appends.
+    # Last, in the order schema versions added them, by ALTER TABLE, which
+    # appends: 2 the claim number, 3 the reply_to.
     _field("claim", Kind.INT),
+    _field("reply_to", Kind.TEXT, optional=True),
 )
 
 NAMES = tuple(f.name for f in FIELDS)

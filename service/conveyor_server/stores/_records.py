@@ -77,6 +77,7 @@ class TaskRecord:
         "payload",
         "priority",
         "progress",
+        "reply_to",
         "result",
         "scheduled_time",
         "seq",
@@ -105,6 +106,7 @@ class TaskRecord:
         scheduled_time: float,
         seq: int = 0,
         tenant: str = "",
+        reply_to: str | None = None,
     ) -> None:
         self.id = id
         self.type = type
@@ -139,6 +141,9 @@ class TaskRecord:
         # Creation order inside one store; the list cursor.
         self.seq = seq
         self.tenant = tenant
+        # The name of the result stream the submitter follows the task on
+        # (WatchTasks reply_to). Not part of `fingerprint`.
+        self.reply_to = reply_to
 
     def copy(self) -> TaskRecord:
         clone = TaskRecord.__new__(TaskRecord)
@@ -168,6 +173,7 @@ class NewTask:
         "max_attempts",
         "payload",
         "priority",
+        "reply_to",
         "tenant",
         "timeout",
         "type",
@@ -185,6 +191,7 @@ class NewTask:
         idempotency_key: str | None,
         fingerprint: bytes | None,
         tenant: str = "",
+        reply_to: str | None = None,
     ) -> None:
         self.type = type
         self.payload = payload
@@ -196,6 +203,7 @@ class NewTask:
         self.idempotency_key = idempotency_key
         self.fingerprint = fingerprint
         self.tenant = tenant
+        self.reply_to = reply_to
 
     def scheduled_time(self, now: float) -> float:
         """When a task created at `now` becomes due."""
@@ -217,6 +225,7 @@ class NewTask:
             scheduled_time=scheduled_time,
             seq=seq,
             tenant=self.tenant,
+            reply_to=self.reply_to,
         )
 
 

@@ -1,5 +1,6 @@
 """How a RedisStore follows the change feed every process writes: the
-stream `P:feed`, one entry per script call, "id:version ..." of each change.
+stream `P:feed`, one entry per script call, "id:version ..." of each change
+and the reply_to of each change's task.
 
 Each process reads the stream from where it started (XREAD), reads the
 records of the changes someone here watches, and publishes them to its own
@@ -36,7 +37,9 @@ BLOCK_MS = 1000
 # How long a new reader waits for the stream to be followed at all.
 READY_SECONDS = 5.0
 
-_Change = tuple[Position, str, int]
+# A change: its position, task id, version, and its task's reply_to ("" for
+# none, None when the entry does not say: written before reply_to existed).
+_Change = tuple[Position, str, int, str | None]
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
@@ -52,9 +55,19 @@ def entry_id(position: Position) -> str:
 def _changes(entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> list[_Change]:
     changes: list[_Change] = []
     for stream_id, fields in entries:
-        for index, change in enumerate(fields.get(b"c", b"").split()):
+        listed = fields.get(b"c", b"").split()
+        replies = fields.get(b"r")
+        # "=name" per change, "=" for none.
+        reply_tos: list[str | None] = (
+            [None] * len(listed)
+            if replies is None
+            else [token[1:].decode() for token in replies.split()]
+        )
+        for index, (change, reply_to) in enumerate(zip(listed, reply_tos, strict=True)):
             task_id, _, version = change.rpartition(b":")
-            changes.append((entry_position(stream_id, index), task_id.decode(), int(version)))
+            changes.append(
+                (entry_position(stream_id, index), task_id.decode(), int(version), reply_to)
+            )
     return changes
 
 
@@ -200,8 +213,8 @@ class FeedStream:
         changes = _changes(entries)
         wanted = {
             task_id
-            for _, task_id, version in changes
-            if subscriptions.behind(task_id, version) or feed.read_by_readers(task_id)
+            for _, task_id, version, reply_to in changes
+            if subscriptions.behind(task_id, version) or feed.read_by_readers(task_id, reply_to)
         }
         records: dict[str, TaskRecord] = {}
         if wanted:
@@ -210,7 +223,7 @@ class FeedStream:
                 for found in await self._read(ids[start : start + FETCH_CHUNK]):
                     records[found.id] = found
         ahead = self._ahead
-        for position, task_id, version in changes:
+        for position, task_id, version, _ in changes:
             early = ahead.get(task_id)
             if early is not None:
                 if version < early.version:
@@ -266,7 +279,7 @@ class FeedStream:
                 entries: Any = await self._redis.xrange(
                     self._key, min=start, max=entry_id(head), count=READ_COUNT
                 )
-                for position, task_id, version in _changes(entries):
+                for position, task_id, version, _ in _changes(entries):
                     if after < position <= head:
                         latest[task_id] = (position, version)
                 if len(entries) < READ_COUNT:

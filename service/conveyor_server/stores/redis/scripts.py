@@ -26,7 +26,10 @@ and a batch costs one round trip. Keys, under the prefix `P`:
 
     P:feed             stream: the change feed, one entry per script call that
                        changed tasks, field `c` = "id:version ..." of each
-                       change in order; trimmed to about FEED_LENGTH entries
+                       change in order, field `r` = "=reply_to ..." of each
+                       change's task ("=" for none; entries written before
+                       reply_to existed have no `r`); trimmed to about
+                       FEED_LENGTH entries
 
 Channels: `P:cancel` (a task id whose running attempt was
 asked to stop) and `P:work` (due work appeared in an empty queue; the
@@ -183,6 +186,7 @@ def create_values(new: NewTask, task_id: str, due: float, now: float) -> tuple[b
         number(due),
         new.tenant.encode(),
         b"1" if due > now else b"0",
+        opt(new.reply_to),
     )
 
 

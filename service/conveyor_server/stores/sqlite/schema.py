@@ -1,22 +1,23 @@
 """The SQLite schema of `sqlite:///path` and the mapping of a task to a row.
 
-Schema version 3:
+Schema version 4:
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        'schema_version' -> '3'
+        'schema_version' -> '4'
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
         'signing_key'    -> the secret that signs list page tokens (hex), so
                             that tokens survive a restart as cursors do
     tasks(...)
-        one row per task, keyed by `seq` (the rowid; version 3), a column per
+        one row per task, keyed by `seq` (the rowid; version 4), a column per
         flat field of a task (`_flat.FIELDS`,
         in the order of schema.sql): `payload`,
         `result` and `fingerprint` as BLOB, `labels` as JSON text (NULL for
         none), `error_*` and `progress_*` spelled out (NULL when unset),
         `state` as the `TaskState` number, times as REAL seconds since the
-        epoch; `claim`, the fencing token, last (version 2 added it)
+        epoch; then the columns later versions added, in order: `claim`, the
+        fencing token (version 2), and `reply_to` (version 3, NULL for none)
 
 A row always holds a whole task: every write replaces it.
 
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 from conveyor_server.stores import _flat
 from conveyor_server.stores._records import TaskRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The CREATE statements, run at every open.
 CREATE_SCHEMA = (
@@ -57,9 +58,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE tasks ADD COLUMN claim INTEGER NOT NULL DEFAULT 0",
         "UPDATE tasks SET claim = attempt",
     ),
+    # The reply_to a task was submitted with: none before version 3.
+    2: ("ALTER TABLE tasks ADD COLUMN reply_to TEXT",),
     # Rows keyed by seq instead of the random id (see schema.sql): the table
     # is rebuilt, and the index by seq goes with the old one.
-    2: (
+    3: (
         _CREATE_TASKS.replace("IF NOT EXISTS tasks", "tasks_by_rowid_seq"),
         f"INSERT INTO tasks_by_rowid_seq ({', '.join(_flat.NAMES)}) "
         f"SELECT {', '.join(_flat.NAMES)} FROM tasks",

@@ -1,4 +1,4 @@
--- The schema of `sqlite:///path`, version 3 (schema.SCHEMA_VERSION); its
+-- The schema of `sqlite:///path`, version 4 (schema.SCHEMA_VERSION); its
 -- tables and columns are described in schema.py. Run at every open: every
 -- statement is IF NOT EXISTS. A change of a table here needs a new schema
 -- version and a migration of the files written by the old one.
@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 -- Rows are keyed by seq (the rowid): a new task's row goes at the end and
 -- the rows that change are the newest, so a write touches the same few pages
--- however many tasks the file holds. Version 2 keyed them by the random id,
+-- however many tasks the file holds. Versions 1-3 keyed them by the random id,
 -- and every new task dirtied a page of a large index at a random place.
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT NOT NULL,
@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     fingerprint BLOB,
     cancel_requested INTEGER NOT NULL,
     version INTEGER NOT NULL,
-    -- Version 2. Last, where ALTER TABLE puts it in a migrated file.
-    claim INTEGER NOT NULL
+    -- Added by later versions, last, where ALTER TABLE puts them in a
+    -- migrated file: version 2, then version 3.
+    claim INTEGER NOT NULL,
+    reply_to TEXT
 );

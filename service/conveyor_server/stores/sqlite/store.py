@@ -30,7 +30,7 @@ with attempts left it is queued again, due now, else it ends FAILED, both
 with the error INTERRUPTED; one with a cancel request ends CANCELLED. The
 recovered rows are written back before the store is used.
 
-Schema version 2 (details in `schema.py`; files of version 1 are
+Schema version 3 (details in `schema.py`; files of versions 1 and 2 are
 migrated when opened):
 
     tasks(id TEXT PRIMARY KEY, seq, tenant, type, state, payload BLOB,
@@ -39,7 +39,7 @@ migrated when opened):
           progress_total, attempt, max_attempts, priority, labels (JSON),
           create_time, start_time, end_time, update_time, scheduled_time,
           timeout, idempotency_key, fingerprint BLOB, cancel_requested,
-          version, claim)
+          version, claim, reply_to)
     tasks_by_seq ON tasks(seq)     loading reads in creation order
     meta(key TEXT PRIMARY KEY, value): schema_version, last_seq,
                                        signing_key

@@ -14,7 +14,13 @@ local IDEMPOTENCY, TENANT_DEPTH = P .. ':idempotency', P .. ':tenant_depth'
 local FIELDS = {FIELD_NAMES}
 local F = {}
 for i, name in ipairs(FIELDS) do F[name] = i end
-local events = {}
+-- The changes of the call, "id:version" each, and per change the reply_to
+-- of its task as "=" .. reply_to ("=" alone for none), for the feed entry.
+local events, event_replies = {}, {}
+local function event(id, version, reply_to)
+  events[#events + 1] = id .. ':' .. version
+  event_replies[#event_replies + 1] = '=' .. (reply_to or '')
+end
 local work = false
 -- Changes of each tenant's unfinished count, written once at the end.
 local tenant_delta = {}
@@ -115,7 +121,7 @@ local function bump(e, now_s)
   local version = tonumber(e.r[F.version]) + 1
   put(e, 'version', tostring(version))
   put(e, 'update_time', now_s)
-  events[#events + 1] = e.id .. ':' .. version
+  event(e.id, version, e.r[F.reply_to])
 end
 
 local function ready_member(number, id) return string.format('%016x', number) .. id end
@@ -234,12 +240,14 @@ local function notify(source)
       redis.call('HDEL', TENANT_DEPTH, tenant)
     end
   end
-  -- The change feed: one entry per call, its changes in order. Trimmed
-  -- loosely (cheap) to about FEED_LENGTH entries; a reader resuming from a
-  -- trimmed entry is told to re-list.
+  -- The change feed: one entry per call, its changes in order, and their
+  -- tasks' reply_to (a follower reads the records of the changes its
+  -- readers want, and needs no read to tell). Trimmed loosely (cheap) to
+  -- about FEED_LENGTH entries; a reader resuming from a trimmed entry is
+  -- told to re-list.
   if #events > 0 then
     redis.call('XADD', P .. ':feed', 'MAXLEN', '~', FEED_LENGTH, '*',
-      'c', table.concat(events, ' '))
+      'c', table.concat(events, ' '), 'r', table.concat(event_replies, ' '))
   end
   if work then redis.call('PUBLISH', P .. ':work', source or '') end
 end

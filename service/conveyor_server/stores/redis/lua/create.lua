@@ -2,9 +2,9 @@
 -- order.
 --
 -- ARGV: prefix, max_queue, quota per tenant (0: none), owner, then per
--- batch: now, lengths, values: 12 per task: id, type, payload, labels?,
+-- batch: now, lengths, values: 13 per task: id, type, payload, labels?,
 -- max_attempts, priority, timeout?, key?, fingerprint?, scheduled_time,
--- tenant, delayed ("1"/"0").
+-- tenant, delayed ("1"/"0"), reply_to?.
 -- Returns per batch {"ok", per task: seq (new), -index (repeat of an earlier
 -- request of the batch, 1-based) or the stored record}, {"conflict", key,
 -- id or ""}, {"full", depth} or {"quota", tenant, its depth}.
@@ -38,10 +38,10 @@ end
 local unfinished_known = nil
 
 local function create(now_s, v)
-  local count = #v / 12
+  local count = #v / 13
   local plan, in_batch, fresh = {}, {}, 0
   for i = 1, count do
-    local base = 1 + (i - 1) * 12
+    local base = 1 + (i - 1) * 13
     local key = opt(v[base + 7])
     if not key then
       plan[i] = false
@@ -57,7 +57,7 @@ local function create(now_s, v)
         plan[i] = earlier
       elseif in_batch[slot] then
         local first = in_batch[slot]
-        if v[1 + (first - 1) * 12 + 8] ~= v[base + 8] then
+        if v[1 + (first - 1) * 13 + 8] ~= v[base + 8] then
           return {'conflict', key, ''}
         end
         plan[i] = first
@@ -77,7 +77,7 @@ local function create(now_s, v)
       local wanted, order = {}, {}
       for i = 1, count do
         if plan[i] == false then
-          local tenant = v[1 + (i - 1) * 12 + 10]
+          local tenant = v[1 + (i - 1) * 13 + 10]
           if not wanted[tenant] then order[#order + 1] = tenant end
           wanted[tenant] = (wanted[tenant] or 0) + 1
         end
@@ -91,7 +91,7 @@ local function create(now_s, v)
   reserve_tickets(fresh)
   local out = {}
   for i = 1, count do
-    local base = 1 + (i - 1) * 12
+    local base = 1 + (i - 1) * 13
     local p = plan[i]
     if p == false then
       seq = seq + 1
@@ -102,7 +102,9 @@ local function create(now_s, v)
         'seq', seq, 'tenant', tenant, 'cancel_requested', 0}
       local labels, timeout = opt(v[base + 3]), opt(v[base + 6])
       local idempotency_key, fingerprint = opt(v[base + 7]), opt(v[base + 8])
+      local reply_to = opt(v[base + 12])
       if labels then fields[#fields + 1] = 'labels'; fields[#fields + 1] = labels end
+      if reply_to then fields[#fields + 1] = 'reply_to'; fields[#fields + 1] = reply_to end
       if timeout then fields[#fields + 1] = 'timeout'; fields[#fields + 1] = timeout end
       if fingerprint then fields[#fields + 1] = 'fingerprint'; fields[#fields + 1] = fingerprint end
       if idempotency_key then
@@ -121,7 +123,7 @@ local function create(now_s, v)
       fields[#fields + 1] = 'queued'
       fields[#fields + 1] = member
       redis.call('HSET', task_key(id), unpack(fields))
-      events[#events + 1] = id .. ':1'
+      event(id, 1, reply_to)
       listed(tenant, seq, id)
       count_tenant(tenant, 1)
       out[i] = seq
