@@ -153,6 +153,9 @@ class ResultBook(Generic[W]):
         self._following_since: float | None = None
         # The ids the open stream (or the one being opened) lists.
         self._listed: set[str] = set()
+        # Waited ids it neither lists nor follows by reply_to: the next
+        # stream lists them.
+        self._queued: set[str] = set()
         # Listed ids whose current snapshot the stream has not yet been seen
         # to send: they go in current_ids whenever the stream is opened.
         self._unconfirmed: set[str] = set()
@@ -208,7 +211,10 @@ class ResultBook(Generic[W]):
             waiters.append(waiter)
             return False
         self._waiters[task_id] = [waiter]
-        if self._covered(task_id) or task_id in self._listed or len(self._listed) >= MAX_IDS:
+        if self._covered(task_id) or task_id in self._listed:
+            return False
+        self._queued.add(task_id)
+        if len(self._listed) >= MAX_IDS:
             return False
         if not self._open or self._following_since is None:
             # No stream, or one still opening: the next request lists it,
@@ -230,6 +236,7 @@ class ResultBook(Generic[W]):
             waiters.remove(waiter)
         if not waiters:
             del self._waiters[task_id]
+            self._queued.discard(task_id)
             if task_id not in self._own:
                 self._unconfirmed.discard(task_id)
 
@@ -259,6 +266,7 @@ class ResultBook(Generic[W]):
             self._following_since = None
             self._cursor = ""
             self._listed.clear()
+            self._queued.clear()
             self._unconfirmed.clear()
             return None
         if not self._cursor:
@@ -279,6 +287,11 @@ class ResultBook(Generic[W]):
         else:
             self._unconfirmed = set(listed)
         self._listed = listed
+        self._queued = {
+            task_id
+            for task_id in self._waiters
+            if task_id not in listed and not self._covered(task_id)
+        }
         self._open = True
         self._messages = 0
         return task_service_pb2.WatchTasksRequest(
@@ -300,9 +313,7 @@ class ResultBook(Generic[W]):
         relist, self._relist = self._relist, False
         if not relist or not self._cursor:
             return False
-        self._reopen = any(
-            task_id not in self._listed and not self._covered(task_id) for task_id in self._waiters
-        )
+        self._reopen = any(not self._covered(task_id) for task_id in self._queued)
         return self._reopen
 
     def received(self, message: task_service_pb2.WatchTasksResponse) -> bool:
@@ -329,27 +340,21 @@ class ResultBook(Generic[W]):
             if self._submitting and message.task.reply_to == self.reply_to:
                 # Its submit may not have returned yet: kept for its handle.
                 self._keep_orphan(_core.task_from_proto(message.task))
-            return False
-        task = _core.task_from_proto(message.task)
-        if handle is not None:
-            handle._final = task
-        if waiters is None:
-            return False
-        for waiter in waiters:
-            waiter.resolve(task)
-        if not self._waiters:
-            return False
+        else:
+            task = _core.task_from_proto(message.task)
+            if handle is not None:
+                handle._final = task
+            self._queued.discard(task_id)
+            for waiter in waiters or ():
+                waiter.resolve(task)
         # Queued ids join once there is room for a good share of them, and
         # only once this stream's snapshots are in (a reopen would read
-        # again those not yet sent).
-        if self._unconfirmed:
+        # again those not yet sent). Asked after every message: the last
+        # one may be a change of a task already resolved by its snapshot.
+        queued = len(self._queued)
+        if not queued or self._unconfirmed:
             return False
-        queued = sum(
-            1
-            for waited in self._waiters
-            if waited not in self._listed and not self._covered(waited)
-        )
-        return queued > 0 and MAX_IDS - len(self._listed) >= min(queued, _JOIN_AT_ONCE)
+        return MAX_IDS - len(self._listed) >= min(queued, _JOIN_AT_ONCE)
 
     def close_idle(self) -> None:
         """The driver closes the stream: nobody waited for a while."""
@@ -396,6 +401,7 @@ class ResultBook(Generic[W]):
         """Fail the waiters of these ids, each with an error of its own."""
         for task_id in task_ids:
             self._unconfirmed.discard(task_id)
+            self._queued.discard(task_id)
             for waiter in self._waiters.pop(task_id, ()):
                 waiter.fail(error(task_id))
 

@@ -313,3 +313,18 @@ def test_waiters_that_come_while_the_stream_opens_reopen_it_from_the_header_curs
     request = book.next_request()
     assert request is not None
     assert (request.cursor, list(request.ids)) == ("c7", ["a", "b"])
+
+
+def test_queued_ids_join_after_a_late_change_of_a_task_already_resolved() -> None:
+    book: ResultBook[Waiter] = ResultBook("r")
+    ids = [f"t{i:04}" for i in range(MAX_IDS + 1)]
+    for task_id in ids:
+        book.add(task_id, Waiter())
+    book.next_request()
+    # Every listed task but the first had finished; the first finishes
+    # between the follow and the snapshots: its snapshot, then its change.
+    for task_id in ids[1:MAX_IDS]:
+        assert book.received(finished(task_id, "c0", current=True)) is False
+    assert book.received(finished(ids[0], "c0", current=True)) is True
+    # Had the reader not reopened then, the duplicate change must still ask.
+    assert book.received(finished(ids[0], "c1")) is True
