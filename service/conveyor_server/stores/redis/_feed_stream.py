@@ -211,13 +211,25 @@ class FeedStream:
         feed = self.feed
         subscriptions = feed.subscriptions
         changes = _changes(entries)
-        wanted = {
-            task_id
-            for _, task_id, version, reply_to in changes
-            if subscriptions.behind(task_id, version) or feed.read_by_readers(task_id, reply_to)
-        }
         records: dict[str, TaskRecord] = {}
-        if wanted:
+        asked: set[str] = set()
+        while True:
+            # Asked again after each read: a reader that came during it
+            # (a stream reopened from a cursor before these changes) wants
+            # them too, and nothing between the last ask and the publishing
+            # below awaits.
+            wanted = {
+                task_id
+                for _, task_id, version, reply_to in changes
+                if task_id not in asked
+                and (
+                    subscriptions.behind(task_id, version)
+                    or feed.read_by_readers(task_id, reply_to)
+                )
+            }
+            if not wanted:
+                break
+            asked |= wanted
             ids = list(wanted)
             for start in range(0, len(ids), FETCH_CHUNK):
                 for found in await self._read(ids[start : start + FETCH_CHUNK]):
