@@ -251,3 +251,39 @@ async def test_a_redis_follower_reads_only_the_records_of_its_readers_reply_to(
         assert plain.id not in read_ids
     finally:
         reader.close()
+
+
+@pytest.mark.stores("redis")
+async def test_a_redis_reader_that_comes_during_a_read_gets_the_changes_it_wants(
+    store: TaskStore, second_store: TaskStore, now: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client reopening its stream from a cursor while the follower reads
+    # the records of a batch of changes: the new reader's changes in that
+    # batch were not asked for, and must still reach it.
+    assert isinstance(second_store, RedisStore)
+    stream = second_store._stream
+    first = await second_store.follow(FeedFilter(reply_to="client-1"))
+    cursor = stream.feed.cursor(stream.feed.head)
+    late: list[FeedReader] = []
+    read_records = stream._read
+
+    async def attach_during_the_read(task_ids: list[str]) -> list[TaskRecord]:
+        if not late:
+            late.append(await second_store.follow(FeedFilter(reply_to="client-2"), cursor))
+        return await read_records(task_ids)
+
+    monkeypatch.setattr(stream, "_read", attach_during_the_read)
+    try:
+        # One create: one feed entry with both changes.
+        [mine, theirs] = await store.create(
+            [new_task(reply_to="client-1"), new_task(reply_to="client-2")], now
+        )
+        change = await read(first)
+        assert change.record is not None and change.record.id == mine.id
+        assert late
+        change = await read(late[0])
+        assert change.record is not None and change.record.id == theirs.id
+    finally:
+        first.close()
+        for reader in late:
+            reader.close()
