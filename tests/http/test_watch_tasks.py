@@ -66,6 +66,9 @@ def test_changes_of_matching_tasks_stream_with_cursors(
     cursors = [cursor for cursor, _ in seen]
     assert all(cursors) and len(set(cursors)) == len(cursors)
     assert all(d["cursor"] == cursor for cursor, d in seen)
+    # The stream's headers carry the cursor it followed from: before every event.
+    opened_at = response.headers["Conveyor-Cursor"]
+    assert opened_at and opened_at not in cursors
 
 
 def test_a_reconnect_with_last_event_id_continues_without_gap_or_duplicate(

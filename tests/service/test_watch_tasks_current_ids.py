@@ -131,3 +131,19 @@ def test_bad_current_ids_are_invalid_argument(
         next(api.stub.WatchTasks(request, timeout=10))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert field in [f for f, _ in violations(caught.value)]
+
+
+def test_the_headers_carry_the_cursor_the_stream_follows_from(store_api: Api) -> None:
+    store_api.wait(store_api.submit("echo", {"n": 0}).id)  # a feed with a past
+    stream = store_api.stub.WatchTasks(pb.WatchTasksRequest(states=[SUCCEEDED]), timeout=20)
+    headers = dict(stream.initial_metadata())  # type: ignore[attr-defined]
+    cursor = headers["conveyor-cursor"]
+    assert cursor
+    stream.cancel()  # type: ignore[attr-defined]
+    # A task that finishes after the headers, before any message was read:
+    # a stream opened again from the headers' cursor gets it.
+    task = store_api.wait(store_api.submit("echo", {"n": 1}).id)
+    resumed = watch(store_api, states=[SUCCEEDED], cursor=cursor)
+    change = next(resumed)
+    assert (change.task.id, change.task.state) == (task.id, SUCCEEDED)
+    resumed.cancel()  # type: ignore[attr-defined]
