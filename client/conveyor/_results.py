@@ -59,6 +59,8 @@ _MAX_BACKOFF = 2.0
 _JOIN_AT_ONCE = MAX_IDS // 10
 # Ends of own tasks kept for submits still under way, at most.
 _MAX_ORPHANS = 10_000
+# How long the stream stays open after the last wait, for the next one.
+IDLE_SECONDS = 5.0
 
 
 class Waiter(Protocol):
@@ -166,6 +168,8 @@ class ResultBook(Generic[W]):
         self._relist = False
         self._messages = 0  # of the open stream
         self._failures = 0  # in a row, with no message between
+        # When the last wait ended (None: one is under way).
+        self._idle_since: float | None = None
         self.unsupported = False
         self.closed = False
 
@@ -206,6 +210,7 @@ class ResultBook(Generic[W]):
         if self.closed:
             waiter.fail(closed_error())
             return False
+        self._idle_since = None
         waiters = self._waiters.get(task_id)
         if waiters is not None:
             waiters.append(waiter)
@@ -239,6 +244,27 @@ class ResultBook(Generic[W]):
             self._queued.discard(task_id)
             if task_id not in self._own:
                 self._unconfirmed.discard(task_id)
+
+    # --- the stream's idle spell -----------------------------------------------------
+
+    def became_idle(self, now: float) -> bool:
+        """True when nobody waits since just now: the driver arms a timer
+        for `idle_left`."""
+        if self._waiters or self._idle_since is not None:
+            return False
+        self._idle_since = now
+        return True
+
+    def idle_left(self, now: float) -> float | None:
+        """Seconds until the stream is to close (<= 0: now), or None when
+        someone waits."""
+        since = self._idle_since
+        return None if since is None else since + IDLE_SECONDS - now
+
+    def keeping(self, now: float) -> bool:
+        """Whether the stream stays open with nobody waiting."""
+        left = self.idle_left(now)
+        return left is not None and left > 0
 
     def close(self) -> None:
         """Fail every waiter: the client is closing."""

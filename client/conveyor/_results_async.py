@@ -16,12 +16,9 @@ import grpc.aio
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, Unavailable, WaitTimeout, from_rpc_error
-from conveyor._results import Followed, ResultBook, StreamUnsupported, cursor_header
+from conveyor._results import IDLE_SECONDS, Followed, ResultBook, StreamUnsupported, cursor_header
 from conveyor._types import Task
 from conveyor.v1 import task_service_pb2
-
-# How long the stream outlives the last wait, for the next one.
-IDLE_SECONDS = 5.0
 
 _Call = grpc.aio.UnaryStreamCall[Any, Any]
 OpenStream = Callable[[task_service_pb2.WatchTasksRequest], _Call]
@@ -61,9 +58,7 @@ class ResultStreamTask:
         self._book: ResultBook[_Waiter] = ResultBook(reply_to)
         self._call: _Call | None = None
         self._reader: asyncio.Task[None] | None = None
-        # When the last wait ended (None: one is under way); the stream
-        # closes IDLE_SECONDS after.
-        self._idle_since: float | None = None
+        # Closes the stream once nobody waited for IDLE_SECONDS.
         self._idle_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -151,7 +146,6 @@ class ResultStreamTask:
             for _, waiter in waiters:
                 waiter.fail(StreamUnsupported("", code=grpc.StatusCode.UNIMPLEMENTED))
             return
-        self._idle_since = None
         reopen = False
         for task_id, waiter in waiters:
             reopen = self._book.add(task_id, waiter) or reopen
@@ -168,10 +162,7 @@ class ResultStreamTask:
     def _maybe_idle(self) -> None:
         """Nobody waits any more: close the stream IDLE_SECONDS from now,
         unless a wait comes first."""
-        if self._book.waiting or self._idle_since is not None:
-            return
-        self._idle_since = time.monotonic()
-        if self._idle_timer is None and self._call is not None:
+        if self._book.became_idle(time.monotonic()) and self._idle_timer is None:
             self._arm_idle_timer(IDLE_SECONDS)
 
     def _arm_idle_timer(self, seconds: float) -> None:
@@ -179,20 +170,14 @@ class ResultStreamTask:
 
     def _idle(self) -> None:
         self._idle_timer = None
-        since = self._idle_since
-        if since is None or self._call is None:
+        left = self._book.idle_left(time.monotonic())
+        if left is None or self._call is None:
             return
-        left = since + IDLE_SECONDS - time.monotonic()
         if left > 0:
             self._arm_idle_timer(left)
             return
         self._book.close_idle()
         self._call.cancel()
-
-    def _keep(self) -> bool:
-        """Whether the stream stays open with nobody waiting."""
-        since = self._idle_since
-        return since is not None and time.monotonic() - since < IDLE_SECONDS
 
     async def _outcome(
         self,
@@ -220,9 +205,9 @@ class ResultStreamTask:
     async def _read(self) -> None:
         book = self._book
         try:
-            while (request := book.next_request(self._keep())) is not None:
+            while (request := book.next_request(book.keeping(time.monotonic()))) is not None:
                 call = self._call = self._open_stream(request)
-                if self._idle_since is not None and self._idle_timer is None:
+                if not book.waiting and self._idle_timer is None:
                     self._arm_idle_timer(IDLE_SECONDS)
                 try:
                     cursor = cursor_header(await call.initial_metadata())

@@ -16,12 +16,9 @@ import grpc
 
 from conveyor import _core
 from conveyor._errors import ConveyorError, Unavailable, WaitTimeout, from_rpc_error
-from conveyor._results import Followed, ResultBook, StreamUnsupported, cursor_header
+from conveyor._results import IDLE_SECONDS, Followed, ResultBook, StreamUnsupported, cursor_header
 from conveyor._types import Task
 from conveyor.v1 import task_service_pb2
-
-# How long the reader thread outlives the last wait, for the next one.
-IDLE_SECONDS = 5.0
 
 
 class _Call(Protocol):
@@ -74,9 +71,7 @@ class ResultStreamThread:
         self._book: ResultBook[_Waiter] = ResultBook(reply_to)
         self._call: _Call | None = None
         self._reader: threading.Thread | None = None
-        # When the last wait ended (None: one is under way); the stream
-        # closes IDLE_SECONDS after.
-        self._idle_since: float | None = None
+        # Closes the stream once nobody waited for IDLE_SECONDS.
         self._idle_timer: threading.Timer | None = None
 
     @property
@@ -162,7 +157,6 @@ class ResultStreamThread:
                 for _, waiter in waiters:
                     waiter.fail(StreamUnsupported("", code=grpc.StatusCode.UNIMPLEMENTED))
                 return
-            self._idle_since = None
             reopen = False
             for task_id, waiter in waiters:
                 reopen = self._book.add(task_id, waiter) or reopen
@@ -180,10 +174,11 @@ class ResultStreamThread:
         with self._lock:
             for task_id, waiter in waiters:
                 self._book.discard(task_id, waiter)
-            if not self._book.waiting and self._idle_since is None:
-                self._idle_since = time.monotonic()
-                if self._idle_timer is None and self._call is not None:
-                    self._arm_idle_timer(IDLE_SECONDS)
+            self._note_idle()
+
+    def _note_idle(self) -> None:
+        if self._book.became_idle(time.monotonic()) and self._idle_timer is None:
+            self._arm_idle_timer(IDLE_SECONDS)
 
     def _arm_idle_timer(self, seconds: float) -> None:
         timer = self._idle_timer = threading.Timer(seconds, self._idle)
@@ -195,20 +190,14 @@ class ResultStreamThread:
         at a time, armed again while waits come and go)."""
         with self._lock:
             self._idle_timer = None
-            since = self._idle_since
-            if since is None or self._call is None:
+            left = self._book.idle_left(time.monotonic())
+            if left is None or self._call is None:
                 return
-            left = since + IDLE_SECONDS - time.monotonic()
             if left > 0:
                 self._arm_idle_timer(left)
                 return
             self._book.close_idle()
             self._call.cancel()
-
-    def _keep(self) -> bool:
-        """Whether the stream stays open with nobody waiting."""
-        since = self._idle_since
-        return since is not None and time.monotonic() - since < IDLE_SECONDS
 
     def _outcome(
         self,
@@ -237,14 +226,14 @@ class ResultStreamThread:
                 # Between waits the stream is closed and the thread idles
                 # here a while: starting a thread per wait would cost more
                 # than the wait's stream.
-                while (request := book.next_request(self._keep())) is None:
+                while (request := book.next_request(book.keeping(time.monotonic()))) is None:
                     self._call = None
                     idle = book.closed or not self._wake.wait(IDLE_SECONDS)
                     if idle and (book.closed or not book.waiting):
                         self._reader = None
                         return
                 call = self._call = self._open_stream(request)
-                if self._idle_since is not None and self._idle_timer is None:
+                if not book.waiting and self._idle_timer is None:
                     self._arm_idle_timer(IDLE_SECONDS)
             error: ConveyorError = _ended_early()
             try:
@@ -256,10 +245,7 @@ class ResultStreamThread:
                 for message in call:
                     with self._lock:
                         reopen = book.received(message)
-                        if not book.waiting and self._idle_since is None:
-                            self._idle_since = time.monotonic()
-                            if self._idle_timer is None:
-                                self._arm_idle_timer(IDLE_SECONDS)
+                        self._note_idle()
                     if reopen:
                         call.cancel()
                         break
