@@ -31,3 +31,10 @@ def make_api(
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def store_api(store_url: str, make_api: Callable[..., tuple[ServerThread, Api]]) -> Api:
+    """A raw client of a server on each store."""
+    _, api = make_api(store=store_url)
+    return api

@@ -14,7 +14,6 @@ from google.rpc import error_details_pb2
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
 from tests.support.raw_api import Api, payload, violations
-from tests.support.server import ServerThread
 
 LATER = duration_pb2.Duration(seconds=60)
 TERMINAL = [
@@ -26,17 +25,8 @@ SUCCEEDED = task_pb2.TASK_STATE_SUCCEEDED
 CANCELLED = task_pb2.TASK_STATE_CANCELLED
 
 
-@pytest.fixture
-def store_api(store_url: str, make_api: Callable[..., tuple[ServerThread, Api]]) -> Api:
-    _, api = make_api(store=store_url)
-    return api
-
-
 def watch(api: Api, **fields: object) -> grpc.Call:
-    """A WatchTasks stream, once the server follows the feed for it."""
-    stream = api.stub.WatchTasks(pb.WatchTasksRequest(**fields), timeout=20)
-    stream.initial_metadata()  # type: ignore[attr-defined]
-    return stream  # type: ignore[no-any-return]
+    return api.watch_tasks(**fields)
 
 
 def refusal(call: Callable[[], object]) -> list[tuple[str, str]]:

@@ -4,8 +4,6 @@ cursor, filtered like the changes; bad requests; unknown ids."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import grpc
 import pytest
 from google.protobuf import duration_pb2
@@ -14,23 +12,14 @@ from google.rpc import error_details_pb2, status_pb2
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
 from tests.support.raw_api import Api, violations
-from tests.support.server import ServerThread
 
 LATER = duration_pb2.Duration(seconds=60)
 SUCCEEDED = task_pb2.TASK_STATE_SUCCEEDED
 CANCELLED = task_pb2.TASK_STATE_CANCELLED
 
 
-@pytest.fixture
-def store_api(store_url: str, make_api: Callable[..., tuple[ServerThread, Api]]) -> Api:
-    _, api = make_api(store=store_url)
-    return api
-
-
 def watch(api: Api, **fields: object) -> grpc.Call:
-    stream = api.stub.WatchTasks(pb.WatchTasksRequest(**fields), timeout=20)
-    stream.initial_metadata()  # type: ignore[attr-defined]
-    return stream  # type: ignore[no-any-return]
+    return api.watch_tasks(**fields)
 
 
 def resource_names(error: grpc.RpcError) -> list[str]:

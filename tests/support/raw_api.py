@@ -48,6 +48,12 @@ class Api:
                 raise AssertionError(f"task {task_id} still {task_pb2.TaskState.Name(task.state)}")
             time.sleep(0.01)
 
+    def watch_tasks(self, **fields: Any) -> grpc.Call:
+        """A WatchTasks stream, once the server follows the feed for it."""
+        stream = self.stub.WatchTasks(pb.WatchTasksRequest(**fields), timeout=20)
+        stream.initial_metadata()  # type: ignore[attr-defined]
+        return stream  # type: ignore[no-any-return]
+
     def close(self) -> None:
         self.channel.close()
 
