@@ -27,6 +27,55 @@ end
 
 local function task_key(id) return P .. ':task:' .. id end
 
+-- A tenant's list indexes: zsets of its task ids scored by seq (creation
+-- order, the order ListTasks pages in): every task (P:tasks:<tenant>), and
+-- one per task type, label (key=value) and state, which list.lua scans
+-- instead of every task when its filter names one. The tenant and label
+-- key are spelled with their length first, so no two names meet.
+local INDEX_VERSION = P .. ':list_index'
+local function all_index(tenant) return P .. ':tasks:' .. tenant end
+local function index_of(tenant) return P .. ':list:' .. #tenant .. ':' .. tenant .. ':' end
+local function type_index(tenant, task_type) return index_of(tenant) .. 'type:' .. task_type end
+local function label_index(tenant, name, value)
+  return index_of(tenant) .. 'label:' .. #name .. ':' .. name .. '=' .. value
+end
+local function state_index(tenant, state) return index_of(tenant) .. 'state:' .. state end
+-- Every index a task is in, but its state's; `labels` is the stored JSON.
+local function index_keys(tenant, task_type, labels)
+  local keys = {all_index(tenant), type_index(tenant, task_type)}
+  if labels then
+    for name, value in pairs(cjson.decode(labels)) do
+      keys[#keys + 1] = label_index(tenant, name, value)
+    end
+  end
+  return keys
+end
+-- New index entries, added in a few ZADDs per key at the end of a call
+-- rather than one per task.
+local index_adds = {}
+local function index_later(key, seq, id)
+  local entries = index_adds[key]
+  if not entries then
+    entries = {}
+    index_adds[key] = entries
+  end
+  entries[#entries + 1] = seq
+  entries[#entries + 1] = id
+end
+local function index_task(tenant, task_type, labels, state, seq, id)
+  for _, key in ipairs(index_keys(tenant, task_type, labels)) do index_later(key, seq, id) end
+  index_later(state_index(tenant, state), seq, id)
+end
+local function write_index()
+  for key, entries in pairs(index_adds) do
+    -- unpack() takes a few thousand values at most.
+    for first = 1, #entries, 2000 do
+      redis.call('ZADD', key, unpack(entries, first, math.min(first + 1999, #entries)))
+    end
+  end
+  index_adds = {}
+end
+
 -- A call that must not act twice passes KEYS[1], a key of its own: the
 -- client sends a script again on a fresh connection when the first one
 -- dropped before the reply came, though the script may have run. The first
@@ -111,6 +160,16 @@ local function save(e)
   return e.r
 end
 -- Every change: a new version, an update time, an event.
+-- A new state, moved between the tenant's state indexes.
+local function set_state(e, state)
+  local before, seq = e.r[F.state], e.r[F.seq]
+  if before ~= state and seq then
+    local tenant = e.r[F.tenant] or ''
+    if before then redis.call('ZREM', state_index(tenant, before), e.id) end
+    redis.call('ZADD', state_index(tenant, state), seq, e.id)
+  end
+  put(e, 'state', state)
+end
 local function bump(e, now_s)
   local version = tonumber(e.r[F.version]) + 1
   put(e, 'version', tostring(version))
@@ -165,7 +224,7 @@ end
 -- Back to the queue, due at `scheduled`: a retry after backoff, a hand-back,
 -- a lapsed lease, a RetryTask.
 local function make_pending(e, scheduled, now_s)
-  put(e, 'state', '1')
+  set_state(e, '1')
   put(e, 'scheduled_time', scheduled)
   remove(e, 'owner')
   redis.call('ZREM', RUNNING, e.id)
@@ -179,7 +238,7 @@ end
 
 local function finish(e, state, now_s)
   count_tenant(e.r[F.tenant], -1)
-  put(e, 'state', state)
+  set_state(e, state)
   put(e, 'end_time', now_s)
   remove(e, 'owner')
   redis.call('ZREM', RUNNING, e.id)
@@ -190,7 +249,7 @@ end
 
 local function drop(id, unlisted)
   local key = task_key(id)
-  local fields = redis.call('HMGET', key, 'tenant', 'idempotency_key')
+  local fields = redis.call('HMGET', key, 'tenant', 'idempotency_key', 'type', 'labels', 'state')
   local tenant = fields[1] or ''
   if fields[2] then
     local slot = tenant .. '\0' .. fields[2]
@@ -198,7 +257,10 @@ local function drop(id, unlisted)
       redis.call('HDEL', IDEMPOTENCY, slot)
     end
   end
-  redis.call('ZREM', P .. ':tasks:' .. tenant, id)
+  for _, index in ipairs(index_keys(tenant, fields[3] or '', fields[4])) do
+    redis.call('ZREM', index, id)
+  end
+  if fields[5] then redis.call('ZREM', state_index(tenant, fields[5]), id) end
   if not unlisted then redis.call('ZREM', FINISHED, id) end
   redis.call('DEL', key)
 end
