@@ -21,6 +21,7 @@ from conveyor_server.stores import (
     State,
     TaskRecord,
 )
+from conveyor_server.stores.redis import _list_index
 from tests.support.stores import BOOM, TYPES, current, new_task
 
 NOW = 1_700_000_000.0
@@ -229,8 +230,9 @@ async def test_tasks_stored_before_the_indexes_are_built_into_them(
 
 
 async def test_one_process_builds_at_a_time(
-    open_store: OpenStore, client: redis.Redis, prefix: str
+    open_store: OpenStore, client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_list_index, "WAIT_SECONDS", 0.05)
     store = open_store()
     [task] = await store.create([new_task(labels={"k": "v"})], NOW)
     client.delete(*index_keys(client, prefix), f"{prefix}:list_index")
