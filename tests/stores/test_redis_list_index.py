@@ -242,3 +242,29 @@ async def test_one_process_builds_at_a_time(
     assert client.get(f"{prefix}:list_index") == b"1"
     assert members(client, label_key(prefix, "", "k", "v")) == {task.id: task.seq}
     assert (await current(store, task.id)).state == State.PENDING
+
+
+async def test_moves_within_one_call_leave_the_last_state_indexed(
+    open_store: OpenStore, client: redis.Redis, prefix: str
+) -> None:
+    """A failure retried at once and claimed again in the same round, and
+    tasks finished and dropped by retention in the same call."""
+    store = open_store(retention_count=1)
+    created = await store.create(
+        [new_task(max_attempts=2, labels={"n": str(i)}) for i in range(3)], NOW
+    )
+    ids = [f"{r.tenant}/{r.id}" for r in created]
+    [first] = await store.claim(1, NOW, TYPES)
+    ended, claimed = await store.settle(
+        [Outcome(first.id, first.claim, failure=BOOM, retry_at=NOW)], 5, NOW, TYPES
+    )
+    assert [r.state for r in ended] == [State.PENDING]
+    assert first.id in {r.id for r in claimed}
+    assert (await current(store, first.id)).state == State.RUNNING
+    await assert_indexes_match(store, client, prefix, ids)
+
+    await store.complete([Outcome(r.id, r.claim, result=b"") for r in claimed], NOW)
+    # Three finished in one call, two of them dropped by it.
+    assert len([r for r in [await store.get(i) for i in (t.id for t in created)] if r]) == 1
+    await assert_indexes_match(store, client, prefix, ids)
+    assert len(index_keys(client, prefix)) == 3

@@ -66,7 +66,33 @@ local function index_task(tenant, task_type, labels, state, seq, id)
   for _, key in ipairs(index_keys(tenant, task_type, labels)) do index_later(key, seq, id) end
   index_later(state_index(tenant, state), seq, id)
 end
+-- The tasks whose state this call changed: id -> {tenant, seq, state
+-- before the call, state now}. Written at the end, moved out of the index
+-- of the first and into that of the last, in one ZREM and one ZADD per
+-- index, however many times a task moved (a retry claimed at once).
+local state_moves = {}
 local function write_index()
+  local removes = {}
+  for id, move in pairs(state_moves) do
+    if move[3] ~= move[4] then
+      if move[3] then
+        local key = state_index(move[1], move[3])
+        local ids = removes[key]
+        if not ids then
+          ids = {}
+          removes[key] = ids
+        end
+        ids[#ids + 1] = id
+      end
+      index_later(state_index(move[1], move[4]), move[2], id)
+    end
+  end
+  state_moves = {}
+  for key, ids in pairs(removes) do
+    for first = 1, #ids, 4000 do
+      redis.call('ZREM', key, unpack(ids, first, math.min(first + 3999, #ids)))
+    end
+  end
   for key, entries in pairs(index_adds) do
     -- unpack() takes a few thousand values at most.
     for first = 1, #entries, 2000 do
@@ -160,13 +186,17 @@ local function save(e)
   return e.r
 end
 -- Every change: a new version, an update time, an event.
--- A new state, moved between the tenant's state indexes.
+-- A new state; the task moves between the tenant's state indexes at the
+-- end of the call (write_index).
 local function set_state(e, state)
-  local before, seq = e.r[F.state], e.r[F.seq]
-  if before ~= state and seq then
-    local tenant = e.r[F.tenant] or ''
-    if before then redis.call('ZREM', state_index(tenant, before), e.id) end
-    redis.call('ZADD', state_index(tenant, state), seq, e.id)
+  local seq = e.r[F.seq]
+  if seq then
+    local move = state_moves[e.id]
+    if move then
+      move[4] = state
+    else
+      state_moves[e.id] = {e.r[F.tenant] or '', seq, e.r[F.state], state}
+    end
   end
   put(e, 'state', state)
 end
@@ -260,7 +290,12 @@ local function drop(id, unlisted)
   for _, index in ipairs(index_keys(tenant, fields[3] or '', fields[4])) do
     redis.call('ZREM', index, id)
   end
-  if fields[5] then redis.call('ZREM', state_index(tenant, fields[5]), id) end
+  -- A move this call made waits to be written: the task left the index of
+  -- its state before the call, and enters no other.
+  local move = state_moves[id]
+  state_moves[id] = nil
+  local state = move and move[3] or fields[5]
+  if state then redis.call('ZREM', state_index(tenant, state), id) end
   if not unlisted then redis.call('ZREM', FINISHED, id) end
   redis.call('DEL', key)
 end
@@ -291,6 +326,7 @@ local function over_quota(wanted, order, quota)
 end
 
 local function notify(source)
+  write_index()
   for tenant, delta in pairs(tenant_delta) do
     if delta ~= 0 and redis.call('HINCRBY', TENANT_DEPTH, tenant, delta) <= 0 then
       redis.call('HDEL', TENANT_DEPTH, tenant)

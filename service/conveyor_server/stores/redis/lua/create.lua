@@ -118,6 +118,5 @@ local replies = {}
 for i = 5, #ARGV, 3 do
   replies[#replies + 1] = create(ARGV[i], unpack_values(ARGV[i + 1], ARGV[i + 2]))
 end
-write_index()
 notify(owner)
 return answer(replies)
