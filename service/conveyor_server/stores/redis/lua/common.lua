@@ -185,7 +185,6 @@ local function save(e)
   e.sets, e.dels = {}, {}
   return e.r
 end
--- Every change: a new version, an update time, an event.
 -- A new state; the task moves between the tenant's state indexes at the
 -- end of the call (write_index).
 local function set_state(e, state)
@@ -200,6 +199,7 @@ local function set_state(e, state)
   end
   put(e, 'state', state)
 end
+-- Every change: a new version, an update time, an event.
 local function bump(e, now_s)
   local version = tonumber(e.r[F.version]) + 1
   put(e, 'version', tostring(version))
