@@ -16,6 +16,16 @@ and a batch costs one round trip. Keys, under the prefix `P`:
     P:running          zset: running tasks by lease expiry
     P:finished         zset: finished tasks by ticket (finishing order)
     P:tasks:<tenant>   zset: a tenant's tasks by seq, for listing
+    P:list:<n>:<tenant>:type:<type>, P:list:<n>:<tenant>:label:<m>:<key>=<value>,
+    P:list:<n>:<tenant>:state:<state>
+                       zsets: a tenant's tasks of one type, label or state,
+                       by seq (n and m: the tenant's and the label key's
+                       length), for listing a filter without reading the
+                       tasks that do not match it
+    P:list_index       string: set once the list indexes hold every task
+                       (tasks stored before they existed are added by a
+                       build, see `_list_index`); P:list_index_build is the
+                       lease of the process that builds them
     P:idempotency      hash: "<tenant>\\0<key>" -> task id
     P:tenant_depth     hash: tenant -> its unfinished tasks, for quotas
     P:signing_key      string: the secret that signs list page tokens
@@ -56,6 +66,8 @@ from conveyor_server.stores._records import NewTask, Outcome, Progress, State, T
 LIST_SCAN = 500
 # Finished tasks a purge script looks at per call, for the same reason.
 PURGE_CHUNK = 500
+# Tasks an index build adds to the list indexes per call, for the same reason.
+INDEX_CHUNK = 500
 # How long the answer of a call that must not act twice is kept for a
 # repeat. The client repeats a call at once, on a fresh connection, when
 # the first one dropped (a read that times out is not repeated): a minute
@@ -117,6 +129,7 @@ DEPTH = _script("depth")
 SIGNING_KEY = _script("signing_key")
 LIST = _script("list").replace("LIST_SCAN", str(LIST_SCAN))
 FETCH = _script("fetch")
+INDEX = _script("index").replace("INDEX_CHUNK", str(INDEX_CHUNK))
 WORKERS = _script("workers")
 
 

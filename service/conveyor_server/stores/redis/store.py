@@ -55,6 +55,7 @@ from conveyor_server.stores.redis._feed_stream import FeedStream
 from conveyor_server.stores.redis._follower import ChangeFollower
 from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
+from conveyor_server.stores.redis._list_index import ListIndexBuild
 from conveyor_server.stores.redis._workers import WorkerRegistry
 from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
@@ -120,6 +121,7 @@ class RedisStore:
         self._depth = script(lua.DEPTH)
         self._list = script(lua.LIST)
         self._fetch = script(lua.FETCH)
+        self._list_index = ListIndexBuild(self._redis, prefix, self._owner, script(lua.INDEX))
         self._workers = WorkerRegistry(self._redis, prefix, script(lua.WORKERS), self._unavailable)
         self._shared_secret = script(lua.SIGNING_KEY)
         self._signing_key: bytes | None = None
@@ -177,6 +179,7 @@ class RedisStore:
         self._follower.start()
         if not self._closed:
             self._leases.start(listener)
+            self._list_index.start()
 
     async def work_is_due(self) -> bool:
         """Whether a task is claimable now: how a word of new work that was
@@ -387,6 +390,8 @@ class RedisStore:
         return record if record is not None and record.tenant == tenant else None
 
     async def list_page(self, query: ListQuery) -> tuple[list[TaskRecord], int | None]:
+        if not self._closed:
+            self._list_index.start()
         size = query.page_size
         states = "".join(sorted(str(int(s)) for s in query.states))
         labels = json.dumps([list(pair) for pair in query.labels]) if query.labels else ""
@@ -413,6 +418,12 @@ class RedisStore:
                 return page, None
             before = f"({int(float(last))}"
 
+    async def build_list_indexes(self) -> None:
+        """Until the list indexes hold every task: the build of those stored
+        before the indexes existed (see `_list_index`) is done, by this
+        process or another."""
+        await self._list_index.wait()
+
     async def depth(self) -> int:
         unfinished: int = await self._run(self._depth, [self._prefix])
         return unfinished
@@ -431,6 +442,7 @@ class RedisStore:
         await self._leases.close(CLOSE_TIMEOUT_SECONDS)
         await self._follower.close(CLOSE_TIMEOUT_SECONDS)
         await self._stream.close(CLOSE_TIMEOUT_SECONDS)
+        await self._list_index.close()
         for client in (self._redis, self._pubsub_redis):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()

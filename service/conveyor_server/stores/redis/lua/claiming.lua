@@ -41,7 +41,7 @@ local function claim_due(now_s, limit, lease, owner, types)
     touched[c[3]] = true
     local e = open(string.sub(c[2], 17))
     if e.r[F.state] == '1' then
-      put(e, 'state', '2')
+      set_state(e, '2')
       put(e, 'attempt', tostring(tonumber(e.r[F.attempt]) + 1))
       put(e, 'claim', tostring(tonumber(e.r[F.claim]) + 1))
       put(e, 'start_time', now_s)

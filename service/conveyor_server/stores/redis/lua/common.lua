@@ -33,6 +33,81 @@ end
 
 local function task_key(id) return P .. ':task:' .. id end
 
+-- A tenant's list indexes: zsets of its task ids scored by seq (creation
+-- order, the order ListTasks pages in): every task (P:tasks:<tenant>), and
+-- one per task type, label (key=value) and state, which list.lua scans
+-- instead of every task when its filter names one. The tenant and label
+-- key are spelled with their length first, so no two names meet.
+local INDEX_VERSION = P .. ':list_index'
+local function all_index(tenant) return P .. ':tasks:' .. tenant end
+local function index_of(tenant) return P .. ':list:' .. #tenant .. ':' .. tenant .. ':' end
+local function type_index(tenant, task_type) return index_of(tenant) .. 'type:' .. task_type end
+local function label_index(tenant, name, value)
+  return index_of(tenant) .. 'label:' .. #name .. ':' .. name .. '=' .. value
+end
+local function state_index(tenant, state) return index_of(tenant) .. 'state:' .. state end
+-- Every index a task is in, but its state's; `labels` is the stored JSON.
+local function index_keys(tenant, task_type, labels)
+  local keys = {all_index(tenant), type_index(tenant, task_type)}
+  if labels then
+    for name, value in pairs(cjson.decode(labels)) do
+      keys[#keys + 1] = label_index(tenant, name, value)
+    end
+  end
+  return keys
+end
+-- New index entries, added in a few ZADDs per key at the end of a call
+-- rather than one per task.
+local index_adds = {}
+local function index_later(key, seq, id)
+  local entries = index_adds[key]
+  if not entries then
+    entries = {}
+    index_adds[key] = entries
+  end
+  entries[#entries + 1] = seq
+  entries[#entries + 1] = id
+end
+local function index_task(tenant, task_type, labels, state, seq, id)
+  for _, key in ipairs(index_keys(tenant, task_type, labels)) do index_later(key, seq, id) end
+  index_later(state_index(tenant, state), seq, id)
+end
+-- The tasks whose state this call changed: id -> {tenant, seq, state
+-- before the call, state now}. Written at the end, moved out of the index
+-- of the first and into that of the last, in one ZREM and one ZADD per
+-- index, however many times a task moved (a retry claimed at once).
+local state_moves = {}
+local function write_index()
+  local removes = {}
+  for id, move in pairs(state_moves) do
+    if move[3] ~= move[4] then
+      if move[3] then
+        local key = state_index(move[1], move[3])
+        local ids = removes[key]
+        if not ids then
+          ids = {}
+          removes[key] = ids
+        end
+        ids[#ids + 1] = id
+      end
+      index_later(state_index(move[1], move[4]), move[2], id)
+    end
+  end
+  state_moves = {}
+  for key, ids in pairs(removes) do
+    for first = 1, #ids, 4000 do
+      redis.call('ZREM', key, unpack(ids, first, math.min(first + 3999, #ids)))
+    end
+  end
+  for key, entries in pairs(index_adds) do
+    -- unpack() takes a few thousand values at most.
+    for first = 1, #entries, 2000 do
+      redis.call('ZADD', key, unpack(entries, first, math.min(first + 1999, #entries)))
+    end
+  end
+  index_adds = {}
+end
+
 -- A call that must not act twice passes KEYS[1], a key of its own: the
 -- client sends a script again on a fresh connection when the first one
 -- dropped before the reply came, though the script may have run. The first
@@ -116,6 +191,20 @@ local function save(e)
   e.sets, e.dels = {}, {}
   return e.r
 end
+-- A new state; the task moves between the tenant's state indexes at the
+-- end of the call (write_index).
+local function set_state(e, state)
+  local seq = e.r[F.seq]
+  if seq then
+    local move = state_moves[e.id]
+    if move then
+      move[4] = state
+    else
+      state_moves[e.id] = {e.r[F.tenant] or '', seq, e.r[F.state], state}
+    end
+  end
+  put(e, 'state', state)
+end
 -- Every change: a new version, an update time, an event.
 local function bump(e, now_s)
   local version = tonumber(e.r[F.version]) + 1
@@ -171,7 +260,7 @@ end
 -- Back to the queue, due at `scheduled`: a retry after backoff, a hand-back,
 -- a lapsed lease, a RetryTask.
 local function make_pending(e, scheduled, now_s)
-  put(e, 'state', '1')
+  set_state(e, '1')
   put(e, 'scheduled_time', scheduled)
   remove(e, 'owner')
   redis.call('ZREM', RUNNING, e.id)
@@ -185,7 +274,7 @@ end
 
 local function finish(e, state, now_s)
   count_tenant(e.r[F.tenant], -1)
-  put(e, 'state', state)
+  set_state(e, state)
   put(e, 'end_time', now_s)
   remove(e, 'owner')
   redis.call('ZREM', RUNNING, e.id)
@@ -196,7 +285,7 @@ end
 
 local function drop(id, unlisted)
   local key = task_key(id)
-  local fields = redis.call('HMGET', key, 'tenant', 'idempotency_key')
+  local fields = redis.call('HMGET', key, 'tenant', 'idempotency_key', 'type', 'labels', 'state')
   local tenant = fields[1] or ''
   if fields[2] then
     local slot = tenant .. '\0' .. fields[2]
@@ -204,7 +293,15 @@ local function drop(id, unlisted)
       redis.call('HDEL', IDEMPOTENCY, slot)
     end
   end
-  redis.call('ZREM', P .. ':tasks:' .. tenant, id)
+  for _, index in ipairs(index_keys(tenant, fields[3] or '', fields[4])) do
+    redis.call('ZREM', index, id)
+  end
+  -- A move this call made waits to be written: the task left the index of
+  -- its state before the call, and enters no other.
+  local move = state_moves[id]
+  state_moves[id] = nil
+  local state = move and move[3] or fields[5]
+  if state then redis.call('ZREM', state_index(tenant, state), id) end
   if not unlisted then redis.call('ZREM', FINISHED, id) end
   redis.call('DEL', key)
 end
@@ -235,6 +332,7 @@ local function over_quota(wanted, order, quota)
 end
 
 local function notify(source)
+  write_index()
   for tenant, delta in pairs(tenant_delta) do
     if delta ~= 0 and redis.call('HINCRBY', TENANT_DEPTH, tenant, delta) <= 0 then
       redis.call('HDEL', TENANT_DEPTH, tenant)

@@ -12,28 +12,6 @@
 local replayed = replay() if replayed then return replayed end
 local max_queue, quota, owner = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 
--- Each tenant's new (seq, id) pairs, added to its list index in a few
--- ZADDs per call rather than one per task.
-local listing = {}
-local function listed(tenant, seq, id)
-  local pairs_of = listing[tenant]
-  if not pairs_of then
-    pairs_of = {}
-    listing[tenant] = pairs_of
-  end
-  pairs_of[#pairs_of + 1] = seq
-  pairs_of[#pairs_of + 1] = id
-end
-local function write_listing()
-  for tenant, pairs_of in pairs(listing) do
-    local key = P .. ':tasks:' .. tenant
-    -- unpack() takes a few thousand values at most.
-    for first = 1, #pairs_of, 2000 do
-      redis.call('ZADD', key, unpack(pairs_of, first, math.min(first + 1999, #pairs_of)))
-    end
-  end
-end
-
 -- The unfinished tasks (pending and running), once a batch needed them.
 local unfinished_known = nil
 
@@ -88,6 +66,8 @@ local function create(now_s, v)
     unfinished_known = unfinished_known + fresh
   end
   local seq = fresh > 0 and redis.call('INCRBY', P .. ':seq', fresh) - fresh or 0
+  -- The first tasks ever stored: the indexes hold every task from the start.
+  if seq == 0 and fresh > 0 then redis.call('SET', INDEX_VERSION, '1') end
   reserve_tickets(fresh)
   local out = {}
   for i = 1, count do
@@ -124,7 +104,7 @@ local function create(now_s, v)
       fields[#fields + 1] = member
       redis.call('HSET', task_key(id), unpack(fields))
       event(id, 1, reply_to)
-      listed(tenant, seq, id)
+      index_task(tenant, v[base + 1], labels, '1', seq, id)
       count_tenant(tenant, 1)
       out[i] = seq
     elseif type(p) == 'number' then
@@ -140,6 +120,5 @@ local replies = {}
 for i = 5, #ARGV, 3 do
   replies[#replies + 1] = create(ARGV[i], unpack_values(ARGV[i + 1], ARGV[i + 2]))
 end
-write_listing()
 notify(owner)
 return answer(replies)
