@@ -112,31 +112,25 @@ class AsyncClient:
         spec = TaskSpec(
             type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        results = self._results
-        started = results.submitting()
-        handles: builtins.list[AsyncTaskHandle] = []
-        try:
+        with self._results.submitting() as handed:
             if self._submitter is None:
-                task = await self._run(_flows.submit(spec, rpc_timeout, results.reply_to))
+                reply_to = self._results.reply_to
+                task = await self._run(_flows.submit(spec, rpc_timeout, reply_to))
             else:
                 task = await self._submitter.submit(spec, rpc_timeout)
-            handles.append(AsyncTaskHandle(self, task))
-        finally:
-            results.submitted(handles, started)
-        return handles[0]
+            handle = AsyncTaskHandle(self, task)
+            handed.append(handle)
+        return handle
 
     @shares_doc(_flows.submit_batch)
     async def submit_batch(
         self, specs: Sequence[TaskSpec], *, rpc_timeout: float | None = None
     ) -> builtins.list[AsyncTaskHandle]:
-        results = self._results
-        started = results.submitting()
-        handles: builtins.list[AsyncTaskHandle] = []
-        try:
-            tasks = await self._run(_flows.submit_batch(specs, rpc_timeout, results.reply_to))
+        with self._results.submitting() as handed:
+            reply_to = self._results.reply_to
+            tasks = await self._run(_flows.submit_batch(specs, rpc_timeout, reply_to))
             handles = [AsyncTaskHandle(self, task) for task in tasks]
-        finally:
-            results.submitted(handles, started)
+            handed.extend(handles)
         return handles
 
     @shares_doc(_flows.get)

@@ -146,31 +146,25 @@ class Client:
         spec = TaskSpec(
             type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
         )
-        results = self._results
-        started = results.submitting()
-        handles: builtins.list[TaskHandle] = []
-        try:
+        with self._results.submitting() as handed:
             if self._submitter is None:
-                task = self._run(_flows.submit(spec, rpc_timeout, results.reply_to))
+                reply_to = self._results.reply_to
+                task = self._run(_flows.submit(spec, rpc_timeout, reply_to))
             else:
                 task = self._submitter.submit(spec, rpc_timeout)
-            handles.append(TaskHandle(self, task))
-        finally:
-            results.submitted(handles, started)
-        return handles[0]
+            handle = TaskHandle(self, task)
+            handed.append(handle)
+        return handle
 
     @shares_doc(_flows.submit_batch)
     def submit_batch(
         self, specs: Sequence[TaskSpec], *, rpc_timeout: float | None = None
     ) -> builtins.list[TaskHandle]:
-        results = self._results
-        started = results.submitting()
-        handles: builtins.list[TaskHandle] = []
-        try:
-            tasks = self._run(_flows.submit_batch(specs, rpc_timeout, results.reply_to))
+        with self._results.submitting() as handed:
+            reply_to = self._results.reply_to
+            tasks = self._run(_flows.submit_batch(specs, rpc_timeout, reply_to))
             handles = [TaskHandle(self, task) for task in tasks]
-        finally:
-            results.submitted(handles, started)
+            handed.extend(handles)
         return handles
 
     @shares_doc(_flows.get)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -65,14 +65,17 @@ class ResultStreamTask:
     def reply_to(self) -> str:
         return self._book.reply_to
 
-    def submitting(self) -> float:
-        """A submit begins; returns its start time, for `submitted`."""
+    @contextlib.contextmanager
+    def submitting(self) -> Iterator[list[Followed]]:
+        """Around a submit: the handles it hands out go in the list this
+        yields, for the stream to follow them from the submit's start."""
         self._book.submitting()
-        return time.monotonic()
-
-    def submitted(self, handles: Iterable[Followed], started_at: float) -> None:
-        """The submit that began at `started_at` ended with these handles."""
-        self._book.submitted(handles, started_at)
+        started = time.monotonic()
+        handles: list[Followed] = []
+        try:
+            yield handles
+        finally:
+            self._book.submitted(handles, started)
 
     async def wait(self, task_id: str, timeout: float | None, known: Task | None = None) -> Task:  # noqa: ASYNC109
         [task] = await self.wait_all([(task_id, known)], timeout)

@@ -6,6 +6,7 @@ few seconds after the last wait ends, so that the next wait finds its task follo
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -78,16 +79,19 @@ class ResultStreamThread:
     def reply_to(self) -> str:
         return self._book.reply_to
 
-    def submitting(self) -> float:
-        """A submit begins; returns its start time, for `submitted`."""
+    @contextlib.contextmanager
+    def submitting(self) -> Iterator[list[Followed]]:
+        """Around a submit: the handles it hands out go in the list this
+        yields, for the stream to follow them from the submit's start."""
         with self._lock:
             self._book.submitting()
-        return time.monotonic()
-
-    def submitted(self, handles: Iterable[Followed], started_at: float) -> None:
-        """The submit that began at `started_at` ended with these handles."""
-        with self._lock:
-            self._book.submitted(handles, started_at)
+        started = time.monotonic()
+        handles: list[Followed] = []
+        try:
+            yield handles
+        finally:
+            with self._lock:
+                self._book.submitted(handles, started)
 
     def wait(self, task_id: str, timeout: float | None, known: Task | None = None) -> Task:
         [task] = self.wait_all([(task_id, known)], timeout)
