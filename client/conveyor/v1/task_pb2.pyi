@@ -66,6 +66,62 @@ TASK_STATE_CANCELLED: TaskState.ValueType  # 5
 """Cancelled by a client. Terminal; never retried automatically."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
+class _PendingReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PendingReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PendingReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PENDING_REASON_UNSPECIFIED: _PendingReason.ValueType  # 0
+    """Not PENDING, or not computed for this read."""
+    PENDING_REASON_DEPENDENCIES: _PendingReason.ValueType  # 1
+    """Waiting for tasks in depends_on to finish."""
+    PENDING_REASON_DELAYED: _PendingReason.ValueType  # 2
+    """Submitted with a delay; scheduled_time says until when."""
+    PENDING_REASON_BACKING_OFF: _PendingReason.ValueType  # 3
+    """Waiting for its retry backoff after a failed attempt; scheduled_time
+    says until when and error says why the attempt failed.
+    """
+    PENDING_REASON_TYPE_PAUSED: _PendingReason.ValueType  # 4
+    """Its task type is paused: nothing of the type starts until resumed."""
+    PENDING_REASON_CONCURRENCY_LIMIT: _PendingReason.ValueType  # 5
+    """Its type's max_running tasks are running."""
+    PENDING_REASON_KEY_CONCURRENCY_LIMIT: _PendingReason.ValueType  # 6
+    """max_running_per_key tasks of its concurrency key are running."""
+    PENDING_REASON_RATE_LIMIT: _PendingReason.ValueType  # 7
+    """Its type has started max_starts_per_second tasks in the last second."""
+    PENDING_REASON_NO_WORKER: _PendingReason.ValueType  # 8
+    """No live worker or server serves its type."""
+    PENDING_REASON_QUEUED: _PendingReason.ValueType  # 9
+    """Due, and queued behind other tasks of its type."""
+
+class PendingReason(_PendingReason, metaclass=_PendingReasonEnumTypeWrapper):
+    """Why a PENDING task waits. When several hold it, the first in this order."""
+
+PENDING_REASON_UNSPECIFIED: PendingReason.ValueType  # 0
+"""Not PENDING, or not computed for this read."""
+PENDING_REASON_DEPENDENCIES: PendingReason.ValueType  # 1
+"""Waiting for tasks in depends_on to finish."""
+PENDING_REASON_DELAYED: PendingReason.ValueType  # 2
+"""Submitted with a delay; scheduled_time says until when."""
+PENDING_REASON_BACKING_OFF: PendingReason.ValueType  # 3
+"""Waiting for its retry backoff after a failed attempt; scheduled_time
+says until when and error says why the attempt failed.
+"""
+PENDING_REASON_TYPE_PAUSED: PendingReason.ValueType  # 4
+"""Its task type is paused: nothing of the type starts until resumed."""
+PENDING_REASON_CONCURRENCY_LIMIT: PendingReason.ValueType  # 5
+"""Its type's max_running tasks are running."""
+PENDING_REASON_KEY_CONCURRENCY_LIMIT: PendingReason.ValueType  # 6
+"""max_running_per_key tasks of its concurrency key are running."""
+PENDING_REASON_RATE_LIMIT: PendingReason.ValueType  # 7
+"""Its type has started max_starts_per_second tasks in the last second."""
+PENDING_REASON_NO_WORKER: PendingReason.ValueType  # 8
+"""No live worker or server serves its type."""
+PENDING_REASON_QUEUED: PendingReason.ValueType  # 9
+"""Due, and queued behind other tasks of its type."""
+Global___PendingReason: _TypeAlias = PendingReason  # noqa: Y015
+
 @_typing.final
 class Progress(_message.Message):
     """How far a running task has come, as its handler reports it."""
@@ -111,7 +167,8 @@ class TaskError(_message.Message):
     EXCEPTION_TYPE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """A stable machine-readable reason: "HANDLER_ERROR", "NON_RETRYABLE",
-    "TIMEOUT", "INVALID_PAYLOAD", "UNKNOWN_TASK_TYPE" or "INTERRUPTED".
+    "TIMEOUT", "INVALID_PAYLOAD", "UNKNOWN_TASK_TYPE", "INTERRUPTED" or
+    "DEPENDENCY_FAILED" (a task it depends on ended FAILED or CANCELLED).
     """
     message: _builtins.str
     """What went wrong, for people."""
@@ -179,6 +236,11 @@ class Task(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    RUN_ON_DEPENDENCY_FAILURE_FIELD_NUMBER: _builtins.int
+    PENDING_REASON_FIELD_NUMBER: _builtins.int
+    PENDING_MESSAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier; stable for the life of the task."""
     type: _builtins.str
@@ -198,6 +260,22 @@ class Task(_message.Message):
     """True once a cancel was asked for a running task that has not stopped yet."""
     reply_to: _builtins.str
     """The reply_to the task was submitted with, if any."""
+    concurrency_key: _builtins.str
+    """The concurrency key the task was submitted with, if any: at most the
+    type's max_running_per_key tasks of one key (within a tenant) run at once.
+    """
+    run_on_dependency_failure: _builtins.bool
+    """Run even when a task it depends on ends FAILED or CANCELLED; unset, the
+    task is then cancelled with the error DEPENDENCY_FAILED.
+    """
+    pending_reason: Global___PendingReason.ValueType
+    """Why a PENDING task is not running yet. Set by GetTask (and the HTTP
+    GET of a task); other reads leave it unset.
+    """
+    pending_message: _builtins.str
+    """The reason in words, with the figures behind it, such as "type email
+    allows 10 running tasks and 10 are running".
+    """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
         """The input given at submit time."""
@@ -236,6 +314,12 @@ class Task(_message.Message):
     def timeout(self) -> _duration_pb2.Duration:
         """Execution timeout of one attempt; unset means no timeout."""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks this one waits for: it runs once every one of them is
+        finished (SUCCEEDED, FAILED or CANCELLED).
+        """
+
     def __init__(
         self,
         *,
@@ -260,10 +344,15 @@ class Task(_message.Message):
         idempotency_key: _builtins.str = ...,
         cancel_requested: _builtins.bool = ...,
         reply_to: _builtins.str = ...,
+        concurrency_key: _builtins.str = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        run_on_dependency_failure: _builtins.bool = ...,
+        pending_reason: Global___PendingReason.ValueType = ...,
+        pending_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "payload", b"payload", "progress", b"progress", "result", b"result", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "progress", b"progress", "reply_to", b"reply_to", "result", b"result", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "create_time", b"create_time", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "pending_message", b"pending_message", "pending_reason", b"pending_reason", "priority", b"priority", "progress", b"progress", "reply_to", b"reply_to", "result", b"result", "run_on_dependency_failure", b"run_on_dependency_failure", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ from conveyor.v1 import task_pb2 as _task_pb2
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -85,6 +86,10 @@ class SubmitTaskRequest(_message.Message):
     DELAY_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     REPLY_TO_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_REQUESTS_FIELD_NUMBER: _builtins.int
+    RUN_ON_DEPENDENCY_FAILURE_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Registered handler type, such as "sleep" or "csv_stats"."""
     idempotency_key: _builtins.str
@@ -103,6 +108,16 @@ class SubmitTaskRequest(_message.Message):
     messaging). The SDK sets one per client, so that one stream carries the
     results of every task the client submitted. Not part of what an
     idempotency key compares.
+    """
+    concurrency_key: _builtins.str
+    """Optional. Tasks of one type and one key (a customer, an account) run at
+    most the type's max_running_per_key at once, within the tenant; due
+    tasks are also taken in turn across keys. 1-128 characters of
+    [A-Za-z0-9._:/@-].
+    """
+    run_on_dependency_failure: _builtins.bool
+    """Run even if a task it depends on ends FAILED or CANCELLED; by default
+    the task is then cancelled with the error DEPENDENCY_FAILED.
     """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
@@ -124,6 +139,21 @@ class SubmitTaskRequest(_message.Message):
     def delay(self) -> _duration_pb2.Duration:
         """Wait this long before the first attempt, up to 30 days."""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of existing tasks (of the same tenant) this one waits for: it runs
+        once all of them are finished. At most 100 in all with
+        depends_on_requests. An unknown id is refused with INVALID_ARGUMENT.
+        """
+
+    @_builtins.property
+    def depends_on_requests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """In BatchSubmitTasks only: indexes of earlier requests of the same call
+        this one waits for, so that a chain or a fan-in is submitted at once.
+        An index that is not earlier than the request's own is refused (a
+        cycle).
+        """
+
     def __init__(
         self,
         *,
@@ -136,10 +166,14 @@ class SubmitTaskRequest(_message.Message):
         delay: _duration_pb2.Duration | None = ...,
         priority: _builtins.int = ...,
         reply_to: _builtins.str = ...,
+        concurrency_key: _builtins.str = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        depends_on_requests: _abc.Iterable[_builtins.int] | None = ...,
+        run_on_dependency_failure: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "payload", b"payload", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "reply_to", b"reply_to", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "delay", b"delay", "depends_on", b"depends_on", "depends_on_requests", b"depends_on_requests", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "reply_to", b"reply_to", "run_on_dependency_failure", b"run_on_dependency_failure", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -540,6 +574,8 @@ class ListTasksRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many tasks; 0 means 50; values over 1,000 are coerced to 1,000."""
     page_token: _builtins.str
@@ -556,6 +592,14 @@ class ListTasksRequest(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Only tasks carrying every one of these labels with these values."""
 
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created before this time."""
+
     def __init__(
         self,
         *,
@@ -565,10 +609,12 @@ class ListTasksRequest(_message.Message):
         type: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         view: Global___TaskView.ValueType = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "type", b"type", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "type", b"type", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -728,6 +774,11 @@ class TaskType(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     EXAMPLE_PAYLOAD_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    DEFAULT_LIMITS_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The type to name in SubmitTaskRequest.type."""
     description: _builtins.str
@@ -736,9 +787,25 @@ class TaskType(_message.Message):
     """Live worker processes that run it. 0 for a type only the API replica
     has handler code for: its tasks wait until a worker serves it.
     """
+    paused: _builtins.bool
+    """Nothing new of the type starts while paused (PauseTaskType)."""
+    running: _builtins.int
+    """Tasks of the type running now, across every worker."""
+    pending: _builtins.int
+    """Tasks of the type waiting to run (PENDING), across every tenant."""
     @_builtins.property
     def example_payload(self) -> _struct_pb2.Struct:
         """A payload the handler accepts, when its author gave one."""
+
+    @_builtins.property
+    def limits(self) -> Global___TaskTypeLimits:
+        """The limits in force: each is the value set by UpdateTaskType, else the
+        handler's declared default.
+        """
+
+    @_builtins.property
+    def default_limits(self) -> Global___TaskTypeLimits:
+        """The limits the type's handler declares (`@task(max_running=...)`)."""
 
     def __init__(
         self,
@@ -747,14 +814,387 @@ class TaskType(_message.Message):
         description: _builtins.str = ...,
         workers: _builtins.int = ...,
         example_payload: _struct_pb2.Struct | None = ...,
+        limits: Global___TaskTypeLimits | None = ...,
+        default_limits: Global___TaskTypeLimits | None = ...,
+        paused: _builtins.bool = ...,
+        running: _builtins.int = ...,
+        pending: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["example_payload", b"example_payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["default_limits", b"default_limits", "example_payload", b"example_payload", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "example_payload", b"example_payload", "name", b"name", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_limits", b"default_limits", "description", b"description", "example_payload", b"example_payload", "limits", b"limits", "name", b"name", "paused", b"paused", "pending", b"pending", "running", b"running", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskType: _TypeAlias = TaskType  # noqa: Y015
+
+@_typing.final
+class TaskTypeLimits(_message.Message):
+    """How many tasks of a type may run, and how fast they may start. Enforced
+    where tasks are claimed, across every worker and replica of a store: a
+    task over a limit waits PENDING (see Task.pending_reason), it never fails
+    because of one. 0 means no limit.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_RUNNING_FIELD_NUMBER: _builtins.int
+    MAX_RUNNING_PER_KEY_FIELD_NUMBER: _builtins.int
+    MAX_STARTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    max_running: _builtins.int
+    """At most this many tasks of the type run at once."""
+    max_running_per_key: _builtins.int
+    """At most this many tasks of one concurrency key run at once."""
+    max_starts_per_second: _builtins.float
+    """At most this many tasks of the type start per second, on average."""
+    burst: _builtins.int
+    """How many starts may come at once after a quiet spell (the token
+    bucket's size); 0 means max(1, max_starts_per_second).
+    """
+    def __init__(
+        self,
+        *,
+        max_running: _builtins.int = ...,
+        max_running_per_key: _builtins.int = ...,
+        max_starts_per_second: _builtins.float = ...,
+        burst: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "max_running", b"max_running", "max_running_per_key", b"max_running_per_key", "max_starts_per_second", b"max_starts_per_second"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskTypeLimits: _TypeAlias = TaskTypeLimits  # noqa: Y015
+
+@_typing.final
+class UpdateTaskTypeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    RESTORE_DEFAULTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The task type; it need not be served yet."""
+    restore_defaults: _builtins.bool
+    """Instead of setting the named limits, go back to the handler's declared
+    defaults for them.
+    """
+    @_builtins.property
+    def limits(self) -> Global___TaskTypeLimits:
+        """The new values of the fields update_mask names."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which limits to change: "max_running", "max_running_per_key",
+        "max_starts_per_second", "burst"; empty means all four.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        limits: Global___TaskTypeLimits | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        restore_defaults: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "name", b"name", "restore_defaults", b"restore_defaults", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTaskTypeRequest: _TypeAlias = UpdateTaskTypeRequest  # noqa: Y015
+
+@_typing.final
+class UpdateTaskTypeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task_type(self) -> Global___TaskType: ...
+    def __init__(
+        self,
+        *,
+        task_type: Global___TaskType | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTaskTypeResponse: _TypeAlias = UpdateTaskTypeResponse  # noqa: Y015
+
+@_typing.final
+class PauseTaskTypeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTaskTypeRequest: _TypeAlias = PauseTaskTypeRequest  # noqa: Y015
+
+@_typing.final
+class PauseTaskTypeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task_type(self) -> Global___TaskType: ...
+    def __init__(
+        self,
+        *,
+        task_type: Global___TaskType | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTaskTypeResponse: _TypeAlias = PauseTaskTypeResponse  # noqa: Y015
+
+@_typing.final
+class ResumeTaskTypeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTaskTypeRequest: _TypeAlias = ResumeTaskTypeRequest  # noqa: Y015
+
+@_typing.final
+class ResumeTaskTypeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task_type(self) -> Global___TaskType: ...
+    def __init__(
+        self,
+        *,
+        task_type: Global___TaskType | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTaskTypeResponse: _TypeAlias = ResumeTaskTypeResponse  # noqa: Y015
+
+@_typing.final
+class TaskFilter(_message.Message):
+    """Which tasks a batch action applies to: those of the caller's tenant that
+    match every filter set, as ListTasks filters them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATES_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Only tasks of this type; empty means any type."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
+        """Only tasks in one of these states; empty means any state."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only tasks carrying every one of these labels with these values."""
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created at or after this time."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only tasks created before this time."""
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[_task_pb2.TaskState.ValueType] | None = ...,
+        type: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "labels", b"labels", "states", b"states", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskFilter: _TypeAlias = TaskFilter  # noqa: Y015
+
+@_typing.final
+class BatchCancelTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks to cancel, at most 1,000; ids that are not found are counted
+        in not_found. Give either ids or filter.
+        """
+
+    @_builtins.property
+    def filter(self) -> Global___TaskFilter:
+        """Cancel every task matching this filter (the finished ones are matched
+        and left alone).
+        """
+
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        filter: Global___TaskFilter | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCancelTasksRequest: _TypeAlias = BatchCancelTasksRequest  # noqa: Y015
+
+@_typing.final
+class BatchCancelTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    NOT_FOUND_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Tasks found by ids or filter."""
+    cancelled: _builtins.int
+    """PENDING tasks cancelled at once."""
+    cancel_requested: _builtins.int
+    """RUNNING tasks asked to stop; each ends CANCELLED when its handler stops."""
+    not_found: _builtins.int
+    """Ids given that name no task of the caller's tenant."""
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        cancel_requested: _builtins.int = ...,
+        not_found: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "cancelled", b"cancelled", "matched", b"matched", "not_found", b"not_found"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCancelTasksResponse: _TypeAlias = BatchCancelTasksResponse  # noqa: Y015
+
+@_typing.final
+class BatchRetryTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks to retry, at most 1,000; ids that are not found are counted
+        in not_found. Give either ids or filter.
+        """
+
+    @_builtins.property
+    def filter(self) -> Global___TaskFilter:
+        """Retry every FAILED or CANCELLED task matching this filter."""
+
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        filter: Global___TaskFilter | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRetryTasksRequest: _TypeAlias = BatchRetryTasksRequest  # noqa: Y015
+
+@_typing.final
+class BatchRetryTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    NOT_FOUND_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Tasks found by ids or filter."""
+    retried: _builtins.int
+    """Tasks queued again with fresh attempts."""
+    not_found: _builtins.int
+    """Ids given that name no task of the caller's tenant."""
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        retried: _builtins.int = ...,
+        not_found: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matched", b"matched", "not_found", b"not_found", "retried", b"retried"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRetryTasksResponse: _TypeAlias = BatchRetryTasksResponse  # noqa: Y015
 
 @_typing.final
 class ListWorkersRequest(_message.Message):

@@ -95,6 +95,31 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.BatchCancelTasks = channel.unary_unary(
+                '/conveyor.v1.TaskService/BatchCancelTasks',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.BatchCancelTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.BatchCancelTasksResponse.FromString,
+                _registered_method=True)
+        self.BatchRetryTasks = channel.unary_unary(
+                '/conveyor.v1.TaskService/BatchRetryTasks',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.BatchRetryTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.BatchRetryTasksResponse.FromString,
+                _registered_method=True)
+        self.UpdateTaskType = channel.unary_unary(
+                '/conveyor.v1.TaskService/UpdateTaskType',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.UpdateTaskTypeRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.UpdateTaskTypeResponse.FromString,
+                _registered_method=True)
+        self.PauseTaskType = channel.unary_unary(
+                '/conveyor.v1.TaskService/PauseTaskType',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.PauseTaskTypeRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.PauseTaskTypeResponse.FromString,
+                _registered_method=True)
+        self.ResumeTaskType = channel.unary_unary(
+                '/conveyor.v1.TaskService/ResumeTaskType',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -204,6 +229,51 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCancelTasks(self, request, context):
+        """Cancels many tasks of the caller's tenant, named by ids or by a filter,
+        as CancelTask would each, and counts what changed.
+        HTTP: POST /v1/tasks:batchCancel, body: BatchCancelTasksRequest
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchRetryTasks(self, request, context):
+        """Retries many FAILED or CANCELLED tasks of the caller's tenant, named by
+        ids or by a filter, as RetryTask would each, and counts what changed.
+        HTTP: POST /v1/tasks:batchRetry, body: BatchRetryTasksRequest
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaskType(self, request, context):
+        """Changes the limits of a task type at run time. They are kept in the
+        store, shared by every process, and hold until changed again; the
+        handler's declared limits are the defaults.
+        HTTP: PATCH /v1/taskTypes/{name}, body: UpdateTaskTypeRequest
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseTaskType(self, request, context):
+        """Pauses a task type: submits are still accepted, nothing new of the type
+        starts, running tasks finish.
+        HTTP: POST /v1/taskTypes/{name}:pause
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTaskType(self, request, context):
+        """Resumes a paused task type.
+        HTTP: POST /v1/taskTypes/{name}:resume
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +326,31 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'BatchCancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCancelTasks,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.BatchCancelTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.BatchCancelTasksResponse.SerializeToString,
+            ),
+            'BatchRetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRetryTasks,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.BatchRetryTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.BatchRetryTasksResponse.SerializeToString,
+            ),
+            'UpdateTaskType': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaskType,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.UpdateTaskTypeRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.UpdateTaskTypeResponse.SerializeToString,
+            ),
+            'PauseTaskType': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTaskType,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.PauseTaskTypeRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.PauseTaskTypeResponse.SerializeToString,
+            ),
+            'ResumeTaskType': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTaskType,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -539,6 +634,141 @@ class TaskService:
             '/conveyor.v1.TaskService/ListWorkers',
             conveyor_dot_v1_dot_task__service__pb2.ListWorkersRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/BatchCancelTasks',
+            conveyor_dot_v1_dot_task__service__pb2.BatchCancelTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.BatchCancelTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/BatchRetryTasks',
+            conveyor_dot_v1_dot_task__service__pb2.BatchRetryTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.BatchRetryTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaskType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/UpdateTaskType',
+            conveyor_dot_v1_dot_task__service__pb2.UpdateTaskTypeRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.UpdateTaskTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTaskType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/PauseTaskType',
+            conveyor_dot_v1_dot_task__service__pb2.PauseTaskTypeRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.PauseTaskTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTaskType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/ResumeTaskType',
+            conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.FromString,
             options,
             channel_credentials,
             insecure,

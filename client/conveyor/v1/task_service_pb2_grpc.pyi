@@ -97,6 +97,31 @@ class TaskServiceStub:
     """Lists the live worker processes on this service's store.
     HTTP: GET /v1/workers
     """
+    BatchCancelTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.BatchCancelTasksRequest, _task_service_pb2.BatchCancelTasksResponse]
+    """Cancels many tasks of the caller's tenant, named by ids or by a filter,
+    as CancelTask would each, and counts what changed.
+    HTTP: POST /v1/tasks:batchCancel, body: BatchCancelTasksRequest
+    """
+    BatchRetryTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.BatchRetryTasksRequest, _task_service_pb2.BatchRetryTasksResponse]
+    """Retries many FAILED or CANCELLED tasks of the caller's tenant, named by
+    ids or by a filter, as RetryTask would each, and counts what changed.
+    HTTP: POST /v1/tasks:batchRetry, body: BatchRetryTasksRequest
+    """
+    UpdateTaskType: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.UpdateTaskTypeRequest, _task_service_pb2.UpdateTaskTypeResponse]
+    """Changes the limits of a task type at run time. They are kept in the
+    store, shared by every process, and hold until changed again; the
+    handler's declared limits are the defaults.
+    HTTP: PATCH /v1/taskTypes/{name}, body: UpdateTaskTypeRequest
+    """
+    PauseTaskType: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.PauseTaskTypeRequest, _task_service_pb2.PauseTaskTypeResponse]
+    """Pauses a task type: submits are still accepted, nothing new of the type
+    starts, running tasks finish.
+    HTTP: POST /v1/taskTypes/{name}:pause
+    """
+    ResumeTaskType: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ResumeTaskTypeRequest, _task_service_pb2.ResumeTaskTypeResponse]
+    """Resumes a paused task type.
+    HTTP: POST /v1/taskTypes/{name}:resume
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -166,6 +191,31 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ListWorkers: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListWorkersRequest, _task_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Lists the live worker processes on this service's store.
     HTTP: GET /v1/workers
+    """
+    BatchCancelTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.BatchCancelTasksRequest, _task_service_pb2.BatchCancelTasksResponse]  # type: ignore[assignment]
+    """Cancels many tasks of the caller's tenant, named by ids or by a filter,
+    as CancelTask would each, and counts what changed.
+    HTTP: POST /v1/tasks:batchCancel, body: BatchCancelTasksRequest
+    """
+    BatchRetryTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.BatchRetryTasksRequest, _task_service_pb2.BatchRetryTasksResponse]  # type: ignore[assignment]
+    """Retries many FAILED or CANCELLED tasks of the caller's tenant, named by
+    ids or by a filter, as RetryTask would each, and counts what changed.
+    HTTP: POST /v1/tasks:batchRetry, body: BatchRetryTasksRequest
+    """
+    UpdateTaskType: _aio.UnaryUnaryMultiCallable[_task_service_pb2.UpdateTaskTypeRequest, _task_service_pb2.UpdateTaskTypeResponse]  # type: ignore[assignment]
+    """Changes the limits of a task type at run time. They are kept in the
+    store, shared by every process, and hold until changed again; the
+    handler's declared limits are the defaults.
+    HTTP: PATCH /v1/taskTypes/{name}, body: UpdateTaskTypeRequest
+    """
+    PauseTaskType: _aio.UnaryUnaryMultiCallable[_task_service_pb2.PauseTaskTypeRequest, _task_service_pb2.PauseTaskTypeResponse]  # type: ignore[assignment]
+    """Pauses a task type: submits are still accepted, nothing new of the type
+    starts, running tasks finish.
+    HTTP: POST /v1/taskTypes/{name}:pause
+    """
+    ResumeTaskType: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ResumeTaskTypeRequest, _task_service_pb2.ResumeTaskTypeResponse]  # type: ignore[assignment]
+    """Resumes a paused task type.
+    HTTP: POST /v1/taskTypes/{name}:resume
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -293,6 +343,61 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.ListWorkersResponse, _abc.Awaitable[_task_service_pb2.ListWorkersResponse]]:
         """Lists the live worker processes on this service's store.
         HTTP: GET /v1/workers
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCancelTasks(
+        self,
+        request: _task_service_pb2.BatchCancelTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.BatchCancelTasksResponse, _abc.Awaitable[_task_service_pb2.BatchCancelTasksResponse]]:
+        """Cancels many tasks of the caller's tenant, named by ids or by a filter,
+        as CancelTask would each, and counts what changed.
+        HTTP: POST /v1/tasks:batchCancel, body: BatchCancelTasksRequest
+        """
+
+    @_abc_1.abstractmethod
+    def BatchRetryTasks(
+        self,
+        request: _task_service_pb2.BatchRetryTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.BatchRetryTasksResponse, _abc.Awaitable[_task_service_pb2.BatchRetryTasksResponse]]:
+        """Retries many FAILED or CANCELLED tasks of the caller's tenant, named by
+        ids or by a filter, as RetryTask would each, and counts what changed.
+        HTTP: POST /v1/tasks:batchRetry, body: BatchRetryTasksRequest
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateTaskType(
+        self,
+        request: _task_service_pb2.UpdateTaskTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.UpdateTaskTypeResponse, _abc.Awaitable[_task_service_pb2.UpdateTaskTypeResponse]]:
+        """Changes the limits of a task type at run time. They are kept in the
+        store, shared by every process, and hold until changed again; the
+        handler's declared limits are the defaults.
+        HTTP: PATCH /v1/taskTypes/{name}, body: UpdateTaskTypeRequest
+        """
+
+    @_abc_1.abstractmethod
+    def PauseTaskType(
+        self,
+        request: _task_service_pb2.PauseTaskTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.PauseTaskTypeResponse, _abc.Awaitable[_task_service_pb2.PauseTaskTypeResponse]]:
+        """Pauses a task type: submits are still accepted, nothing new of the type
+        starts, running tasks finish.
+        HTTP: POST /v1/taskTypes/{name}:pause
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeTaskType(
+        self,
+        request: _task_service_pb2.ResumeTaskTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ResumeTaskTypeResponse, _abc.Awaitable[_task_service_pb2.ResumeTaskTypeResponse]]:
+        """Resumes a paused task type.
+        HTTP: POST /v1/taskTypes/{name}:resume
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

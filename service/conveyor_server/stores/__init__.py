@@ -15,8 +15,10 @@ from conveyor_server.stores._errors import (
     IdempotencyConflict,
     InvalidTransition,
     QueueFull,
+    ScheduleExists,
     StoreError,
     StoreUnavailable,
+    UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedChange, FeedFilter, FeedReader
 from conveyor_server.stores._open import open_store
@@ -28,10 +30,16 @@ from conveyor_server.stores._records import (
     ListQuery,
     NewTask,
     Outcome,
+    PendingExplanation,
+    PendingReason,
     Progress,
+    ScheduleRecord,
     State,
     TaskFailure,
     TaskRecord,
+    TypeCounts,
+    TypeLimits,
+    TypeSettings,
 )
 from conveyor_server.stores._workers import TaskTypeInfo, WorkerInfo
 from conveyor_server.stores.memory import MemoryStore
@@ -51,9 +59,13 @@ __all__ = [
     "MemoryStore",
     "NewTask",
     "Outcome",
+    "PendingExplanation",
+    "PendingReason",
     "Progress",
     "QueueFull",
     "RedisStore",
+    "ScheduleExists",
+    "ScheduleRecord",
     "SqliteStore",
     "State",
     "StoreError",
@@ -64,6 +76,10 @@ __all__ = [
     "TaskStore",
     "TaskSubscription",
     "TaskTypeInfo",
+    "TypeCounts",
+    "TypeLimits",
+    "TypeSettings",
+    "UnknownDependency",
     "WorkerInfo",
     "open_store",
 ]

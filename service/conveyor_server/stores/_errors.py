@@ -46,3 +46,23 @@ class InvalidTransition(StoreError):
 
 class StoreUnavailable(StoreError):
     """The backing store cannot be reached; the call may be retried."""
+
+
+class UnknownDependency(StoreError):
+    """A task of a `create` call names a dependency that is no task of its
+    tenant; `index` is the task's place in the call, `position` the place
+    of the id in its `depends_on`."""
+
+    def __init__(self, index: int, position: int, task_id: str) -> None:
+        super().__init__(f"task {task_id} does not exist; a task can depend only on existing tasks")
+        self.index = index
+        self.position = position
+        self.task_id = task_id
+
+
+class ScheduleExists(StoreError):
+    """`create_schedule` with an id the tenant already uses."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id!r} already exists")
+        self.schedule_id = schedule_id

@@ -46,6 +46,7 @@ class Kind(enum.Enum):
     STATE = enum.auto()  # a State, stored as its number
     FLAG = enum.auto()  # a bool, stored as 0 or 1
     JSON = enum.auto()  # a dict of str, stored as JSON text
+    IDS = enum.auto()  # a tuple of ids, stored as one text, space-separated
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +105,14 @@ FIELDS: tuple[FlatField, ...] = (
     _field("cancel_requested", Kind.FLAG),
     _field("version", Kind.INT),
     # Last, in the order schema versions added them, by ALTER TABLE, which
-    # appends: 2 the claim number, 3 the reply_to.
+    # appends: 2 the claim number, 3 the reply_to, 5 the concurrency key
+    # and dependencies.
     _field("claim", Kind.INT),
     _field("reply_to", Kind.TEXT, optional=True),
+    _field("concurrency_key", Kind.TEXT, optional=True),
+    _field("depends_on", Kind.IDS, optional=True),
+    _field("waiting", Kind.INT),
+    _field("run_on_dependency_failure", Kind.FLAG),
 )
 
 NAMES = tuple(f.name for f in FIELDS)
@@ -123,11 +129,13 @@ PYTHON_ENCODE: Spelling = {
     Kind.STATE: "int({})",
     Kind.FLAG: "int({})",
     Kind.JSON: "_to_json({})",
+    Kind.IDS: "' '.join({})",
 }
 PYTHON_DECODE: Spelling = {
     Kind.STATE: "_state[{}]",
     Kind.FLAG: "bool({})",
     Kind.JSON: "_from_json({})",
+    Kind.IDS: "tuple({}.split())",
 }
 
 _GLOBALS: dict[str, Any] = {

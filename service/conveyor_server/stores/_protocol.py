@@ -11,7 +11,7 @@ stop, whichever process made the change; nobody else wakes the runner.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from conveyor_server.stores._feed import FeedFilter, FeedReader
@@ -20,9 +20,14 @@ from conveyor_server.stores._records import (
     ListQuery,
     NewTask,
     Outcome,
+    PendingExplanation,
     Progress,
+    ScheduleRecord,
     State,
     TaskRecord,
+    TypeCounts,
+    TypeLimits,
+    TypeSettings,
 )
 from conveyor_server.stores._workers import WorkerInfo
 
@@ -187,6 +192,79 @@ class TaskStore(Protocol):
         message's) or from now on; close the reader when done. Changes made
         once this returns are all seen."""
         ...
+
+    # -- limits, per task type --------------------------------------------
+    #
+    # `claim` enforces them for every process of the store: a type's
+    # max_running, its max_running_per_key per (tenant, concurrency key),
+    # its token bucket of max_starts_per_second, and its pause; and takes
+    # due tasks of one priority in turn across tenants, then across the
+    # concurrency keys of a tenant. A task over a limit stays PENDING and
+    # queued; when a limit frees (a task of the type leaves RUNNING, the
+    # bucket refills, the type resumes, a limit is raised) the store tells
+    # its listener of work, and `next_due_time` counts the bucket's refill.
+
+    async def declare_type_defaults(self, defaults: Mapping[str, TypeLimits], now: float) -> None:
+        """Record the limits the handlers of these types declare (each
+        process that serves a type declares them at start; the last one
+        wins)."""
+        ...
+
+    async def update_type(
+        self,
+        task_type: str,
+        now: float,
+        *,
+        limits: Mapping[str, float] | None = None,
+        restore: Collection[str] = (),
+        paused: bool | None = None,
+    ) -> TypeSettings:
+        """Change a type's settings at run time, for every process: set the
+        overrides in `limits` (limit name -> value, 0 for none), drop those
+        named in `restore` (back to the declared default), pause or resume.
+        Returns the settings after the change."""
+        ...
+
+    async def type_settings(self) -> dict[str, TypeSettings]:
+        """Every type with declared defaults or run-time settings."""
+        ...
+
+    async def type_counts(self) -> dict[str, TypeCounts]:
+        """Running and pending tasks per type, across tenants (types with
+        none may be left out)."""
+        ...
+
+    async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
+        """Why the PENDING task `record` (as just read) waits, as far as the
+        store can tell: dependencies, a delay or backoff, its type paused,
+        a limit, else QUEUED."""
+        ...
+
+    # -- schedules ----------------------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        """Store a new schedule; raises ScheduleExists when its tenant has
+        one of that id."""
+        ...
+
+    async def get_schedule(self, tenant: str, schedule_id: str) -> ScheduleRecord | None: ...
+
+    async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
+        """The schedules of `tenant` (of every tenant when None), by id."""
+        ...
+
+    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+        """Replace a schedule's spec, paused flag and update time, keeping
+        its create time and `fired_until` as stored; returns it as stored
+        after, None when it does not exist."""
+        ...
+
+    async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
+        """Raise a schedule's `fired_until` to this time (never lower it); a
+        schedule that is gone is left gone."""
+        ...
+
+    async def delete_schedule(self, tenant: str, schedule_id: str) -> bool: ...
 
     async def close(self) -> None: ...
 

@@ -35,6 +35,7 @@ class ErrorCode:
     INVALID_RESULT = "INVALID_RESULT"
     UNKNOWN_TASK_TYPE = "UNKNOWN_TASK_TYPE"
     INTERRUPTED = "INTERRUPTED"
+    DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,9 @@ class TaskRecord:
         "attempt",
         "cancel_requested",
         "claim",
+        "concurrency_key",
         "create_time",
+        "depends_on",
         "end_time",
         "error",
         "fingerprint",
@@ -79,6 +82,7 @@ class TaskRecord:
         "progress",
         "reply_to",
         "result",
+        "run_on_dependency_failure",
         "scheduled_time",
         "seq",
         "start_time",
@@ -88,6 +92,7 @@ class TaskRecord:
         "type",
         "update_time",
         "version",
+        "waiting",
     )
 
     def __init__(
@@ -107,6 +112,9 @@ class TaskRecord:
         seq: int = 0,
         tenant: str = "",
         reply_to: str | None = None,
+        concurrency_key: str | None = None,
+        depends_on: tuple[str, ...] | None = None,
+        run_on_dependency_failure: bool = False,
     ) -> None:
         self.id = id
         self.type = type
@@ -144,6 +152,17 @@ class TaskRecord:
         # The name of the result stream the submitter follows the task on
         # (WatchTasks reply_to). Not part of `fingerprint`.
         self.reply_to = reply_to
+        # Limits per key of a type count the running tasks of one
+        # (tenant, concurrency_key); fair claims take keys in turn.
+        self.concurrency_key = concurrency_key
+        # The ids of the tasks this one waits for, resolved at create.
+        self.depends_on = depends_on
+        # How many of `depends_on` are unfinished: the task is PENDING but
+        # not queued (not claimable) while this is above 0.
+        self.waiting = 0
+        # Run when a dependency ends FAILED or CANCELLED, instead of being
+        # cancelled with DEPENDENCY_FAILED.
+        self.run_on_dependency_failure = run_on_dependency_failure
 
     def copy(self) -> TaskRecord:
         clone = TaskRecord.__new__(TaskRecord)
@@ -166,7 +185,10 @@ class NewTask:
     """
 
     __slots__ = (
+        "concurrency_key",
         "delay",
+        "depends_on",
+        "depends_on_requests",
         "fingerprint",
         "idempotency_key",
         "labels",
@@ -174,6 +196,7 @@ class NewTask:
         "payload",
         "priority",
         "reply_to",
+        "run_on_dependency_failure",
         "tenant",
         "timeout",
         "type",
@@ -192,6 +215,10 @@ class NewTask:
         fingerprint: bytes | None,
         tenant: str = "",
         reply_to: str | None = None,
+        concurrency_key: str | None = None,
+        depends_on: tuple[str, ...] = (),
+        depends_on_requests: tuple[int, ...] = (),
+        run_on_dependency_failure: bool = False,
     ) -> None:
         self.type = type
         self.payload = payload
@@ -204,13 +231,29 @@ class NewTask:
         self.fingerprint = fingerprint
         self.tenant = tenant
         self.reply_to = reply_to
+        self.concurrency_key = concurrency_key
+        # Ids of existing tasks of the tenant, and indexes of earlier tasks
+        # of the same `create` call (each less than this task's own index):
+        # the store resolves both to ids and refuses an unknown id
+        # (UnknownDependency).
+        self.depends_on = depends_on
+        self.depends_on_requests = depends_on_requests
+        self.run_on_dependency_failure = run_on_dependency_failure
 
     def scheduled_time(self, now: float) -> float:
         """When a task created at `now` becomes due."""
         return now + self.delay if self.delay > 0 else now
 
-    def record(self, task_id: str, now: float, scheduled_time: float, seq: int) -> TaskRecord:
-        """The new task's record, as every store creates it."""
+    def record(
+        self,
+        task_id: str,
+        now: float,
+        scheduled_time: float,
+        seq: int,
+        depends_on: tuple[str, ...] | None = None,
+    ) -> TaskRecord:
+        """The new task's record, as every store creates it; `depends_on`
+        are the resolved ids of its dependencies (the store sets `waiting`)."""
         return TaskRecord(
             id=task_id,
             type=self.type,
@@ -226,6 +269,9 @@ class NewTask:
             seq=seq,
             tenant=self.tenant,
             reply_to=self.reply_to,
+            concurrency_key=self.concurrency_key,
+            depends_on=depends_on,
+            run_on_dependency_failure=self.run_on_dependency_failure,
         )
 
 
@@ -260,6 +306,9 @@ class ListQuery:
     # List only tasks created before this sequence number (exclusive).
     before_seq: int | None = None
     tenant: str = ""
+    # Only tasks created at or after / before these times (seconds).
+    created_after: float | None = None
+    created_before: float | None = None
 
 
 class CancelOutcome(enum.Enum):
@@ -282,3 +331,109 @@ class Cancellation:
 
     record: TaskRecord
     outcome: CancelOutcome
+
+
+class PendingReason(enum.IntEnum):
+    """Why a PENDING task waits; the values are those of
+    `conveyor.v1.PendingReason`. When several hold, the lowest value."""
+
+    UNSPECIFIED = 0
+    DEPENDENCIES = 1
+    DELAYED = 2
+    BACKING_OFF = 3
+    TYPE_PAUSED = 4
+    CONCURRENCY_LIMIT = 5
+    KEY_CONCURRENCY_LIMIT = 6
+    RATE_LIMIT = 7
+    NO_WORKER = 8
+    QUEUED = 9
+
+
+@dataclass(frozen=True, slots=True)
+class PendingExplanation:
+    """What a store says of a PENDING task: the first reason that holds it
+    (QUEUED when nothing in the store does; the service then checks for a
+    live worker), and the reason in words with its figures."""
+
+    reason: PendingReason
+    message: str
+
+
+# The names of the limits, as TaskTypeLimits and UpdateTaskType's mask
+# spell them.
+LIMIT_NAMES = ("max_running", "max_running_per_key", "max_starts_per_second", "burst")
+
+
+@dataclass(frozen=True, slots=True)
+class TypeLimits:
+    """The limits of a task type; 0 means no limit."""
+
+    max_running: int = 0
+    max_running_per_key: int = 0
+    max_starts_per_second: float = 0.0
+    # The token bucket's size; 0 means max(1, max_starts_per_second).
+    burst: int = 0
+
+    @property
+    def bucket_size(self) -> float:
+        return float(self.burst) if self.burst > 0 else max(1.0, self.max_starts_per_second)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_running or self.max_running_per_key or self.max_starts_per_second)
+
+
+NO_LIMITS = TypeLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSettings:
+    """What a store keeps of a task type: the limits its handler declares
+    (`defaults`, written by every process that serves it, the last one
+    winning), those set at run time through the API (`overrides`, by limit
+    name), and whether it is paused."""
+
+    type: str
+    defaults: TypeLimits = NO_LIMITS
+    overrides: tuple[tuple[str, float], ...] = ()
+    paused: bool = False
+    update_time: float = 0.0
+
+    @property
+    def limits(self) -> TypeLimits:
+        """The limits in force: each override, else the default."""
+        if not self.overrides:
+            return self.defaults
+        values = {name: getattr(self.defaults, name) for name in LIMIT_NAMES}
+        for name, value in self.overrides:
+            values[name] = value
+        return TypeLimits(
+            max_running=int(values["max_running"]),
+            max_running_per_key=int(values["max_running_per_key"]),
+            max_starts_per_second=float(values["max_starts_per_second"]),
+            burst=int(values["burst"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TypeCounts:
+    """Tasks of one type now, across every tenant and worker."""
+
+    running: int = 0
+    pending: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A schedule as a store keeps it. The store does not read `spec` (a
+    serialized `conveyor.v1.Schedule` holding its configuration fields):
+    the service does. `fired_until` is the last fire time handled; it only
+    grows (`advance_schedule`)."""
+
+    id: str
+    tenant: str
+    spec: bytes
+    paused: bool
+    create_time: float
+    update_time: float
+    fired_until: float

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from conveyor_server._ids import new_task_id
+from conveyor_server.stores._book import LocalBook, Saved
 from conveyor_server.stores._errors import IdempotencyConflict, InvalidTransition, QueueFull
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._index import ListIndex
@@ -20,6 +21,7 @@ from conveyor_server.stores._records import (
     NewTask,
     Outcome,
     Progress,
+    ScheduleRecord,
     State,
     TaskRecord,
 )
@@ -56,6 +58,7 @@ class MemoryStore:
         max_queue_per_tenant: int | None = None,
         publish: Callable[[TaskRecord], None] | None = None,
         drop: Callable[[TaskRecord], None] | None = None,
+        save: Callable[[Saved], None] | None = None,
     ) -> None:
         self._max_queue = max_queue
         self._tenants = TenantDepths(max_queue_per_tenant)
@@ -76,6 +79,7 @@ class MemoryStore:
         self._signing_key = os.urandom(32)
         self._publish = self._tell if publish is None else publish
         self._drop_hook = drop
+        self._book = LocalBook(save)
 
     # -- one process: every change is seen here --------------------------
 
@@ -324,6 +328,26 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._feed.clear()
+
+    # -- schedules --------------------------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        self._book.create_schedule(schedule)
+
+    async def get_schedule(self, tenant: str, schedule_id: str) -> ScheduleRecord | None:
+        return self._book.schedules.get((tenant, schedule_id))
+
+    async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
+        return self._book.list_schedules(tenant)
+
+    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+        return self._book.replace_schedule(schedule)
+
+    async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
+        self._book.advance_schedule(tenant, schedule_id, fired_until)
+
+    async def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
+        return self._book.delete_schedule(tenant, schedule_id)
 
     @property
     def size(self) -> int:

@@ -172,6 +172,7 @@ _DECODE: _flat.Spelling = {
     _flat.Kind.STATE: "_states[{}]",
     _flat.Kind.FLAG: "{} == b'1'",
     _flat.Kind.JSON: "_from_json({})",
+    _flat.Kind.IDS: "tuple({}.decode().split())",
 }
 # A TaskRecord from the STORE_FIELDS of a task hash (the values past FIELDS
 # are those only scripts use); None for a task that is gone.

@@ -1,9 +1,9 @@
 """The SQLite schema of `sqlite:///path` and the mapping of a task to a row.
 
-Schema version 4:
+Schema version 5:
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        'schema_version' -> '4'
+        'schema_version' -> '5'
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
@@ -17,7 +17,9 @@ Schema version 4:
         none), `error_*` and `progress_*` spelled out (NULL when unset),
         `state` as the `TaskState` number, times as REAL seconds since the
         epoch; then the columns later versions added, in order: `claim`, the
-        fencing token (version 2), and `reply_to` (version 3, NULL for none)
+        fencing token (version 2), `reply_to` (version 3, NULL for none), and
+        `concurrency_key`, `depends_on` (ids, space-separated), `waiting` and
+        `run_on_dependency_failure` (version 5)
 
 A row always holds a whole task: every write replaces it.
 
@@ -37,7 +39,7 @@ from typing import Any, TypeVar
 from conveyor_server.stores import _flat
 from conveyor_server.stores._records import TaskRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # The CREATE statements, run at every open.
 CREATE_SCHEMA = (
@@ -47,6 +49,11 @@ CREATE_SCHEMA = (
 )
 _CREATE_TASKS = CREATE_SCHEMA[CREATE_SCHEMA.index("CREATE TABLE IF NOT EXISTS tasks") :]
 _CREATE_TASKS = _CREATE_TASKS[: _CREATE_TASKS.index(");") + 2]
+# The columns of version 4, and its table: version 5 added the rest.
+_V4_NAMES = _flat.NAMES[: _flat.NAMES.index("concurrency_key")]
+_CREATE_TASKS_V4 = (
+    _CREATE_TASKS[: _CREATE_TASKS.index("    reply_to TEXT,")] + "    reply_to TEXT\n);"
+)
 
 # Per version, the statements that bring a file of that version to the next.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -63,11 +70,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Rows keyed by seq instead of the random id (see schema.sql): the table
     # is rebuilt, and the index by seq goes with the old one.
     3: (
-        _CREATE_TASKS.replace("IF NOT EXISTS tasks", "tasks_by_rowid_seq"),
-        f"INSERT INTO tasks_by_rowid_seq ({', '.join(_flat.NAMES)}) "
-        f"SELECT {', '.join(_flat.NAMES)} FROM tasks",
+        _CREATE_TASKS_V4.replace("IF NOT EXISTS tasks", "tasks_by_rowid_seq"),
+        f"INSERT INTO tasks_by_rowid_seq ({', '.join(_V4_NAMES)}) "
+        f"SELECT {', '.join(_V4_NAMES)} FROM tasks",
         "DROP TABLE tasks",
         "ALTER TABLE tasks_by_rowid_seq RENAME TO tasks",
+    ),
+    # Concurrency keys and dependencies: none before version 5.
+    4: (
+        "ALTER TABLE tasks ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE tasks ADD COLUMN depends_on TEXT",
+        "ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN run_on_dependency_failure INTEGER NOT NULL DEFAULT 0",
     ),
 }
 

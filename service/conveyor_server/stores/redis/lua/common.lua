@@ -136,6 +136,11 @@ local function claim_of(claim, attempt) return claim or attempt end
 local function record(key)
   local r = redis.call('HMGET', key, unpack(FIELDS))
   r[F.claim] = claim_of(r[F.claim], r[F.attempt])
+  -- Hashes stored before dependencies existed wait for none.
+  if r[F.id] then
+    r[F.waiting] = r[F.waiting] or '0'
+    r[F.run_on_dependency_failure] = r[F.run_on_dependency_failure] or '0'
+  end
   return r
 end
 
