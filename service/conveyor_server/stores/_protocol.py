@@ -235,9 +235,11 @@ class TaskStore(Protocol):
         ...
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
-        """Why the PENDING task `record` (as just read) waits, as far as the
-        store can tell: dependencies, a delay or backoff, its type paused,
-        a limit, else QUEUED."""
+        """Why the due PENDING task `record` (as just read; no dependency
+        unfinished, not delayed: the caller tells those from the record)
+        waits, as far as the limits tell: TYPE_PAUSED, CONCURRENCY_LIMIT,
+        KEY_CONCURRENCY_LIMIT or RATE_LIMIT, with the figures in the message,
+        else QUEUED."""
         ...
 
     # -- schedules ----------------------------------------------------------
