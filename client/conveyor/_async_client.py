@@ -195,7 +195,9 @@ class AsyncClient:
 
     @shares_doc(_flows.retry)
     async def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        return await self._run(_flows.retry(id, rpc_timeout))
+        task = await self._run(_flows.retry(id, rpc_timeout))
+        self._results.retried(task)
+        return task
 
     @shares_doc(_flows.task_types)
     async def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:

@@ -225,7 +225,9 @@ class Client:
 
     @shares_doc(_flows.retry)
     def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        return self._run(_flows.retry(id, rpc_timeout))
+        task = self._run(_flows.retry(id, rpc_timeout))
+        self._results.retried(task)
+        return task
 
     @shares_doc(_flows.task_types)
     def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:
