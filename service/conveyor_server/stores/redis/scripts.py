@@ -201,6 +201,10 @@ def create_values(new: NewTask, task_id: str, due: float, now: float) -> tuple[b
         new.tenant.encode(),
         b"1" if due > now else b"0",
         opt(new.reply_to),
+        opt(new.concurrency_key),
+        " ".join(new.depends_on).encode(),
+        " ".join(str(index) for index in new.depends_on_requests).encode(),
+        b"1" if new.run_on_dependency_failure else b"0",
     )
 
 

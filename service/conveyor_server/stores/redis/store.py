@@ -35,6 +35,7 @@ from conveyor_server.stores._errors import (
     InvalidTransition,
     QueueFull,
     StoreUnavailable,
+    UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedFilter, FeedReader
 from conveyor_server.stores._protocol import StoreListener, announce
@@ -230,6 +231,8 @@ class RedisStore:
         if status == b"conflict":
             earlier = reply[2].decode()
             raise IdempotencyConflict(reply[1].decode(), earlier or None)
+        if status == b"unknown":
+            raise UnknownDependency(int(reply[1]), int(reply[2]), reply[3].decode())
         self._raise_if_full(reply)
         records: list[TaskRecord] = []
         for new, task_id, due, item in zip(tasks, ids, scheduled, reply[1], strict=True):
