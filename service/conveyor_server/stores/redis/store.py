@@ -411,6 +411,8 @@ class RedisStore:
                     states,
                     query.type,
                     labels,
+                    _bound(query.created_after),
+                    _bound(query.created_before),
                 ],
             )
             page.extend(existing_record(values) for values in found)
@@ -519,3 +521,8 @@ class RedisStore:
             for record in records:
                 announce(listener, record)
         return records
+
+
+def _bound(time: float | None) -> bytes:
+    """A bound of a list on create time as list.lua takes it: "" for none."""
+    return b"" if time is None else lua.number(time)
