@@ -131,6 +131,7 @@ LIST = _script("list").replace("LIST_SCAN", str(LIST_SCAN))
 FETCH = _script("fetch")
 INDEX = _script("index").replace("INDEX_CHUNK", str(INDEX_CHUNK))
 WORKERS = _script("workers")
+SCHEDULES = _script("schedules")
 
 
 # -- values in and out ---------------------------------------------------------

@@ -46,6 +46,7 @@ from conveyor_server.stores._records import (
     NewTask,
     Outcome,
     Progress,
+    ScheduleRecord,
     TaskRecord,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription
@@ -57,6 +58,7 @@ from conveyor_server.stores.redis._follower import ChangeFollower
 from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
 from conveyor_server.stores.redis._list_index import ListIndexBuild
+from conveyor_server.stores.redis._schedules import ScheduleBook
 from conveyor_server.stores.redis._workers import WorkerRegistry
 from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
@@ -125,6 +127,8 @@ class RedisStore:
         self._list_index = ListIndexBuild(self._redis, prefix, self._owner, script(lua.INDEX))
         self._workers = WorkerRegistry(self._redis, prefix, script(lua.WORKERS), self._unavailable)
         self._shared_secret = script(lua.SIGNING_KEY)
+        schedules = script(lua.SCHEDULES)
+        self._schedules = ScheduleBook(lambda args: self._run(schedules, [prefix, *args]))
         self._signing_key: bytes | None = None
 
         self._creates = GroupCommit(self._send_creates)
@@ -385,6 +389,26 @@ class RedisStore:
 
     async def live_workers(self, now: float) -> list[WorkerInfo]:
         return await self._workers.live(now)
+
+    # -- schedules ----------------------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        await self._schedules.create(schedule)
+
+    async def get_schedule(self, tenant: str, schedule_id: str) -> ScheduleRecord | None:
+        return await self._schedules.get(tenant, schedule_id)
+
+    async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
+        return await self._schedules.find(tenant)
+
+    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+        return await self._schedules.replace(schedule)
+
+    async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
+        await self._schedules.advance(tenant, schedule_id, fired_until)
+
+    async def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
+        return await self._schedules.delete(tenant, schedule_id)
 
     # -- reads ----------------------------------------------------------------
 
