@@ -2,9 +2,9 @@
 -- order.
 --
 -- ARGV: prefix, max_queue, quota per tenant (0: none), owner, then per
--- batch: now, lengths, values: 13 per task: id, type, payload, labels?,
+-- batch: now, lengths, values: 14 per task: id, type, payload, labels?,
 -- max_attempts, priority, timeout?, key?, fingerprint?, scheduled_time,
--- tenant, delayed ("1"/"0"), reply_to?.
+-- tenant, delayed ("1"/"0"), reply_to?, concurrency_key?.
 -- Returns per batch {"ok", per task: seq (new), -index (repeat of an earlier
 -- request of the batch, 1-based) or the stored record}, {"conflict", key,
 -- id or ""}, {"full", depth} or {"quota", tenant, its depth}.
@@ -16,10 +16,10 @@ local max_queue, quota, owner = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local unfinished_known = nil
 
 local function create(now_s, v)
-  local count = #v / 13
+  local count = #v / 14
   local plan, in_batch, fresh = {}, {}, 0
   for i = 1, count do
-    local base = 1 + (i - 1) * 13
+    local base = 1 + (i - 1) * 14
     local key = opt(v[base + 7])
     if not key then
       plan[i] = false
@@ -35,7 +35,7 @@ local function create(now_s, v)
         plan[i] = earlier
       elseif in_batch[slot] then
         local first = in_batch[slot]
-        if v[1 + (first - 1) * 13 + 8] ~= v[base + 8] then
+        if v[1 + (first - 1) * 14 + 8] ~= v[base + 8] then
           return {'conflict', key, ''}
         end
         plan[i] = first
@@ -55,7 +55,7 @@ local function create(now_s, v)
       local wanted, order = {}, {}
       for i = 1, count do
         if plan[i] == false then
-          local tenant = v[1 + (i - 1) * 13 + 10]
+          local tenant = v[1 + (i - 1) * 14 + 10]
           if not wanted[tenant] then order[#order + 1] = tenant end
           wanted[tenant] = (wanted[tenant] or 0) + 1
         end
@@ -71,7 +71,7 @@ local function create(now_s, v)
   reserve_tickets(fresh)
   local out = {}
   for i = 1, count do
-    local base = 1 + (i - 1) * 13
+    local base = 1 + (i - 1) * 14
     local p = plan[i]
     if p == false then
       seq = seq + 1
@@ -82,9 +82,13 @@ local function create(now_s, v)
         'seq', seq, 'tenant', tenant, 'cancel_requested', 0}
       local labels, timeout = opt(v[base + 3]), opt(v[base + 6])
       local idempotency_key, fingerprint = opt(v[base + 7]), opt(v[base + 8])
-      local reply_to = opt(v[base + 12])
+      local reply_to, concurrency_key = opt(v[base + 12]), opt(v[base + 13])
       if labels then fields[#fields + 1] = 'labels'; fields[#fields + 1] = labels end
       if reply_to then fields[#fields + 1] = 'reply_to'; fields[#fields + 1] = reply_to end
+      if concurrency_key then
+        fields[#fields + 1] = 'concurrency_key'
+        fields[#fields + 1] = concurrency_key
+      end
       if timeout then fields[#fields + 1] = 'timeout'; fields[#fields + 1] = timeout end
       if fingerprint then fields[#fields + 1] = 'fingerprint'; fields[#fields + 1] = fingerprint end
       if idempotency_key then
@@ -98,7 +102,7 @@ local function create(now_s, v)
         redis.call('ZADD', DELAYED, v[base + 9], member)
       else
         member = ready_member(ticket(), id)
-        queue_ready(v[base + 1], v[base + 5], member)
+        queue_ready(v[base + 1], v[base + 5], tenant, concurrency_key, member)
       end
       fields[#fields + 1] = 'queued'
       fields[#fields + 1] = member
@@ -106,6 +110,7 @@ local function create(now_s, v)
       event(id, 1, reply_to)
       index_task(tenant, v[base + 1], labels, '1', seq, id)
       count_tenant(tenant, 1)
+      count_created(v[base + 1])
       out[i] = seq
     elseif type(p) == 'number' then
       out[i] = -p
