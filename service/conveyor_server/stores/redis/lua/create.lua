@@ -180,7 +180,6 @@ local function create(now_s, v)
         redis.call('ZADD', FINISHED, ticket(), id)
       elseif waiting > 0 then
         field('waiting', tostring(waiting))
-        redis.call('SADD', WAITING, id)
       elseif v[base + 11] == '1' then
         local member = ready_member(seq, id)
         field('queued', member)
@@ -188,12 +187,15 @@ local function create(now_s, v)
       else
         local member = ready_member(ticket(), id)
         field('queued', member)
-        queue_ready(v[base + 1], v[base + 5], member)
+        queue_ready(v[base + 1], v[base + 5], tenant, opt(v[base + 13]), member)
       end
       redis.call('HSET', task_key(id), unpack(fields))
       event(id, 1, reply_to)
       index_task(tenant, v[base + 1], labels, state, seq, id)
-      if state == '1' then count_tenant(tenant, 1) end
+      if state == '1' then
+        count_tenant(tenant, 1)
+        count_created(v[base + 1])
+      end
       out[i] = #ids > 0 and record(task_key(id)) or seq
     elseif type(p) == 'number' then
       out[i] = -p
