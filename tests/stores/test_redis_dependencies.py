@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from conveyor_server.stores import Outcome, QueueFull, TaskRecord, TaskStore
+from conveyor_server.stores import Outcome, QueueFull, State, TaskRecord, TaskStore, TypeCounts
 from tests.stores.conftest import StoreOpener
 from tests.support.stores import (
     BOOM,
@@ -118,3 +118,16 @@ async def test_the_concurrency_key_is_kept(store: TaskStore, now: float) -> None
     [created] = await store.create([new_task(concurrency_key="acme")], now)
     assert created.concurrency_key == "acme"
     assert (await current(store, created.id)).concurrency_key == "acme"
+
+
+async def test_waiting_tasks_count_as_pending_of_their_type(store: TaskStore, now: float) -> None:
+    [failed] = await store.create([new_task("sleep")], now)
+    await run_to_end(store, now, succeed=False)
+    root, _, cancelled = await store.create(
+        [new_task(), new_task(depends_on_requests=(0,)), new_task(depends_on=(failed.id,))], now
+    )
+    assert cancelled.state is State.CANCELLED
+    assert (await store.type_counts())["echo"] == TypeCounts(running=0, pending=2)
+    await store.cancel(root.id, now)
+    assert (await store.type_counts()).get("echo", TypeCounts()) == TypeCounts()
+    assert await store.depth() == 0
