@@ -108,9 +108,7 @@ def test_a_schedule_fires_every_second_with_the_ticker_running(
 def test_interval_fires_are_counted_from_the_creation(hand: tuple[Client, FakeClock]) -> None:
     client, clock = hand
     start = clock.now
-    created = client.create_schedule(
-        "every-10s", "echo", interval=10, overlap=OverlapPolicy.ALLOW
-    )
+    created = client.create_schedule("every-10s", "echo", interval=10, overlap=OverlapPolicy.ALLOW)
     assert created.create_time == datetime.fromtimestamp(start, UTC)
     assert created.next_fire_times[:2] == tuple(
         datetime.fromtimestamp(start + s, UTC) for s in (10, 20)
@@ -290,9 +288,7 @@ def test_a_cron_with_seconds_fires_each_matching_second(hand: tuple[Client, Fake
     client, clock = hand
     start = clock.now - clock.now % 60  # a whole minute
     clock.now = start
-    client.create_schedule(
-        "fifteen", "echo", cron="* * * * * */15", overlap=OverlapPolicy.ALLOW
-    )
+    client.create_schedule("fifteen", "echo", cron="* * * * * */15", overlap=OverlapPolicy.ALLOW)
     clock.tick(start + 50)
     assert fire_times(runs(client, "fifteen")) == [at(start + s) for s in (15, 30, 45)]
 
@@ -372,9 +368,7 @@ def test_a_server_restarted_on_its_store_does_not_fire_again(
         ({"interval": 10, "labels": {"conveyor.schedule": "x"}}, "schedule.task.labels"),
     ],
 )
-def test_bad_schedules_name_the_field(
-    sdk: Client, arguments: dict[str, Any], field: str
-) -> None:
+def test_bad_schedules_name_the_field(sdk: Client, arguments: dict[str, Any], field: str) -> None:
     task_type = arguments.pop("type", "echo")
     with pytest.raises(InvalidArgument) as caught:
         sdk.create_schedule("bad", task_type, **arguments)
