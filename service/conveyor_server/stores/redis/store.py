@@ -507,7 +507,8 @@ class RedisStore:
 
     async def type_settings(self) -> dict[str, TypeSettings]:
         try:
-            names = sorted(n.decode() for n in await self._redis.smembers(f"{self._prefix}:types"))
+            members: Any = await self._redis.smembers(f"{self._prefix}:types")
+            names = sorted(n.decode() for n in members)
             async with self._redis.pipeline(transaction=False) as pipe:
                 for task_type in names:
                     pipe.hgetall(f"{self._prefix}:limits:{task_type}")
@@ -523,7 +524,7 @@ class RedisStore:
 
     async def type_counts(self) -> dict[str, TypeCounts]:
         try:
-            counts = await self._redis.hgetall(f"{self._prefix}:type_tasks")
+            counts: Any = await self._redis.hgetall(f"{self._prefix}:type_tasks")
         except DOWN as exc:
             raise self._unavailable(exc) from exc
         running: dict[str, int] = {}

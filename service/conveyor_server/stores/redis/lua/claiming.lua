@@ -132,6 +132,9 @@ end
 -- the next token of one of the types arrives (or false) if that holds due
 -- tasks back.
 local function claim_due(now_s, limit, lease, owner, types)
+  -- A turn for each task claimed, and a ticket for each due delayed task
+  -- (most calls move none): reserved in one call.
+  reserve_tickets(limit)
   queue_due(now_s)
   local now = tonumber(now_s)
   local claimed, rooms, tokens, started, heads = {}, {}, {}, {}, {}

@@ -37,8 +37,8 @@ local function key_running_key(task_type) return P .. ':key_running:' .. sized(t
 local function limits_key(task_type) return P .. ':limits:' .. task_type end
 
 -- Changes of counts (hash -> field -> delta), written once at the end of
--- the call (write_tallies, from notify).
-local tallies = {}
+-- the call (write_tallies, from notify); the counts as stored, read once.
+local tallies, stored_counts = {}, {}
 local function tally(hash, field, delta)
   local fields = tallies[hash]
   if not fields then
@@ -48,8 +48,14 @@ local function tally(hash, field, delta)
   fields[field] = (fields[field] or 0) + delta
 end
 local function tallied(hash, field)
+  local slot = hash .. '\0' .. field
+  local stored = stored_counts[slot]
+  if not stored then
+    stored = tonumber(redis.call('HGET', hash, field) or 0)
+    stored_counts[slot] = stored
+  end
   local fields = tallies[hash]
-  return tonumber(redis.call('HGET', hash, field) or 0) + (fields and fields[field] or 0)
+  return stored + (fields and fields[field] or 0)
 end
 local function write_tallies()
   for hash, fields in pairs(tallies) do
@@ -59,7 +65,7 @@ local function write_tallies()
       end
     end
   end
-  tallies = {}
+  tallies, stored_counts = {}, {}
 end
 
 -- A type's settings hash holds `paused`, `update_time`, the declared
@@ -115,9 +121,21 @@ local function key_left(task_type, prio, tenant, key)
     if redis.call('EXISTS', tenants) == 0 then redis.call('ZREM', fair_key(task_type), prio) end
   end
 end
+-- How many key groups of a type are parked, read once per call: most
+-- types have none, and then a task leaving RUNNING unparks nothing.
+local parked_counts = {}
+local function parked_count(task_type)
+  local count = parked_counts[task_type]
+  if not count then
+    count = redis.call('SCARD', parked_key(task_type))
+    parked_counts[task_type] = count
+  end
+  return count
+end
 local function park(task_type, prio, tenant, key)
   local group = group_of(tenant, key)
-  redis.call('SADD', parked_key(task_type), group)
+  parked_counts[task_type] = parked_count(task_type)
+    + redis.call('SADD', parked_key(task_type), group)
   redis.call('SADD', parked_prios_key(task_type, group), prio)
   key_left(task_type, prio, tenant, key)
 end
@@ -132,7 +150,8 @@ local function unpark(task_type, group)
     end
   end
   redis.call('DEL', prios)
-  redis.call('SREM', parked_key(task_type), group)
+  parked_counts[task_type] = parked_count(task_type)
+    - redis.call('SREM', parked_key(task_type), group)
   work = true
 end
 -- After a type's settings changed: its limits are read again, its key
@@ -160,7 +179,8 @@ local function queue_ready(task_type, priority, tenant, key, member)
     queued_fifos[fifo] = true
     if redis.call('EXISTS', fifo) == 0 then
       local group = group_of(tenant, key)
-      if key ~= '' and redis.call('SISMEMBER', parked_key(task_type), group) == 1 then
+      if key ~= '' and parked_count(task_type) > 0
+          and redis.call('SISMEMBER', parked_key(task_type), group) == 1 then
         redis.call('SADD', parked_prios_key(task_type, group), priority)
       else
         join(task_type, priority, tenant, key)
@@ -204,7 +224,8 @@ local function left_running(e, task_type)
   if key then
     local hash, group = key_running_key(task_type), group_of(e.r[F.tenant] or '', key)
     tally(hash, group, -1)
-    if redis.call('SISMEMBER', parked_key(task_type), group) == 1
+    if parked_count(task_type) > 0
+        and redis.call('SISMEMBER', parked_key(task_type), group) == 1
         and (l.per_key == 0 or tallied(hash, group) < l.per_key) then
       unpark(task_type, group)
     end
