@@ -4,7 +4,7 @@
 
 import { ApiError, get, query } from "./api.js";
 import { STATUS_TEXT, followTasks } from "./feed.js";
-import { STATES, errorBox, fill, h, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
+import { STATES, errorBox, field, fill, h, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
 
 const PAGE_SIZE = 20;
 
@@ -45,7 +45,6 @@ export function render(main) {
   const newer = h("button", { type: "button", id: "newer" }, "Newer");
   const pageLabel = h("span", { class: "muted", id: "page-number" });
   const problem = h("div");
-  const field = (id, label, control) => h("div", { class: "field" }, h("label", { for: id }, label), control);
   const filters = h(
     "form",
     { class: "filters", "aria-label": "Filter tasks" },
