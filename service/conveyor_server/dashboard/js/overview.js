@@ -25,6 +25,7 @@ export function render(main) {
     chart,
     h("h2", {}, "Task types"),
     types,
+    h("p", {}, h("a", { href: "#/types" }, "Limits and pausing of each type")),
     h("h2", {}, "Workers"),
     workers,
   );
