@@ -172,6 +172,15 @@ class TaskCore:
         await self.fill(response.task, record)
         return response
 
+    async def submit_problems(
+        self, request: pb.SubmitTaskRequest, tenant: str, prefix: str
+    ) -> list[tuple[str, str]]:
+        """What SubmitTask would refuse in `request` now, each field named
+        after `prefix`: a request kept to be submitted later (a schedule's
+        template) is checked as a submit is."""
+        remote = await self._catalog.remote_types([request.type])
+        return self._validator.problems(request, prefix, tenant, remote)
+
     async def batch_submit(
         self, request: pb.BatchSubmitTasksRequest, tenant: str
     ) -> pb.BatchSubmitTasksResponse:

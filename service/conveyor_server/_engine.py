@@ -14,13 +14,17 @@ import time
 from collections.abc import Callable
 
 from conveyor_server._attempts import RetryPolicy
+from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
+from conveyor_server._core import Gate, TaskCore
 from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._observer import ObserverPair, TaskObserver
+from conveyor_server._page_token import PageTokens
 from conveyor_server._presence import WorkerPresence
 from conveyor_server._runner import TaskRunner
 from conveyor_server._stats import Throughput
+from conveyor_server._validation import RequestValidator
 from conveyor_server.builtin import register_builtin_tasks
 from conveyor_server.stores import StoreError, TaskStore, TypeLimits, open_store
 
@@ -92,6 +96,30 @@ class TaskEngine:
         self.metrics_port: int | None = None
         self._retention: asyncio.Task[None] | None = None
         self._declaring: asyncio.Task[None] | None = None
+
+    async def task_core(self, gate: Gate) -> TaskCore:
+        """The TaskService operations on this engine's store and handlers,
+        open while `gate` is: what the API serves, and the path by which
+        schedules submit in every process."""
+        config = self.config
+        return TaskCore(
+            self.store,
+            RequestValidator(
+                self.registry,
+                max_payload_bytes=config.max_payload_bytes,
+                default_max_attempts=config.default_max_attempts,
+                default_timeout=config.default_timeout_seconds or None,
+                shared=self.store.shared,
+                accept_unserved=config.accept_unserved_types,
+            ),
+            PageTokens(await self.store.signing_key()),
+            gate,
+            TaskTypeCatalog(self.registry, self.store),
+            max_watchers=config.max_watchers,
+            max_watchers_per_tenant=config.max_watchers_per_tenant or None,
+            explain_waits=config.accept_unserved_types and self.store.shared,
+            observer=self.observer,
+        )
 
     async def start(self, watchers: Callable[[], int] | None = None) -> None:
         """Serve metrics (`watchers` counts open watch streams for them),

@@ -1,7 +1,8 @@
-"""The HTTP/JSON face of TaskService, on aiohttp, on the gRPC server's loop.
+"""The HTTP/JSON face of TaskService and ScheduleService, on aiohttp, on the
+gRPC server's loop.
 
-Every route calls the same TaskCore as the gRPC servicer: the same
-validation, limits, tenancy and metrics, no loopback gRPC hop. Routes follow
+Every route calls the same TaskCore or ScheduleCore as the gRPC servicers:
+the same validation, limits, tenancy and metrics, no loopback gRPC hop. Routes follow
 AIP-127 (custom methods after a colon); bodies are the contract's messages
 as grpcurl prints them; errors are google.rpc.Status JSON. See docs/http.md.
 """
@@ -20,16 +21,18 @@ import grpc
 from aiohttp import web
 from google.protobuf.message import Message
 
+from conveyor.v1 import schedule_service_pb2 as spb
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._core import STORE_ERRORS, TaskCore, store_error
 from conveyor_server._dashboard import add_dashboard, is_dashboard_path
-from conveyor_server._errors import ServiceError
+from conveyor_server._errors import ServiceError, invalid_argument
 from conveyor_server._http_auth import EXPIRED, MISSING, SESSION_COOKIE, HttpAuth, Session
 from conveyor_server._http_json import (
     dumps,
     http_status,
     integer_parameter,
     list_request,
+    list_schedules_request,
     parse_body,
     status_json,
     to_json,
@@ -37,6 +40,7 @@ from conveyor_server._http_json import (
     watch_tasks_request,
 )
 from conveyor_server._observer import TaskObserver
+from conveyor_server._schedules import ScheduleCore
 from conveyor_server._stats import Throughput, task_stats
 
 logger = logging.getLogger(__name__)
@@ -101,6 +105,7 @@ class HttpApi:
     def __init__(
         self,
         core: TaskCore,
+        schedules: ScheduleCore,
         auth: HttpAuth,
         throughput: Throughput,
         observer: TaskObserver,
@@ -109,6 +114,7 @@ class HttpApi:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._core = core
+        self._schedules = schedules
         self._auth = auth
         self._throughput = throughput
         self._observer = observer
@@ -129,6 +135,7 @@ class HttpApi:
         add("POST", "/v1/taskTypes/{name}", self._task_type_post)
         add("GET", "/v1/workers", self._workers)
         add("GET", "/v1/stats", self._stats)
+        self._add_schedule_routes()
         add("GET", "/v1/session", self._session_get)
         add("POST", "/v1/session", self._login)
         add("DELETE", "/v1/session", self._logout)
@@ -347,6 +354,74 @@ class HttpApi:
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "GET /v1/stats"
         return _json(await task_stats(self._core.store, self._throughput, request[_TENANT]))
+
+    # -- schedules ------------------------------------------------------
+
+    def _add_schedule_routes(self) -> None:
+        add = self.app.router.add_route
+        add("POST", "/v1/schedules", self._schedule_create)
+        add("GET", "/v1/schedules", self._schedule_list)
+        add("GET", "/v1/schedules/{name}", self._schedule_get)
+        add("PATCH", "/v1/schedules/{name}", self._schedule_update)
+        add("DELETE", "/v1/schedules/{name}", self._schedule_delete)
+        add("POST", "/v1/schedules/{name}", self._schedule_post)
+
+    async def _schedule_create(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/schedules"
+        body = await _body(request, spb.CreateScheduleRequest())
+        return _message(await self._schedules.create(body, request[_TENANT]))
+
+    async def _schedule_list(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/schedules"
+        query = request.query
+        message = list_schedules_request(dict(query), {name: query.getall(name) for name in query})
+        return _message(await self._schedules.list(message, request[_TENANT]))
+
+    async def _schedule_get(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/schedules/{id}"
+        message = spb.GetScheduleRequest(id=request.match_info["name"])
+        return _message(await self._schedules.get(message, request[_TENANT]))
+
+    async def _schedule_update(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "PATCH /v1/schedules/{id}"
+        schedule_id = request.match_info["name"]
+        body = await _body(request, spb.UpdateScheduleRequest())
+        if body.schedule.id and body.schedule.id != schedule_id:
+            raise invalid_argument(
+                [("schedule.id", f"names {body.schedule.id!r}, the path {schedule_id!r}")]
+            )
+        body.schedule.id = schedule_id
+        return _message(await self._schedules.update(body, request[_TENANT]))
+
+    async def _schedule_delete(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "DELETE /v1/schedules/{id}"
+        message = spb.DeleteScheduleRequest(id=request.match_info["name"])
+        return _message(await self._schedules.delete(message, request[_TENANT]))
+
+    async def _schedule_post(self, request: web.Request) -> web.StreamResponse:
+        schedule_id, colon, verb = request.match_info["name"].rpartition(":")
+        tenant = request[_TENANT]
+        schedules = self._schedules
+        if colon and verb == "pause":
+            request[_ROUTE] = "POST /v1/schedules/{id}:pause"
+            return _message(await schedules.pause(spb.PauseScheduleRequest(id=schedule_id), tenant))
+        if colon and verb == "resume":
+            request[_ROUTE] = "POST /v1/schedules/{id}:resume"
+            resume = spb.ResumeScheduleRequest(id=schedule_id)
+            return _message(await schedules.resume(resume, tenant))
+        if colon and verb == "trigger":
+            request[_ROUTE] = "POST /v1/schedules/{id}:trigger"
+            # The body (a request_id) is optional.
+            trigger = spb.TriggerScheduleRequest()
+            if request.body_exists:
+                trigger = await _body(request, trigger)
+            trigger.id = schedule_id
+            return _message(await schedules.trigger(trigger, tenant))
+        raise ServiceError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no route POST {request.path}: a schedule takes POST /v1/schedules/{{id}}:pause, "
+            ":resume or :trigger",
+        )
 
     # -- sessions -------------------------------------------------------
 

@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from conveyor.v1 import schedule_service_pb2 as spb
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._errors import ServiceError, invalid_argument
 
@@ -108,6 +109,15 @@ def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb
     return request
 
 
+def list_schedules_request(
+    query: Mapping[str, str], multi: Mapping[str, list[str]]
+) -> spb.ListSchedulesRequest:
+    """A ListSchedulesRequest from query parameters, each given once."""
+    request = spb.ListSchedulesRequest()
+    _from_query(request, "GET /v1/schedules", ("page_size", "page_token"), (), query, multi)
+    return request
+
+
 def watch_tasks_request(
     query: Mapping[str, str], multi: Mapping[str, list[str]]
 ) -> pb.WatchTasksRequest:
@@ -129,7 +139,8 @@ def _from_query(
 ) -> None:
     """Fill `request` from query parameters; every problem names its
     parameter, and all of them are told at once."""
-    allowed = (*repeated, "labels", *single)
+    filters = ("labels",) if "labels" in request.DESCRIPTOR.fields_by_name else ()
+    allowed = (*repeated, *filters, *single)
     problems: list[tuple[str, str]] = []
     fields: dict[str, Any] = {}
     for name, values in multi.items():

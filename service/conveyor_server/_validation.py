@@ -222,6 +222,20 @@ class RequestValidator:
             checked.append(invalid_argument(problems))
         return checked
 
+    def problems(
+        self,
+        request: pb.SubmitTaskRequest,
+        prefix: str,
+        tenant: str = "",
+        remote: frozenset[str] = frozenset(),
+    ) -> list[tuple[str, str]]:
+        """What SubmitTask would refuse in `request`, each field named after
+        `prefix` (`schedule.task.` for a schedule's template); empty when it
+        would accept it."""
+        problems: list[tuple[str, str]] = []
+        self._submit(request, prefix, problems, tenant, remote)
+        return problems
+
     def _unserved(self, task_type: str, remote: frozenset[str]) -> str | None:
         """Why a type without a local handler is refused; None when a live
         worker serves it (its payload is checked there) or it is let in."""
