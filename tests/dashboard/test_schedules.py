@@ -25,7 +25,7 @@ def test_a_schedule_created_from_the_form_shows_its_next_fires(
 ) -> None:
     schedule_id = new_id()
     page = open_page(dashboard_server, "#/schedules")
-    page.wait_for_selector("#schedule-type option[value='echo']")
+    page.wait_for_selector("#schedule-type option[value='echo']", state="attached")
     page.fill("#schedule-id", schedule_id)
     page.fill("#schedule-description", "the nightly report")
     page.fill("#schedule-cron", "30 3 * * *")
@@ -59,7 +59,7 @@ def test_an_interval_schedule_is_created_and_a_bad_cron_is_refused_beside_its_fi
     dashboard_server: ServerThread, open_page: OpenPage
 ) -> None:
     page = open_page(dashboard_server, "#/schedules")
-    page.wait_for_selector("#schedule-type option[value='echo']")
+    page.wait_for_selector("#schedule-type option[value='echo']", state="attached")
     refused = new_id()
     page.fill("#schedule-id", refused)
     page.fill("#schedule-cron", "every now and then")
@@ -112,7 +112,7 @@ def test_a_schedule_is_triggered_paused_resumed_and_deleted_from_its_page(
     page.wait_for_selector("#next-fires li:nth-child(5)")
 
     # The task's page links back to its schedule.
-    page.click(f"#schedule-status a:has-text('{task_id}')")
+    page.click(f"#recent-runs tr[data-task='{task_id}'] a")
     page.wait_for_selector(f"#task-facts a[href='#/schedules/{schedule_id}']")
     page.go_back()
     page.wait_for_selector("#schedule-facts:has-text('every 1 hour')")

@@ -41,7 +41,7 @@ export function render(main, id) {
       h("div", { class: "panel" }, h("h2", {}, "Next fire times"), parts.fires),
       h(
         "div",
-        { class: "panel" },
+        { class: "panel wide" },
         h("h2", {}, "Recent tasks"),
         h(
           "table",

@@ -11,13 +11,12 @@ import { filterByType } from "./tasks.js";
 
 const REFRESH_SECONDS = 10;
 
-// TaskTypeLimits' fields, with their FieldMask paths (lowerCamelCase in
-// proto3 JSON). 0 means no limit.
+// TaskTypeLimits' fields, which the update_mask names. 0 means no limit.
 const LIMITS = [
-  { name: "max_running", path: "maxRunning", label: "Max running", integer: true },
-  { name: "max_running_per_key", path: "maxRunningPerKey", label: "Max running per key", integer: true },
-  { name: "max_starts_per_second", path: "maxStartsPerSecond", label: "Max starts per second", integer: false },
-  { name: "burst", path: "burst", label: "Burst", integer: true },
+  { name: "max_running", label: "Max running", integer: true },
+  { name: "max_running_per_key", label: "Max running per key", integer: true },
+  { name: "max_starts_per_second", label: "Max starts per second", integer: false },
+  { name: "burst", label: "Burst", integer: true },
 ];
 
 const limitText = (value) => (Number(value || 0) ? String(value) : "none");
@@ -197,8 +196,7 @@ function limitsEditor(saved) {
       return;
     }
     // Only the limits changed: the others keep following the declared ones.
-    const mask = LIMITS.filter((limit) => names.includes(limit.name)).map((limit) => limit.path);
-    send({ limits: changed, update_mask: mask.join(",") }, `Saved: ${names.join(", ")}.`);
+    send({ limits: changed, update_mask: names.join(",") }, `Saved: ${names.join(", ")}.`);
   });
   restore.addEventListener("click", () => send({ restore_defaults: true }, "The declared limits are in force again."));
   close.addEventListener("click", () => {
