@@ -74,12 +74,12 @@ class ScheduleCore:
     def __init__(self, core: TaskCore, *, clock: Callable[[], float] = time.time) -> None:
         self._core = core
         self._store = core.store
-        self._clock = clock
+        self.clock = clock
 
     def _now(self) -> float:
         # Whole milliseconds: the origin of interval fires, the same in
         # every process that reads it back.
-        return to_millis(self._clock()) / 1000
+        return to_millis(self.clock()) / 1000
 
     async def create(
         self, request: spb.CreateScheduleRequest, tenant: str
@@ -188,7 +188,7 @@ class ScheduleCore:
         check_request_id(request.request_id)
         record = await self._find(request.id, tenant)
         request_id = request.request_id or secrets.token_hex(8)
-        submit = trigger_request(record.id, read_spec(record), to_millis(self._clock()), request_id)
+        submit = trigger_request(record.id, read_spec(record), to_millis(self.clock()), request_id)
         response = spb.TriggerScheduleResponse()
         try:
             submitted = await self._core.submit(submit, tenant)
@@ -228,7 +228,7 @@ class ScheduleCore:
             template = template_problems(spec.task, "schedule.task.")
             if not template:
                 # The submit of a fire, as the ticker will make it.
-                fire = fire_request(schedule_id, spec, to_millis(self._clock()))
+                fire = fire_request(schedule_id, spec, to_millis(self.clock()))
                 template = await self._core.submit_problems(fire, tenant, "schedule.task.")
             problems.extend(template)
         if problems:
@@ -254,7 +254,7 @@ class ScheduleCore:
         for last in times.latest(to_millis(record.create_time), fired_until, 1):
             message.last_fire_time.FromMilliseconds(last)
         if not record.paused:
-            after = max(fired_until, to_millis(self._clock()))
+            after = max(fired_until, to_millis(self.clock()))
             for fire in times.following(after, NEXT_FIRE_TIMES):
                 message.next_fire_times.add().FromMilliseconds(fire)
         for task in await latest_runs(self._core, record.tenant, record.id, RECENT_RUNS):

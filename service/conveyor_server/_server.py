@@ -126,7 +126,8 @@ class ConveyorServer:
         # Built at start, once the store's signing key for page tokens is known.
         self.core: TaskCore | None = None
         self.servicer: TaskServicer | None = None
-        # Fires the store's schedules; built at start, with the core.
+        # The schedules' operations, and what fires them; built at start.
+        self.schedules: ScheduleCore | None = None
         self.ticker: ScheduleTicker | None = None
         self._health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
@@ -162,7 +163,7 @@ class ConveyorServer:
         engine = self.engine
         signing_key = await engine.store.signing_key()
         core = self.core = await engine.task_core(self.gate)
-        schedules = ScheduleCore(core)
+        schedules = self.schedules = ScheduleCore(core)
         self.ticker = ScheduleTicker(core, config.schedule_tick_seconds)
         servicer = self.servicer = TaskServicer(core)
         interceptors = (

@@ -26,11 +26,19 @@ and a batch costs one round trip. Keys, under the prefix `P`:
                        (tasks stored before they existed are added by a
                        build, see `_list_index`); P:list_index_build is the
                        lease of the process that builds them
+    P:waiting          set: PENDING tasks that wait for dependencies (in no
+                       queue until the last one ends)
+    P:dependents:<id>  set: the tasks that wait for task <id>; read and
+                       deleted when it ends
     P:idempotency      hash: "<tenant>\\0<key>" -> task id
     P:tenant_depth     hash: tenant -> its unfinished tasks, for quotas
     P:signing_key      string: the secret that signs list page tokens
     P:workers          hash: worker id -> its registration (JSON)
     P:worker_expiry    zset: worker ids by the time their entry expires
+    P:schedule:<n>:<tenant>:<id>
+                       hash: one schedule (n: the tenant's length)
+    P:schedules        zset: "<tenant>\\0<id>" of every schedule, all scored 0,
+                       so that lexical order is (tenant, id)
     P:call:<owner>:<n> string: the answer of one call that must not act twice,
                        for CALL_MEMORY_SECONDS (see `RedisStore._run`)
 
@@ -131,6 +139,7 @@ LIST = _script("list").replace("LIST_SCAN", str(LIST_SCAN))
 FETCH = _script("fetch")
 INDEX = _script("index").replace("INDEX_CHUNK", str(INDEX_CHUNK))
 WORKERS = _script("workers")
+SCHEDULES = _script("schedules")
 
 
 # -- values in and out ---------------------------------------------------------
@@ -201,6 +210,10 @@ def create_values(new: NewTask, task_id: str, due: float, now: float) -> tuple[b
         new.tenant.encode(),
         b"1" if due > now else b"0",
         opt(new.reply_to),
+        opt(new.concurrency_key),
+        " ".join(new.depends_on).encode(),
+        " ".join(str(index) for index in new.depends_on_requests).encode(),
+        b"1" if new.run_on_dependency_failure else b"0",
     )
 
 

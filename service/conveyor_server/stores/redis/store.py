@@ -35,6 +35,7 @@ from conveyor_server.stores._errors import (
     InvalidTransition,
     QueueFull,
     StoreUnavailable,
+    UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedFilter, FeedReader
 from conveyor_server.stores._protocol import StoreListener, announce
@@ -45,6 +46,7 @@ from conveyor_server.stores._records import (
     NewTask,
     Outcome,
     Progress,
+    ScheduleRecord,
     TaskRecord,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription
@@ -56,6 +58,7 @@ from conveyor_server.stores.redis._follower import ChangeFollower
 from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
 from conveyor_server.stores.redis._list_index import ListIndexBuild
+from conveyor_server.stores.redis._schedules import ScheduleBook
 from conveyor_server.stores.redis._workers import WorkerRegistry
 from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
@@ -124,6 +127,8 @@ class RedisStore:
         self._list_index = ListIndexBuild(self._redis, prefix, self._owner, script(lua.INDEX))
         self._workers = WorkerRegistry(self._redis, prefix, script(lua.WORKERS), self._unavailable)
         self._shared_secret = script(lua.SIGNING_KEY)
+        schedules = script(lua.SCHEDULES)
+        self._schedules = ScheduleBook(lambda args: self._run(schedules, [prefix, *args]))
         self._signing_key: bytes | None = None
 
         self._creates = GroupCommit(self._send_creates)
@@ -230,6 +235,8 @@ class RedisStore:
         if status == b"conflict":
             earlier = reply[2].decode()
             raise IdempotencyConflict(reply[1].decode(), earlier or None)
+        if status == b"unknown":
+            raise UnknownDependency(int(reply[1]), int(reply[2]), reply[3].decode())
         self._raise_if_full(reply)
         records: list[TaskRecord] = []
         for new, task_id, due, item in zip(tasks, ids, scheduled, reply[1], strict=True):
@@ -383,6 +390,26 @@ class RedisStore:
     async def live_workers(self, now: float) -> list[WorkerInfo]:
         return await self._workers.live(now)
 
+    # -- schedules ----------------------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        await self._schedules.create(schedule)
+
+    async def get_schedule(self, tenant: str, schedule_id: str) -> ScheduleRecord | None:
+        return await self._schedules.get(tenant, schedule_id)
+
+    async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
+        return await self._schedules.find(tenant)
+
+    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+        return await self._schedules.replace(schedule)
+
+    async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
+        await self._schedules.advance(tenant, schedule_id, fired_until)
+
+    async def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
+        return await self._schedules.delete(tenant, schedule_id)
+
     # -- reads ----------------------------------------------------------------
 
     async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None:
@@ -408,6 +435,8 @@ class RedisStore:
                     states,
                     query.type,
                     labels,
+                    _bound(query.created_after),
+                    _bound(query.created_before),
                 ],
             )
             page.extend(existing_record(values) for values in found)
@@ -516,3 +545,8 @@ class RedisStore:
             for record in records:
                 announce(listener, record)
         return records
+
+
+def _bound(time: float | None) -> bytes:
+    """A bound of a list on create time as list.lua takes it: "" for none."""
+    return b"" if time is None else lua.number(time)

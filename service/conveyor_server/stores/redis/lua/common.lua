@@ -277,6 +277,39 @@ local function make_pending(e, scheduled, now_s)
   bump(e, now_s)
 end
 
+-- Dependencies: a task created with unfinished dependencies waits, PENDING
+-- but in no queue, in WAITING, with `waiting` = how many are unfinished;
+-- each unfinished dependency lists it among its dependents.
+local WAITING = P .. ':waiting'
+local function dependents_key(id) return P .. ':dependents:' .. id end
+local ENDED_AS = {['3'] = 'SUCCEEDED', ['4'] = 'FAILED', ['5'] = 'CANCELLED'}
+-- Whether a dependency that ended in `state` lets a task waiting for it
+-- run: success does, and failure when the task runs on failure anyway.
+local function lets_run(state, run_on_failure)
+  return state == '3' or run_on_failure == '1'
+end
+local function dependency_failed(dependency, state)
+  return 'task ' .. dependency .. ' it depends on ended ' .. ENDED_AS[state]
+end
+-- Queue a task that no longer waits: due at its scheduled time, or now.
+local function queue_released(e, now_s)
+  redis.call('SREM', WAITING, e.id)
+  local scheduled = e.r[F.scheduled_time]
+  if tonumber(scheduled) > tonumber(now_s) then
+    make_delayed(e, scheduled)
+  else
+    make_ready(e)
+  end
+end
+-- One dependency fewer to wait for.
+local function count_down(e, now_s)
+  local waiting = tonumber(e.r[F.waiting]) - 1
+  put(e, 'waiting', tostring(waiting))
+  if waiting == 0 then queue_released(e, now_s) end
+  bump(e, now_s)
+end
+
+local release_dependents -- below: it ends tasks by `finish`, which calls it
 local function finish(e, state, now_s)
   count_tenant(e.r[F.tenant], -1)
   set_state(e, state)
@@ -284,8 +317,44 @@ local function finish(e, state, now_s)
   remove(e, 'owner')
   redis.call('ZREM', RUNNING, e.id)
   unqueue(e)
+  if e.r[F.waiting] ~= '0' then redis.call('SREM', WAITING, e.id) end
   redis.call('ZADD', FINISHED, ticket(), e.id)
   bump(e, now_s)
+  release_dependents(e.id, state, now_s)
+end
+
+-- The tasks that ended in this call whose dependents are still to be told,
+-- {id, state} each: a worklist rather than recursion, since a dependent
+-- cancelled here ends in turn and tells its own.
+local ended_tasks, releasing = {}, false
+release_dependents = function(id, state, now_s)
+  ended_tasks[#ended_tasks + 1] = {id, state}
+  if releasing then return end
+  releasing = true
+  local i = 1
+  while i <= #ended_tasks do
+    local dependency, ended_as = ended_tasks[i][1], ended_tasks[i][2]
+    local key = dependents_key(dependency)
+    local dependents = redis.call('SMEMBERS', key)
+    if #dependents > 0 then redis.call('DEL', key) end
+    for _, dependent in ipairs(dependents) do
+      local d = open(dependent)
+      -- A dependent cancelled or retried since waits no more.
+      if d.r[F.state] == '1' and d.r[F.waiting] ~= '0' then
+        if lets_run(ended_as, d.r[F.run_on_dependency_failure]) then
+          count_down(d, now_s)
+        else
+          put(d, 'error_code', 'DEPENDENCY_FAILED')
+          put(d, 'error_message', dependency_failed(dependency, ended_as))
+          put(d, 'error_type', '')
+          finish(d, '5', now_s)
+        end
+        save(d)
+      end
+    end
+    i = i + 1
+  end
+  ended_tasks, releasing = {}, false
 end
 
 local function drop(id, unlisted)
@@ -321,6 +390,7 @@ end
 
 local function depth()
   local count = redis.call('ZCARD', DELAYED) + redis.call('ZCARD', RUNNING)
+    + redis.call('SCARD', WAITING)
   for _, task_type in ipairs(redis.call('SMEMBERS', READY_TYPES)) do
     count = count + redis.call('ZCARD', ready_key(task_type))
   end
