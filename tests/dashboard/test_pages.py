@@ -16,6 +16,7 @@ from tests.support.server import ServerThread
 
 pytestmark = pytest.mark.slow
 
+
 def test_a_task_submitted_from_the_form_is_followed_to_its_result(
     dashboard_server: ServerThread, open_page: OpenPage
 ) -> None:
