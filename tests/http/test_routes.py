@@ -206,7 +206,11 @@ def test_batch_cancel_is_scoped_to_the_callers_tenant(
 def test_task_type_limits_pause_and_resume(make_server: Callable[..., ServerThread]) -> None:
     http = Http(make_server())
     # The mask as the contract spells it, or in the JSON mapping's camelCase.
-    for mask in ("max_running,max_starts_per_second", "maxRunning,maxStartsPerSecond"):
+    for mask in (
+        "max_running,max_starts_per_second",
+        "maxRunning,maxStartsPerSecond",
+        {"paths": ["max_running", "max_starts_per_second"]},
+    ):
         reply = http.call(
             "PATCH",
             "/v1/taskTypes/echo",
