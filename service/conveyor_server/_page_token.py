@@ -21,12 +21,15 @@ class BadPageToken(ValueError):
 
 
 def _filter_digest(query: ListQuery) -> str:
-    shape = [
+    shape: list[object] = [
         sorted(int(s) for s in query.states),
         query.type,
         sorted(query.labels),
         query.tenant,
     ]
+    if query.created_after is not None or query.created_before is not None:
+        # Only when set: tokens minted before these filters existed stay good.
+        shape += [query.created_after, query.created_before]
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 
@@ -45,7 +48,8 @@ class PageTokens:
         cursor = self._read(
             token,
             _filter_digest(query),
-            "repeat the request with the same states, type and labels",
+            "repeat the request with the same states, type, labels, created_after and "
+            "created_before",
         )
         if not isinstance(cursor, int) or cursor < 0:
             raise BadPageToken(_FOREIGN)
