@@ -28,7 +28,10 @@ from conveyor._errors import (
 from conveyor._handle import AsyncTaskHandle, TaskHandle
 from conveyor._tls import tls
 from conveyor._types import (
+    BatchCancelResult,
+    BatchRetryResult,
     JSONValue,
+    PendingReason,
     Progress,
     Task,
     TaskChange,
@@ -36,6 +39,7 @@ from conveyor._types import (
     TaskSpec,
     TaskState,
     TaskType,
+    TaskTypeLimits,
     TaskView,
     Worker,
 )
@@ -44,12 +48,15 @@ __all__ = [
     "AlreadyExists",
     "AsyncClient",
     "AsyncTaskHandle",
+    "BatchCancelResult",
+    "BatchRetryResult",
     "Client",
     "ConveyorError",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
     "JSONValue",
+    "PendingReason",
     "PermissionDenied",
     "Progress",
     "ResourceExhausted",
@@ -62,6 +69,7 @@ __all__ = [
     "TaskSpec",
     "TaskState",
     "TaskType",
+    "TaskTypeLimits",
     "TaskView",
     "Unauthenticated",
     "Unavailable",
