@@ -33,6 +33,7 @@ from conveyor_server._http_json import (
     parse_body,
     status_json,
     to_json,
+    update_type_request,
     watch_tasks_request,
 )
 from conveyor_server._observer import TaskObserver
@@ -67,6 +68,10 @@ def _error(error: ServiceError) -> web.Response:
 
 
 async def _body(request: web.Request, message: Message) -> Any:
+    return parse_body(await _body_text(request), message)
+
+
+async def _body_text(request: web.Request) -> str:
     # Only JSON: a form on another site cannot send it without CORS, which
     # this API does not grant.
     if request.content_type != "application/json":
@@ -75,7 +80,7 @@ async def _body(request: web.Request, message: Message) -> Any:
             f"send the body as JSON with 'Content-Type: application/json', "
             f"not {request.content_type!r}",
         )
-    return parse_body(await request.text(), message)
+    return await request.text()
 
 
 def _set_cookie(response: web.StreamResponse, session: Session, secure: bool) -> None:
@@ -113,11 +118,15 @@ class HttpApi:
         add = self.app.router.add_route
         add("POST", "/v1/tasks", self._submit)
         add("POST", "/v1/tasks:batchSubmit", self._batch_submit)
+        add("POST", "/v1/tasks:batchCancel", self._batch_cancel)
+        add("POST", "/v1/tasks:batchRetry", self._batch_retry)
         add("GET", "/v1/tasks", self._list)
         add("GET", "/v1/tasks:watch", self._watch_tasks)
         add("GET", "/v1/tasks/{name}", self._task_get)
         add("POST", "/v1/tasks/{name}", self._task_post)
         add("GET", "/v1/taskTypes", self._task_types)
+        add("PATCH", "/v1/taskTypes/{name}", self._task_type_patch)
+        add("POST", "/v1/taskTypes/{name}", self._task_type_post)
         add("GET", "/v1/workers", self._workers)
         add("GET", "/v1/stats", self._stats)
         add("GET", "/v1/session", self._session_get)
@@ -221,6 +230,16 @@ class HttpApi:
         body = await _body(request, pb.BatchSubmitTasksRequest())
         return _message(await self._core.batch_submit(body, request[_TENANT]))
 
+    async def _batch_cancel(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/tasks:batchCancel"
+        body = await _body(request, pb.BatchCancelTasksRequest())
+        return _message(await self._core.batch_cancel(body, request[_TENANT]))
+
+    async def _batch_retry(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/tasks:batchRetry"
+        body = await _body(request, pb.BatchRetryTasksRequest())
+        return _message(await self._core.batch_retry(body, request[_TENANT]))
+
     async def _list(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "GET /v1/tasks"
         query = request.query
@@ -300,6 +319,26 @@ class HttpApi:
     async def _task_types(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "GET /v1/taskTypes"
         return _message(await self._core.task_types())
+
+    async def _task_type_patch(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "PATCH /v1/taskTypes/{name}"
+        name = request.match_info["name"]
+        text = await _body_text(request)
+        return _message(await self._core.update_task_type(update_type_request(text, name)))
+
+    async def _task_type_post(self, request: web.Request) -> web.StreamResponse:
+        name, colon, verb = request.match_info["name"].rpartition(":")
+        if colon and verb == "pause":
+            request[_ROUTE] = "POST /v1/taskTypes/{name}:pause"
+            return _message(await self._core.pause_task_type(pb.PauseTaskTypeRequest(name=name)))
+        if colon and verb == "resume":
+            request[_ROUTE] = "POST /v1/taskTypes/{name}:resume"
+            return _message(await self._core.resume_task_type(pb.ResumeTaskTypeRequest(name=name)))
+        raise ServiceError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no route POST {request.path}: a task type takes POST "
+            "/v1/taskTypes/{name}:pause or :resume, and PATCH /v1/taskTypes/{name}",
+        )
 
     async def _workers(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "GET /v1/workers"

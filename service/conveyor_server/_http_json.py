@@ -65,10 +65,39 @@ def parse_body(text: str, message: M) -> M:
         ) from None
 
 
-_LIST_SINGLE = ("type", "page_size", "page_token", "view")
+_LIST_SINGLE = ("type", "page_size", "page_token", "view", "created_after", "created_before")
 LIST_PARAMETERS = ("states", "labels", *_LIST_SINGLE)
 _WATCH_SINGLE = ("type", "cursor", "include_current", "reply_to")
 WATCH_PARAMETERS = ("states", "labels", "ids", *_WATCH_SINGLE)
+
+
+def update_type_request(text: str, name: str) -> pb.UpdateTaskTypeRequest:
+    """An UpdateTaskTypeRequest from a PATCH body, for the task type `name`
+    of the path. Its update_mask may name the limits as the contract does
+    ("max_running,burst") as well as in the JSON mapping's camelCase
+    ("maxRunning,burst")."""
+    try:
+        body = json.loads(text or "{}")
+    except ValueError:
+        body = None  # parse_body says what is wrong
+    if isinstance(body, dict):
+        mask = body.get("update_mask")
+        if isinstance(mask, str):
+            body["update_mask"] = ",".join(_camel_case(path) for path in mask.split(","))
+        given = body.get("name")
+        if given not in (None, "", name):
+            raise invalid_argument(
+                [("name", f"is {str(given)[:128]!r} in the body but {name[:128]!r} in the path")]
+            )
+        text = json.dumps(body)
+    request = parse_body(text, pb.UpdateTaskTypeRequest())
+    request.name = name
+    return request
+
+
+def _camel_case(path: str) -> str:
+    head, *rest = path.strip().split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb.ListTasksRequest:

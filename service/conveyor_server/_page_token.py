@@ -21,12 +21,15 @@ class BadPageToken(ValueError):
 
 
 def _filter_digest(query: ListQuery) -> str:
-    shape = [
+    shape: list[object] = [
         sorted(int(s) for s in query.states),
         query.type,
         sorted(query.labels),
         query.tenant,
     ]
+    if query.created_after is not None or query.created_before is not None:
+        # Only when set: tokens minted before these filters existed stay good.
+        shape += [query.created_after, query.created_before]
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 
@@ -59,7 +62,8 @@ class PageTokens:
         if digest != _filter_digest(query):
             raise BadPageToken(
                 "page_token was issued for other filters; repeat the request with the same "
-                "states, type and labels, or drop the token to start over"
+                "states, type, labels, created_after and created_before, or drop the token "
+                "to start over"
             )
         if not isinstance(cursor, int) or cursor < 0:
             raise BadPageToken("page_token is not a token this server issued")

@@ -144,6 +144,31 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.ListWorkersResponse:
         return await self.core.workers()
 
+    async def BatchCancelTasks(
+        self, request: pb.BatchCancelTasksRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.BatchCancelTasksResponse:
+        return await self.core.batch_cancel(request, current_tenant())
+
+    async def BatchRetryTasks(
+        self, request: pb.BatchRetryTasksRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.BatchRetryTasksResponse:
+        return await self.core.batch_retry(request, current_tenant())
+
+    async def UpdateTaskType(
+        self, request: pb.UpdateTaskTypeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateTaskTypeResponse:
+        return await self.core.update_task_type(request)
+
+    async def PauseTaskType(
+        self, request: pb.PauseTaskTypeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.PauseTaskTypeResponse:
+        return await self.core.pause_task_type(request)
+
+    async def ResumeTaskType(
+        self, request: pb.ResumeTaskTypeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ResumeTaskTypeResponse:
+        return await self.core.resume_task_type(request)
+
 
 class Malformed:
     """Stands in for a request that did not parse, so the handler can refuse
