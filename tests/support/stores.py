@@ -53,6 +53,10 @@ def new_task(
     request: str = "first",
     tenant: str = "",
     reply_to: str | None = None,
+    concurrency_key: str | None = None,
+    depends_on: tuple[str, ...] = (),
+    depends_on_requests: tuple[int, ...] = (),
+    run_on_dependency_failure: bool = False,
 ) -> NewTask:
     """A validated submit request; `request` stands for the rest of the
     request, so a different one under the same key is a conflict."""
@@ -69,6 +73,10 @@ def new_task(
         fingerprint=fingerprint,
         tenant=tenant,
         reply_to=reply_to,
+        concurrency_key=concurrency_key,
+        depends_on=depends_on,
+        depends_on_requests=depends_on_requests,
+        run_on_dependency_failure=run_on_dependency_failure,
     )
 
 
