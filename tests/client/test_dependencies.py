@@ -110,7 +110,8 @@ def test_task_from_proto_reads_the_new_fields() -> None:
 
 @pytest.mark.parametrize("value", [task_pb2.PENDING_REASON_UNSPECIFIED, 999])
 def test_no_reason_and_a_reason_newer_than_the_sdk_read_as_none(value: int) -> None:
-    task = _core.task_from_proto(task_pb2.Task(id="t-1", pending_reason=value))  # type: ignore[arg-type]
+    message = task_pb2.Task(id="t-1", state=task_pb2.TASK_STATE_RUNNING, pending_reason=value)  # type: ignore[arg-type]
+    task = _core.task_from_proto(message)
     assert task.pending_reason is None
     assert task.concurrency_key is None
 
