@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from conveyor._dependencies import add_dependencies
 from conveyor._errors import Unavailable
 from conveyor._struct import struct_to_dict, value_to_python
 from conveyor._types import (
-    Dependency,
     PendingReason,
     Progress,
     Task,
@@ -282,46 +282,8 @@ def submit_request(
         request.timeout.CopyFrom(to_duration(spec.timeout))
     if spec.delay is not None:
         request.delay.CopyFrom(to_duration(spec.delay))
-    for dependency in spec.depends_on:
-        _add_dependency(request, dependency, batch)
+    add_dependencies(request, spec.depends_on, batch)
     return request
-
-
-def _add_dependency(
-    request: task_service_pb2.SubmitTaskRequest,
-    dependency: Dependency,
-    batch: Sequence[TaskSpec],
-) -> None:
-    """An existing task goes to `depends_on`, an earlier spec of the batch
-    to `depends_on_requests`; the service refuses an index that is not earlier."""
-    match dependency:
-        case str():
-            request.depends_on.append(dependency)
-        case bool():  # an int to Python, never meant as an index
-            raise TypeError(f"depends_on takes task ids, handles or specs, not {dependency!r}")
-        case int() | TaskSpec() if not batch:
-            raise TypeError(
-                "depends_on names an index or a TaskSpec, which only submit_batch "
-                "resolves (to a spec of the same batch); give a task id or a handle"
-            )
-        case int():
-            request.depends_on_requests.append(dependency)
-        case TaskSpec():
-            request.depends_on_requests.append(_position(dependency, batch))
-        case _:
-            request.depends_on.append(dependency.id)
-
-
-def _position(spec: TaskSpec, batch: Sequence[TaskSpec]) -> int:
-    """The index of this very spec object in the batch (equal specs are distinct tasks)."""
-    found = [index for index, candidate in enumerate(batch) if candidate is spec]
-    if len(found) != 1:
-        where = "is not in" if not found else "appears more than once in"
-        raise ValueError(
-            f"depends_on names a TaskSpec of type {spec.type!r} that {where} this batch; "
-            "name the spec by its index instead"
-        )
-    return found[0]
 
 
 def batch_request(

@@ -85,6 +85,11 @@ def test_a_spec_outside_the_batch_or_repeated_in_it_is_refused() -> None:
         _core.batch_request([repeated, repeated, TaskSpec("echo", depends_on=[repeated])])
 
 
+def test_a_string_is_not_a_list_of_ids() -> None:
+    with pytest.raises(TypeError, match="not the string 't-1'"):
+        _core.submit_request(TaskSpec("echo", depends_on="t-1"))
+
+
 def test_a_bool_is_not_an_index() -> None:
     with pytest.raises(TypeError, match="not True"):
         _core.batch_request([TaskSpec("echo"), TaskSpec("echo", depends_on=[True])])
