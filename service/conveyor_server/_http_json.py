@@ -75,13 +75,16 @@ def update_type_request(text: str, name: str) -> pb.UpdateTaskTypeRequest:
     """An UpdateTaskTypeRequest from a PATCH body, for the task type `name`
     of the path. Its update_mask may name the limits as the contract does
     ("max_running,burst") as well as in the JSON mapping's camelCase
-    ("maxRunning,burst")."""
+    ("maxRunning,burst"), or be written as the message ({"paths": [...]}),
+    as grpcurl takes it."""
     try:
         body = json.loads(text or "{}")
     except ValueError:
         body = None  # parse_body says what is wrong
     if isinstance(body, dict):
         mask = body.get("update_mask")
+        if isinstance(mask, dict) and isinstance(mask.get("paths"), list):
+            mask = ",".join(str(path) for path in mask["paths"])
         if isinstance(mask, str):
             body["update_mask"] = ",".join(_camel_case(path) for path in mask.split(","))
         given = body.get("name")

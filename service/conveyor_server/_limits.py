@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from conveyor_server.stores import LIMIT_NAMES, TypeLimits
+from conveyor_server.stores import TypeLimits
+from conveyor_server.stores._records import LIMIT_NAMES
 
 # Far above any real pool or rate, low enough to stay clear of int32 and of
 # float rounding in token buckets.

@@ -9,7 +9,7 @@ from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._errors import invalid_argument
 from conveyor_server._handlers import TYPE_NAME
 from conveyor_server._limits import limit_problems
-from conveyor_server.stores import LIMIT_NAMES
+from conveyor_server.stores._records import LIMIT_NAMES
 
 
 def check_type_name(name: str) -> None:

@@ -6,6 +6,7 @@ def test_server_exports_are_pinned() -> None:
     assert conveyor_server.__all__ == [
         "ConveyorServer",
         "ConveyorWorker",
+        "Dependency",
         "HandlerRegistry",
         "InvalidPayload",
         "MemoryStore",

@@ -24,7 +24,6 @@ from conveyor_server.stores._feed import FeedChange, FeedFilter, FeedReader
 from conveyor_server.stores._open import open_store
 from conveyor_server.stores._protocol import StoreListener, TaskStore, TaskSubscription
 from conveyor_server.stores._records import (
-    LIMIT_NAMES,
     Cancellation,
     CancelOutcome,
     ErrorCode,
@@ -48,7 +47,6 @@ from conveyor_server.stores.redis import RedisStore
 from conveyor_server.stores.sqlite import SqliteStore
 
 __all__ = [
-    "LIMIT_NAMES",
     "CancelOutcome",
     "Cancellation",
     "ErrorCode",
