@@ -6,12 +6,15 @@ Run a server first (`conveyor-server`), then: python examples/sdk_usage.py
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from conveyor import (
     AsyncClient,
+    BatchRetryResult,
     Client,
     InvalidArgument,
     JSONValue,
+    PendingReason,
     Task,
     TaskFailed,
     TaskSpec,
@@ -34,10 +37,34 @@ def sleep_with_progress(client: Client) -> Task:
     return handle.task
 
 
+def chain_and_limits(client: Client) -> None:
+    extract = TaskSpec("sleep", {"seconds": 0.2}, concurrency_key="account-42")
+    report = TaskSpec("csv_stats", {"csv": "a\n1\n"}, depends_on=[extract])
+    first, second = client.submit_batch([extract, report])
+    waiting = client.get(second.id)
+    if waiting.pending_reason is PendingReason.DEPENDENCIES:
+        print("waits:", waiting.pending_message)
+    after = client.submit("sleep", {"seconds": 0}, depends_on=[first, second.id])
+    print("chain:", after.result(timeout=30))
+
+    limited = client.update_task_type("csv_stats", max_running=4, max_starts_per_second=10)
+    print("limits:", limited.limits, "declared:", limited.default_limits)
+    client.update_task_type("csv_stats", restore_defaults=["max_running", "max_starts_per_second"])
+    client.pause_task_type("sleep")
+    client.resume_task_type("sleep")
+
+    since = datetime.now(UTC) - timedelta(days=1)
+    retried: BatchRetryResult = client.batch_retry(
+        type="csv_stats", states=[TaskState.FAILED], created_after=since
+    )
+    print("retried", retried.retried, "of", retried.matched)
+
+
 def run_sync() -> None:
     with Client(ADDRESS, timeout=5.0) as client:
         print("csv:", summarize_csv(client, "name,age\nada,36\nalan,41\n"))
         sleep_with_progress(client)
+        chain_and_limits(client)
 
         handles = client.submit_batch(
             [TaskSpec("sleep", {"seconds": 0.5}, priority=priority) for priority in (1, 2, 3)]
@@ -74,6 +101,8 @@ async def run_async() -> None:
         final = await client.wait(handle.id, timeout=10)
         recent = [task.id async for task in client.list(type="sleep", limit=3)]
         print("async done:", final.state.name, recent)
+        cancelled = await client.batch_cancel([handle])
+        print("async cancel counts:", cancelled.matched, cancelled.cancelled)
 
 
 if __name__ == "__main__":

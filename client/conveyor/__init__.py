@@ -28,8 +28,11 @@ from conveyor._errors import (
 from conveyor._handle import AsyncTaskHandle, TaskHandle
 from conveyor._tls import tls
 from conveyor._types import (
+    BatchCancelResult,
+    BatchRetryResult,
     JSONValue,
     OverlapPolicy,
+    PendingReason,
     Progress,
     Schedule,
     ScheduleRun,
@@ -39,6 +42,7 @@ from conveyor._types import (
     TaskSpec,
     TaskState,
     TaskType,
+    TaskTypeLimits,
     TaskView,
     Worker,
 )
@@ -47,6 +51,8 @@ __all__ = [
     "AlreadyExists",
     "AsyncClient",
     "AsyncTaskHandle",
+    "BatchCancelResult",
+    "BatchRetryResult",
     "Client",
     "ConveyorError",
     "DeadlineExceeded",
@@ -54,6 +60,7 @@ __all__ = [
     "InvalidArgument",
     "JSONValue",
     "OverlapPolicy",
+    "PendingReason",
     "PermissionDenied",
     "Progress",
     "ResourceExhausted",
@@ -68,6 +75,7 @@ __all__ = [
     "TaskSpec",
     "TaskState",
     "TaskType",
+    "TaskTypeLimits",
     "TaskView",
     "Unauthenticated",
     "Unavailable",

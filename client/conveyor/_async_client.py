@@ -6,14 +6,14 @@ import asyncio
 import builtins
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing, closing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import grpc
 import grpc.aio
 
-from conveyor import _core, _flows, _schedules
+from conveyor import _batch_actions, _core, _flows, _schedules, _type_settings
 from conveyor._coalesce_asyncio import AsyncSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
@@ -21,6 +21,10 @@ from conveyor._handle import AsyncTaskHandle
 from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
 from conveyor._results_async import ResultStreamTask
 from conveyor._types import (
+    BatchCancelResult,
+    BatchRetryResult,
+    HasTaskId,
+    LimitName,
     OverlapPolicy,
     Schedule,
     Task,
@@ -118,10 +122,23 @@ class AsyncClient:
         timeout: float | timedelta | None = None,  # noqa: ASYNC109 - the task's own timeout
         delay: float | timedelta | None = None,
         priority: int = 0,
+        concurrency_key: str | None = None,
+        depends_on: Sequence[str | HasTaskId] = (),
+        run_on_dependency_failure: bool = False,
         rpc_timeout: float | None = None,
     ) -> AsyncTaskHandle:
         spec = TaskSpec(
-            type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
+            type,
+            payload,
+            labels,
+            idempotency_key,
+            max_attempts,
+            timeout,
+            delay,
+            priority,
+            concurrency_key,
+            depends_on,
+            run_on_dependency_failure,
         )
         with self._results.submitting() as handed:
             if self._submitter is None:
@@ -196,8 +213,12 @@ class AsyncClient:
         page_size: int = 100,
         limit: int | None = None,
         view: TaskView = TaskView.FULL,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> AsyncIterator[Task]:
-        flow = _flows.list_tasks(states, type, labels, page_size, limit, view)
+        flow = _flows.list_tasks(
+            states, type, labels, page_size, limit, view, created_after, created_before
+        )
         return self._drive(_flows.FlowRun(flow))
 
     @shares_doc(_flows.cancel)
@@ -209,6 +230,71 @@ class AsyncClient:
         task = await self._run(_flows.retry(id, rpc_timeout))
         self._results.retried(task)
         return task
+
+    @shares_doc(_batch_actions.batch_cancel)
+    async def batch_cancel(
+        self,
+        ids: Sequence[str | HasTaskId] | None = None,
+        *,
+        states: Sequence[TaskState] | None = None,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        rpc_timeout: float | None = None,
+    ) -> BatchCancelResult:
+        flow = _batch_actions.batch_cancel(
+            ids, states, type, labels, created_after, created_before, rpc_timeout
+        )
+        return await self._run(flow)
+
+    @shares_doc(_batch_actions.batch_retry)
+    async def batch_retry(
+        self,
+        ids: Sequence[str | HasTaskId] | None = None,
+        *,
+        states: Sequence[TaskState] | None = None,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        rpc_timeout: float | None = None,
+    ) -> BatchRetryResult:
+        flow = _batch_actions.batch_retry(
+            ids, states, type, labels, created_after, created_before, rpc_timeout
+        )
+        return await self._run(flow)
+
+    @shares_doc(_type_settings.update_task_type)
+    async def update_task_type(
+        self,
+        name: str,
+        *,
+        max_running: int | None = None,
+        max_running_per_key: int | None = None,
+        max_starts_per_second: float | None = None,
+        burst: int | None = None,
+        restore_defaults: bool | Sequence[LimitName] = False,
+        rpc_timeout: float | None = None,
+    ) -> TaskType:
+        flow = _type_settings.update_task_type(
+            name,
+            max_running,
+            max_running_per_key,
+            max_starts_per_second,
+            burst,
+            restore_defaults,
+            rpc_timeout,
+        )
+        return await self._run(flow)
+
+    @shares_doc(_type_settings.pause_task_type)
+    async def pause_task_type(self, name: str, *, rpc_timeout: float | None = None) -> TaskType:
+        return await self._run(_type_settings.pause_task_type(name, rpc_timeout))
+
+    @shares_doc(_type_settings.resume_task_type)
+    async def resume_task_type(self, name: str, *, rpc_timeout: float | None = None) -> TaskType:
+        return await self._run(_type_settings.resume_task_type(name, rpc_timeout))
 
     @shares_doc(_flows.task_types)
     async def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:

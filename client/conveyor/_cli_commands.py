@@ -6,10 +6,12 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, NoReturn
 
 import click
+from google.protobuf.message import Message
 
 from conveyor import _cli_fleet as fleet
 from conveyor import _cli_live as live
 from conveyor import _cli_render as render
+from conveyor._cli_filters import TaskFilters, filter_options
 from conveyor._cli_payload import label_option, read_payload
 from conveyor._cli_schedules import schedule
 from conveyor._cli_settings import (
@@ -19,6 +21,7 @@ from conveyor._cli_settings import (
     current_settings,
     group_options,
 )
+from conveyor._cli_types import types
 from conveyor._errors import ConveyorError
 from conveyor._types import Task, TaskState
 
@@ -107,6 +110,24 @@ def cli(
     "--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Wait before running."
 )
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option(
+    "--concurrency-key",
+    metavar="KEY",
+    help="Tasks of one key (a customer, an account) run at most the type's "
+    "max_running_per_key at once.",
+)
+@click.option(
+    "--depends-on",
+    multiple=True,
+    metavar="ID",
+    help="Run once task ID is finished; repeat for several.",
+)
+@click.option(
+    "--run-on-dependency-failure",
+    is_flag=True,
+    help="Run even if a task of --depends-on ends FAILED or CANCELLED "
+    "(by default the task is then cancelled).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the task to finish and print it.")
 @click.option("--watch", is_flag=True, help="Show a live progress bar until the task finishes.")
 def submit(
@@ -119,6 +140,9 @@ def submit(
     task_timeout: float | None,
     delay: float | None,
     priority: int,
+    concurrency_key: str | None,
+    depends_on: Sequence[str],
+    run_on_dependency_failure: bool,
     wait: bool,
     watch: bool,
 ) -> None:
@@ -138,6 +162,9 @@ def submit(
         timeout=task_timeout,
         delay=delay,
         priority=priority,
+        concurrency_key=concurrency_key,
+        depends_on=depends_on,
+        run_on_dependency_failure=run_on_dependency_failure,
     )
     if watch:
         _follow(handle.watch())
@@ -170,15 +197,7 @@ def watch(id: str) -> None:
 
 @cli.command("list")
 @command_options
-@click.option(
-    "--state",
-    "states",
-    multiple=True,
-    type=click.Choice([state.name for state in TaskState], case_sensitive=False),
-    help="Only tasks in this state; repeat for several.",
-)
-@click.option("--type", "task_type", help="Only tasks of this type.")
-@label_option
+@filter_options
 @click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N tasks."
 )
@@ -188,33 +207,14 @@ def watch(id: str) -> None:
     help="Keep the table current as tasks change, until Ctrl-C "
     "(with --json: print each change as a JSON line).",
 )
-def list_tasks(
-    states: Sequence[str], task_type: str | None, labels: dict[str, str], limit: int, watch: bool
-) -> None:
+def list_tasks(filters: TaskFilters, limit: int, watch: bool) -> None:
     """List tasks, newest first."""
     settings = current_settings()
     if watch:
-        wanted = [TaskState[name.upper()] for name in states]
-        if settings.as_json:
-            live.watch_json(settings.client(), states=wanted, type=task_type, labels=labels)
-        else:
-            live.watch_list(
-                settings.client(),
-                states=wanted,
-                type=task_type,
-                labels=labels,
-                limit=limit,
-                console=settings.stdout,
-            )
+        _watch_list(settings, filters, limit)
         return
     tasks = list(
-        settings.client().list(
-            states=[TaskState[name.upper()] for name in states],
-            type=task_type,
-            labels=labels,
-            page_size=min(limit, 100),
-            limit=limit,
-        )
+        settings.client().list(page_size=min(limit, 100), limit=limit, **filters.as_kwargs())
     )
     if settings.as_json:
         click.echo(render.dumps_tasks(tasks))
@@ -224,13 +224,42 @@ def list_tasks(
         settings.stderr.print("no tasks")
 
 
+def _watch_list(settings: Settings, filters: TaskFilters, limit: int) -> None:
+    if filters.created():
+        raise click.UsageError(
+            "--watch follows changes as they come: leave out --since and --created-*"
+        )
+    if settings.as_json:
+        live.watch_json(
+            settings.client(), states=filters.states, type=filters.type, labels=filters.labels
+        )
+    else:
+        live.watch_list(
+            settings.client(),
+            states=filters.states,
+            type=filters.type,
+            labels=filters.labels,
+            limit=limit,
+            console=settings.stdout,
+        )
+
+
 @cli.command()
 @command_options
-@click.argument("id")
-def cancel(id: str) -> None:
-    """Cancel task ID: at once when it waits, by asking its handler to stop when it runs."""
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@filter_options
+def cancel(ids: Sequence[str], filters: TaskFilters) -> None:
+    """Cancel tasks: at once when they wait, by asking their handlers to stop when they run.
+
+    Name one task, several, or all that match the filters (at least one):
+    `conveyor cancel --type email --state pending --since 24h`.
+    """
     settings = current_settings()
-    task = settings.client().cancel(id)
+    if _batch_selection(ids, filters):
+        result = settings.client().batch_cancel(ids or None, **filters.as_kwargs())
+        _print_counts(result.raw, render.cancel_counts(result))
+        return
+    task = settings.client().cancel(ids[0])
     _print_short(task)
     if not task.is_terminal:
         settings.stderr.print(
@@ -243,10 +272,40 @@ def cancel(id: str) -> None:
 
 @cli.command()
 @command_options
-@click.argument("id")
-def retry(id: str) -> None:
-    """Run the FAILED or CANCELLED task ID again."""
-    _print_short(current_settings().client().retry(id))
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@filter_options
+def retry(ids: Sequence[str], filters: TaskFilters) -> None:
+    """Run FAILED or CANCELLED tasks again, with fresh attempts.
+
+    Name one task, several, or all that match the filters (at least one):
+    `conveyor retry --type email --state failed --since 24h`.
+    """
+    settings = current_settings()
+    if _batch_selection(ids, filters):
+        result = settings.client().batch_retry(ids or None, **filters.as_kwargs())
+        _print_counts(result.raw, render.retry_counts(result))
+        return
+    _print_short(settings.client().retry(ids[0]))
+
+
+def _batch_selection(ids: Sequence[str], filters: TaskFilters) -> bool:
+    """Whether the command acts on many tasks (by ids or by filter) or on one."""
+    if ids and filters.given():
+        raise click.UsageError("give task ids or filters, not both")
+    if not ids and not filters.given():
+        raise click.UsageError(
+            "give task ids, or filters (--type, --state, --label, --since, --created-after, "
+            "--created-before)"
+        )
+    return len(ids) != 1
+
+
+def _print_counts(response: Message, line: str) -> None:
+    settings = current_settings()
+    if settings.as_json:
+        click.echo(render.dumps_counts(response))
+    else:
+        settings.stdout.print(line, highlight=False, soft_wrap=True)
 
 
 def _print_short(task: Task) -> None:
@@ -257,17 +316,7 @@ def _print_short(task: Task) -> None:
         settings.stdout.print(render.summary(task), soft_wrap=True)
 
 
-@cli.command("types")
-def task_types() -> None:
-    """List the task types the service accepts, and how many workers run each."""
-    settings = current_settings()
-    types = settings.client().task_types()
-    if settings.as_json:
-        click.echo(fleet.dumps_task_types(types))
-    elif types:
-        settings.stdout.print(fleet.task_type_table(types))
-    else:
-        settings.stderr.print("no task types")
+cli.add_command(types)
 
 
 @cli.command()

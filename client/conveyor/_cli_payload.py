@@ -11,7 +11,7 @@ import click
 
 
 def parse_labels(
-    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+    ctx: click.Context | None, param: click.Parameter | None, values: Sequence[str]
 ) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in values:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.table import Table
 
 from conveyor._errors import ConveyorError
-from conveyor._types import Task, TaskState
+from conveyor._types import BatchCancelResult, BatchRetryResult, Task, TaskState
 
 STATE_STYLES: Mapping[TaskState, str] = {
     TaskState.PENDING: "yellow",
@@ -40,6 +41,17 @@ def dumps_task(task: Task, *, indent: int | None = 2) -> str:
 
 def dumps_tasks(tasks: Iterable[Task]) -> str:
     return json.dumps([task_json(task) for task in tasks], indent=2)
+
+
+def dumps_counts(response: Message) -> str:
+    """A batch action's response, every count present and a number (no int64 quotes)."""
+    counts = json_format.MessageToDict(
+        response,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=True,
+        unquote_int64_if_possible=True,
+    )
+    return json.dumps(counts, indent=2)
 
 
 # --- people -------------------------------------------------------------------------
@@ -105,6 +117,7 @@ def task_details(task: Task) -> Table:
         ("idempotency key", escape(task.idempotency_key or "-")),
         ("version", str(task.version)),
     ]
+    rows[3:3] = _waiting_rows(task)
     if task.state is TaskState.SUCCEEDED:
         rows.append(("result", escape(json.dumps(task.result))))
     if task.error is not None:
@@ -115,6 +128,39 @@ def task_details(task: Task) -> Table:
     for name, value in rows:
         grid.add_row(name, value)
     return grid
+
+
+def _waiting_rows(task: Task) -> list[tuple[str, str]]:
+    """Why the task waits, what it waits for, and its concurrency key, when it has them."""
+    rows = []
+    if task.pending_reason is not None:
+        reason = task.pending_reason.name
+        note = f"{reason}: {task.pending_message}" if task.pending_message else reason
+        rows.append(("waiting", f"[yellow]{escape(note)}[/]"))
+    if task.depends_on:
+        rule = " (runs even if one fails)" if task.run_on_dependency_failure else ""
+        rows.append(("depends on", escape(", ".join(task.depends_on)) + rule))
+    if task.concurrency_key:
+        rows.append(("concurrency key", escape(task.concurrency_key)))
+    return rows
+
+
+def cancel_counts(result: BatchCancelResult) -> str:
+    line = (
+        f"matched {result.matched}: {result.cancelled} cancelled, "
+        f"{result.cancel_requested} asked to stop"
+    )
+    if result.cancel_requested:
+        line += " (each ends CANCELLED when its handler stops)"
+    return line + _not_found(result.not_found)
+
+
+def retry_counts(result: BatchRetryResult) -> str:
+    return f"matched {result.matched}: {result.retried} retried" + _not_found(result.not_found)
+
+
+def _not_found(count: int) -> str:
+    return f", {count} not found" if count else ""
 
 
 def task_table(tasks: Sequence[Task]) -> Table:

@@ -6,13 +6,13 @@ import builtins
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
-from conveyor import _core, _flows, _schedules
+from conveyor import _batch_actions, _core, _flows, _schedules, _type_settings
 from conveyor._coalesce_threads import ThreadSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
@@ -20,6 +20,10 @@ from conveyor._handle import TaskHandle
 from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
 from conveyor._results_sync import ResultStreamThread
 from conveyor._types import (
+    BatchCancelResult,
+    BatchRetryResult,
+    HasTaskId,
+    LimitName,
     OverlapPolicy,
     Schedule,
     Task,
@@ -152,10 +156,23 @@ class Client:
         timeout: float | timedelta | None = None,
         delay: float | timedelta | None = None,
         priority: int = 0,
+        concurrency_key: str | None = None,
+        depends_on: Sequence[str | HasTaskId] = (),
+        run_on_dependency_failure: bool = False,
         rpc_timeout: float | None = None,
     ) -> TaskHandle:
         spec = TaskSpec(
-            type, payload, labels, idempotency_key, max_attempts, timeout, delay, priority
+            type,
+            payload,
+            labels,
+            idempotency_key,
+            max_attempts,
+            timeout,
+            delay,
+            priority,
+            concurrency_key,
+            depends_on,
+            run_on_dependency_failure,
         )
         with self._results.submitting() as handed:
             if self._submitter is None:
@@ -226,8 +243,12 @@ class Client:
         page_size: int = 100,
         limit: int | None = None,
         view: TaskView = TaskView.FULL,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Iterator[Task]:
-        flow = _flows.list_tasks(states, type, labels, page_size, limit, view)
+        flow = _flows.list_tasks(
+            states, type, labels, page_size, limit, view, created_after, created_before
+        )
         return self._drive(_flows.FlowRun(flow))
 
     @shares_doc(_flows.cancel)
@@ -239,6 +260,71 @@ class Client:
         task = self._run(_flows.retry(id, rpc_timeout))
         self._results.retried(task)
         return task
+
+    @shares_doc(_batch_actions.batch_cancel)
+    def batch_cancel(
+        self,
+        ids: Sequence[str | HasTaskId] | None = None,
+        *,
+        states: Sequence[TaskState] | None = None,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        rpc_timeout: float | None = None,
+    ) -> BatchCancelResult:
+        flow = _batch_actions.batch_cancel(
+            ids, states, type, labels, created_after, created_before, rpc_timeout
+        )
+        return self._run(flow)
+
+    @shares_doc(_batch_actions.batch_retry)
+    def batch_retry(
+        self,
+        ids: Sequence[str | HasTaskId] | None = None,
+        *,
+        states: Sequence[TaskState] | None = None,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        rpc_timeout: float | None = None,
+    ) -> BatchRetryResult:
+        flow = _batch_actions.batch_retry(
+            ids, states, type, labels, created_after, created_before, rpc_timeout
+        )
+        return self._run(flow)
+
+    @shares_doc(_type_settings.update_task_type)
+    def update_task_type(
+        self,
+        name: str,
+        *,
+        max_running: int | None = None,
+        max_running_per_key: int | None = None,
+        max_starts_per_second: float | None = None,
+        burst: int | None = None,
+        restore_defaults: bool | Sequence[LimitName] = False,
+        rpc_timeout: float | None = None,
+    ) -> TaskType:
+        flow = _type_settings.update_task_type(
+            name,
+            max_running,
+            max_running_per_key,
+            max_starts_per_second,
+            burst,
+            restore_defaults,
+            rpc_timeout,
+        )
+        return self._run(flow)
+
+    @shares_doc(_type_settings.pause_task_type)
+    def pause_task_type(self, name: str, *, rpc_timeout: float | None = None) -> TaskType:
+        return self._run(_type_settings.pause_task_type(name, rpc_timeout))
+
+    @shares_doc(_type_settings.resume_task_type)
+    def resume_task_type(self, name: str, *, rpc_timeout: float | None = None) -> TaskType:
+        return self._run(_type_settings.resume_task_type(name, rpc_timeout))
 
     @shares_doc(_flows.task_types)
     def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:

@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from conveyor._dependencies import add_dependencies
 from conveyor._errors import Unavailable
 from conveyor._struct import struct_to_dict, value_to_python
 from conveyor._types import (
+    PendingReason,
     Progress,
     Task,
     TaskChange,
@@ -25,6 +27,7 @@ from conveyor._types import (
     TaskSpec,
     TaskState,
     TaskType,
+    TaskTypeLimits,
     TaskView,
     Worker,
 )
@@ -54,6 +57,10 @@ _STATE_TO_PROTO: Mapping[TaskState, task_pb2.TaskState.ValueType] = {
 }
 _STATE_FROM_PROTO: Mapping[int, TaskState] = {
     proto: state for state, proto in _STATE_TO_PROTO.items()
+}
+# PENDING_REASON_UNSPECIFIED (0) reads as None: no reason, or not computed.
+_PENDING_REASON_FROM_PROTO: Mapping[int, PendingReason] = {
+    reason.value: reason for reason in PendingReason
 }
 
 
@@ -103,6 +110,11 @@ def state_from_proto(value: int) -> TaskState:
         raise ValueError(f"unknown task state {value} from the service") from None
 
 
+def pending_reason_from_proto(value: int) -> PendingReason | None:
+    """The reason, or None for PENDING_REASON_UNSPECIFIED and reasons newer than the SDK."""
+    return _PENDING_REASON_FROM_PROTO.get(value)
+
+
 # --- google.protobuf well-known types <-> Python ---------------------------------
 
 
@@ -127,6 +139,18 @@ def timestamp_to_datetime(timestamp: timestamp_pb2.Timestamp) -> datetime | None
     if timestamp.seconds == 0 and timestamp.nanos == 0:
         return None
     return timestamp.ToDatetime(tzinfo=UTC)
+
+
+def datetime_to_timestamp(value: datetime, name: str) -> timestamp_pb2.Timestamp:
+    """A timestamp of an aware datetime; `name` is the argument, for the error."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive datetime is local time to some callers and UTC to others.
+        raise ValueError(
+            f"{name} must be timezone-aware, such as datetime.now(UTC) - timedelta(days=1)"
+        )
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(value)
+    return timestamp
 
 
 def to_duration(value: float | timedelta) -> duration_pb2.Duration:
@@ -179,6 +203,11 @@ def task_from_proto(message: task_pb2.Task) -> Task:
         idempotency_key=message.idempotency_key or None,
         cancel_requested=message.cancel_requested,
         version=message.version,
+        concurrency_key=message.concurrency_key or None,
+        depends_on=tuple(message.depends_on),
+        run_on_dependency_failure=message.run_on_dependency_failure,
+        pending_reason=pending_reason_from_proto(message.pending_reason),
+        pending_message=message.pending_message,
         raw=message,
     )
 
@@ -192,7 +221,21 @@ def task_type_from_proto(message: task_service_pb2.TaskType) -> TaskType:
         example_payload=(
             struct_to_dict(message.example_payload) if message.HasField("example_payload") else None
         ),
+        limits=limits_from_proto(message.limits),
+        default_limits=limits_from_proto(message.default_limits),
+        paused=message.paused,
+        running=message.running,
+        pending=message.pending,
         raw=message,
+    )
+
+
+def limits_from_proto(message: task_service_pb2.TaskTypeLimits) -> TaskTypeLimits:
+    return TaskTypeLimits(
+        max_running=message.max_running,
+        max_running_per_key=message.max_running_per_key,
+        max_starts_per_second=message.max_starts_per_second,
+        burst=message.burst,
     )
 
 
@@ -219,7 +262,11 @@ def new_reply_to() -> str:
     return "sdk-" + secrets.token_urlsafe(16)
 
 
-def submit_request(spec: TaskSpec, reply_to: str = "") -> task_service_pb2.SubmitTaskRequest:
+def submit_request(
+    spec: TaskSpec, reply_to: str = "", batch: Sequence[TaskSpec] = ()
+) -> task_service_pb2.SubmitTaskRequest:
+    """The request for one spec; `batch` is the `submit_batch` it is part of,
+    where its `depends_on` may name earlier specs."""
     request = task_service_pb2.SubmitTaskRequest(
         type=spec.type,
         reply_to=reply_to,
@@ -228,11 +275,14 @@ def submit_request(spec: TaskSpec, reply_to: str = "") -> task_service_pb2.Submi
         idempotency_key=spec.idempotency_key or "",
         max_attempts=spec.max_attempts or 0,
         priority=spec.priority,
+        concurrency_key=spec.concurrency_key or "",
+        run_on_dependency_failure=spec.run_on_dependency_failure,
     )
     if spec.timeout is not None:
         request.timeout.CopyFrom(to_duration(spec.timeout))
     if spec.delay is not None:
         request.delay.CopyFrom(to_duration(spec.delay))
+    add_dependencies(request, spec.depends_on, batch)
     return request
 
 
@@ -240,7 +290,7 @@ def batch_request(
     specs: Sequence[TaskSpec], reply_to: str = ""
 ) -> task_service_pb2.BatchSubmitTasksRequest:
     return task_service_pb2.BatchSubmitTasksRequest(
-        requests=[submit_request(spec, reply_to) for spec in specs]
+        requests=[submit_request(spec, reply_to, specs) for spec in specs]
     )
 
 
@@ -252,8 +302,10 @@ def list_request(
     page_size: int,
     page_token: str = "",
     view: TaskView = TaskView.FULL,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> task_service_pb2.ListTasksRequest:
-    return task_service_pb2.ListTasksRequest(
+    request = task_service_pb2.ListTasksRequest(
         view=view.value,
         page_size=page_size,
         page_token=page_token,
@@ -261,6 +313,20 @@ def list_request(
         type=type or "",
         labels=dict(labels or {}),
     )
+    set_created_range(request, created_after, created_before)
+    return request
+
+
+def set_created_range(
+    message: task_service_pb2.ListTasksRequest | task_service_pb2.TaskFilter,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> None:
+    """Set the creation-time bounds of a list request or a batch action's filter."""
+    if created_after is not None:
+        message.created_after.CopyFrom(datetime_to_timestamp(created_after, "created_after"))
+    if created_before is not None:
+        message.created_before.CopyFrom(datetime_to_timestamp(created_before, "created_before"))
 
 
 def watch_tasks_request(

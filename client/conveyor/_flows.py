@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, get_args
 
 from google.protobuf import message
@@ -49,6 +50,11 @@ UnaryMethod: TypeAlias = Literal[
     "RetryTask",
     "ListTaskTypes",
     "ListWorkers",
+    "BatchCancelTasks",
+    "BatchRetryTasks",
+    "UpdateTaskType",
+    "PauseTaskType",
+    "ResumeTaskType",
 ]
 
 
@@ -184,6 +190,12 @@ def submit(spec: TaskSpec, rpc_timeout: float | None, reply_to: str = "") -> Flo
     `timeout` is the execution timeout of one attempt and `delay` the wait
     before the first one, in seconds; `rpc_timeout` is this call's deadline.
     The call is retried after UNAVAILABLE only with an `idempotency_key`.
+
+    The task runs once every task of `depends_on` (ids, tasks or handles)
+    is finished; when one ends FAILED or CANCELLED it is cancelled (error
+    `DEPENDENCY_FAILED`), or runs anyway with `run_on_dependency_failure`.
+    Tasks of one `concurrency_key` (a customer, an account) run at most
+    their type's `max_running_per_key` at once.
     """
     retry = _core.submit_retry([spec])
     response = yield from _unary(
@@ -195,7 +207,16 @@ def submit(spec: TaskSpec, rpc_timeout: float | None, reply_to: str = "") -> Flo
 def submit_batch(
     specs: Sequence[TaskSpec], rpc_timeout: float | None, reply_to: str = ""
 ) -> Flow[list[Task]]:
-    """Submit several tasks at once: all are accepted, or none (the error says why)."""
+    """Submit several tasks at once: all are accepted, or none (the error says why).
+
+    A spec's `depends_on` may name earlier specs of the same batch, by the
+    `TaskSpec` object or by its index, so a chain or a fan-in is submitted
+    at once::
+
+        extract = TaskSpec("extract", {"day": "2026-01-31"})
+        report = TaskSpec("report", depends_on=[extract])
+        client.submit_batch([extract, report])
+    """
     retry = _core.submit_retry(specs)
     response = yield from _unary(
         "BatchSubmitTasks", _core.batch_request(specs, reply_to), retry, rpc_timeout
@@ -339,26 +360,35 @@ def list_tasks(
     page_size: int,
     limit: int | None,
     view: TaskView = TaskView.FULL,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> Flow[None]:
     """Yield tasks, newest first, fetching further pages as needed.
 
-    Filters combine: any of `states`, this `type`, every one of `labels`.
-    `limit` caps the number of tasks yielded. `view=TaskView.BASIC` leaves
-    out each task's payload and result. A page may hold fewer than
-    `page_size` tasks when they are large; paging goes on regardless.
+    Filters combine: any of `states`, this `type`, every one of `labels`,
+    created at or after `created_after` and before `created_before`
+    (timezone-aware datetimes). `limit` caps the number of tasks yielded.
+    `view=TaskView.BASIC` leaves out each task's payload and result. A page
+    may hold fewer than `page_size` tasks when they are large; paging goes
+    on regardless.
     """
-    # Checked here, when the method is called, not at the first page.
-    size = _core.list_page_size(page_size, limit)
+    # Built here, so bad arguments raise when the method is called, not at
+    # the first page.
+    first = _core.list_request(
+        states=states,
+        type=type,
+        labels=labels,
+        page_size=_core.list_page_size(page_size, limit),
+        view=view,
+        created_after=created_after,
+        created_before=created_before,
+    )
 
     def page(token: str) -> task_service_pb2.ListTasksRequest:
-        return _core.list_request(
-            states=states,
-            type=type,
-            labels=labels,
-            page_size=size,
-            page_token=token,
-            view=view,
-        )
+        request = task_service_pb2.ListTasksRequest()
+        request.CopyFrom(first)
+        request.page_token = token
+        return request
 
     return _pages(page, limit)
 

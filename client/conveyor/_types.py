@@ -4,10 +4,10 @@ the task types a service accepts, the workers that run them, and schedules."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from conveyor.v1 import schedule_service_pb2, task_pb2, task_service_pb2
 
@@ -31,6 +31,32 @@ class TaskState(enum.Enum):
 
 
 _TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+class PendingReason(enum.Enum):
+    """Why a PENDING task is not running yet; the values are the proto enum numbers.
+
+    When several reasons hold, the task shows the first in this order.
+    """
+
+    DEPENDENCIES = task_pb2.PENDING_REASON_DEPENDENCIES
+    """Waiting for the tasks in `depends_on` to finish."""
+    DELAYED = task_pb2.PENDING_REASON_DELAYED
+    """Submitted with a delay; `scheduled_time` says until when."""
+    BACKING_OFF = task_pb2.PENDING_REASON_BACKING_OFF
+    """Waiting for its retry backoff; `error` says why the last attempt failed."""
+    TYPE_PAUSED = task_pb2.PENDING_REASON_TYPE_PAUSED
+    """Its task type is paused."""
+    CONCURRENCY_LIMIT = task_pb2.PENDING_REASON_CONCURRENCY_LIMIT
+    """Its type's `max_running` tasks are running."""
+    KEY_CONCURRENCY_LIMIT = task_pb2.PENDING_REASON_KEY_CONCURRENCY_LIMIT
+    """`max_running_per_key` tasks of its concurrency key are running."""
+    RATE_LIMIT = task_pb2.PENDING_REASON_RATE_LIMIT
+    """Its type started `max_starts_per_second` tasks in the last second."""
+    NO_WORKER = task_pb2.PENDING_REASON_NO_WORKER
+    """No live worker or server serves its type."""
+    QUEUED = task_pb2.PENDING_REASON_QUEUED
+    """Due, and queued behind other tasks of its type."""
 
 
 class TaskView(enum.Enum):
@@ -87,6 +113,13 @@ class Task:
     idempotency_key: str | None
     cancel_requested: bool
     version: int
+    concurrency_key: str | None
+    depends_on: tuple[str, ...]
+    run_on_dependency_failure: bool
+    pending_reason: PendingReason | None
+    """Why the task waits; set by `get` for a PENDING task, None otherwise."""
+    pending_message: str
+    """`pending_reason` in words, with the figures behind it; empty without one."""
     raw: task_pb2.Task = field(repr=False, compare=False)
 
     @property
@@ -117,12 +150,36 @@ class TaskChange:
         return self.task is None
 
 
+class HasTaskId(Protocol):
+    """Anything that names a task by its `id`: a `Task`, a `TaskHandle`, an `AsyncTaskHandle`."""
+
+    @property
+    def id(self) -> str: ...
+
+
+Dependency: TypeAlias = "str | HasTaskId | TaskSpec | int"
+"""A task that a `TaskSpec` waits for: an existing task, by id, `Task` or
+handle; or, in `submit_batch` only, an earlier spec of the same batch, by the
+`TaskSpec` object itself or by its index in the batch."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One task to submit, as `Client.submit_batch` takes them.
 
     `timeout` and `delay` are seconds (or a `timedelta`); `None` leaves the
-    server default.
+    server default. The task runs once every task of `depends_on` is
+    finished; when one of them ends FAILED or CANCELLED, it is cancelled
+    (error `DEPENDENCY_FAILED`) unless `run_on_dependency_failure` is set.
+    In a `submit_batch`, `depends_on` may name earlier specs of the batch,
+    so a chain or a fan-in is submitted at once::
+
+        extract = TaskSpec("extract", {"day": "2026-01-31"})
+        report = TaskSpec("report", depends_on=[extract])
+        client.submit_batch([extract, report])
+
+    Tasks of one `concurrency_key` (a customer, an account) run at most
+    their type's `max_running_per_key` at once.
     """
 
     type: str
@@ -133,6 +190,30 @@ class TaskSpec:
     timeout: float | timedelta | None = None
     delay: float | timedelta | None = None
     priority: int = 0
+    concurrency_key: str | None = None
+    depends_on: Sequence[Dependency] = ()
+    run_on_dependency_failure: bool = False
+
+
+LimitName: TypeAlias = Literal[
+    "max_running", "max_running_per_key", "max_starts_per_second", "burst"
+]
+"""The name of one limit of a task type, as `update_task_type(restore_defaults=[...])` takes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTypeLimits:
+    """How many tasks of a type may run at once, and how fast they may start.
+
+    0 means no limit. A task over a limit waits PENDING, it never fails
+    because of one. `burst` is how many may start at once after a quiet
+    spell; 0 means `max(1, max_starts_per_second)`.
+    """
+
+    max_running: int = 0
+    max_running_per_key: int = 0
+    max_starts_per_second: float = 0.0
+    burst: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +222,52 @@ class TaskType:
 
     `workers` counts the live worker processes that run it; 0 for a type only
     the API has handler code for. `example_payload` is None when the
-    handler's author gave none.
+    handler's author gave none. `limits` are those in force: set at run
+    time by `update_task_type`, else the handler's `default_limits`.
+    `running` and `pending` count the type's tasks across every worker.
     """
 
     name: str
     description: str
     workers: int
     example_payload: dict[str, Any] | None
+    limits: TaskTypeLimits
+    default_limits: TaskTypeLimits
+    paused: bool
+    running: int
+    pending: int
     raw: task_service_pb2.TaskType = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCancelResult:
+    """What `batch_cancel` changed. `raw` keeps the `BatchCancelTasksResponse`.
+
+    `matched` counts the tasks found; `cancelled` the PENDING ones cancelled
+    at once; `cancel_requested` the RUNNING ones asked to stop (each ends
+    CANCELLED when its handler stops); `not_found` the ids given that name no
+    task.
+    """
+
+    matched: int
+    cancelled: int
+    cancel_requested: int
+    not_found: int
+    raw: task_service_pb2.BatchCancelTasksResponse = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRetryResult:
+    """What `batch_retry` changed. `raw` keeps the `BatchRetryTasksResponse`.
+
+    `matched` counts the tasks found; `retried` those queued again with fresh
+    attempts; `not_found` the ids given that name no task.
+    """
+
+    matched: int
+    retried: int
+    not_found: int
+    raw: task_service_pb2.BatchRetryTasksResponse = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

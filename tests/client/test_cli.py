@@ -316,3 +316,39 @@ def test_installed_script(server: Any) -> None:
     assert missing.stdout == ""
     assert missing.stderr.startswith("error: NOT_FOUND: ")
     assert "Traceback" not in missing.stderr
+
+
+def test_submit_with_dependencies_and_a_concurrency_key(run: Any, client: Client) -> None:
+    parent = client.submit("echo", delay=60)
+    result = run(
+        "submit",
+        "echo",
+        "--concurrency-key",
+        "acct-7",
+        "--depends-on",
+        parent.id,
+        "--run-on-dependency-failure",
+        json=True,
+    )
+    assert result.exit_code == 0, result.output
+    task = client.get(json.loads(result.stdout)["id"])
+    assert task.concurrency_key == "acct-7"
+    assert task.depends_on == (parent.id,)
+    assert task.run_on_dependency_failure
+
+    shown = run("get", task.id)
+    assert shown.exit_code == 0, shown.output
+    assert "DEPENDENCIES: " in shown.stdout
+    assert f"{parent.id} (runs even if one fails)" in shown.stdout
+    assert "acct-7" in shown.stdout
+    client.cancel(parent.id)
+    assert client.wait(task.id, timeout=10).state is TaskState.SUCCEEDED
+
+
+def test_get_shows_why_a_delayed_task_waits(run: Any, client: Client) -> None:
+    handle = client.submit("echo", delay=60)
+    as_json = json.loads(run("get", handle.id, json=True).stdout)
+    assert as_json["pending_reason"] == "PENDING_REASON_DELAYED"
+    assert as_json["pending_message"]
+    assert "DELAYED: " in run("get", handle.id).stdout
+    client.cancel(handle.id)

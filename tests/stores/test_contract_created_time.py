@@ -50,9 +50,7 @@ async def test_created_bounds_combine_with_other_filters(store: TaskStore, now: 
     await store.claim(1, now + 10, TYPES)  # the old echo task runs
     query = ListQuery(page_size=10, type="echo", created_after=now + 5)
     assert await ids_of(store, query) == [young.id]
-    running_old = ListQuery(
-        page_size=10, states=frozenset({State.RUNNING}), created_before=now + 5
-    )
+    running_old = ListQuery(page_size=10, states=frozenset({State.RUNNING}), created_before=now + 5)
     assert await ids_of(store, running_old) == [old.id]
     assert await ids_of(store, ListQuery(page_size=10, type="sleep", created_before=now)) == []
     assert young_sleep.id in await ids_of(store, ListQuery(page_size=10, created_after=now + 10))

@@ -21,6 +21,7 @@ from conveyor_server.stores import (
     TaskStore,
     UnknownDependency,
 )
+from tests.stores.conftest import StoreOpener
 from tests.support.stores import (
     BOOM,
     NOTICE_SECONDS,
@@ -166,7 +167,8 @@ async def test_cancelling_a_dependency_or_a_waiting_task_cascades(
     assert await store.depth() == 0
 
 
-async def test_a_long_chain_cancels_in_one_call(store: TaskStore, now: float) -> None:
+async def test_a_long_chain_cancels_in_one_call(make_store: StoreOpener, now: float) -> None:
+    store = make_store(max_queue=2000, retention_count=2000)
     chain = [new_task()] + [new_task(depends_on_requests=(i,)) for i in range(1499)]
     ids = [r.id for r in await store.create(chain, now)]
     await store.cancel(ids[0], now + 1)
@@ -279,4 +281,3 @@ async def test_a_released_task_keeps_its_delay(store: TaskStore, now: float) -> 
     assert await claim_ids(store, now + 1) == []
     assert await store.next_due_time() == pytest.approx(now + 60, abs=1e-3)
     assert await claim_ids(store, now + 61) == [delayed.id]
-

@@ -260,7 +260,8 @@ async def test_a_freed_limit_tells_the_listener(store: TaskStore, now: float) ->
     store.attach(listener)
     await store.update_type("echo", now, limits={"max_running": 1, "max_running_per_key": 1})
     await store.create([new_task(), new_task()], now)
-    await store.create([new_task(concurrency_key="k"), new_task(concurrency_key="k")], now)
+    keyed = await store.create([new_task(concurrency_key="k"), new_task(concurrency_key="k")], now)
+    first_key, second_key = keyed[0].id, keyed[1].id
     [first] = await store.claim(10, now, TYPES)
     first_id, first_claim = first.id, first.claim
 
@@ -276,13 +277,14 @@ async def test_a_freed_limit_tells_the_listener(store: TaskStore, now: float) ->
     await eventually(lambda: listener.work > told, "a raised limit")
 
     # A task of a key at its limit ends.
-    keyed = [r for r in await store.claim(10, now + 2, TYPES) if r.concurrency_key == "k"]
-    [(key_id, key_claim)] = [(r.id, r.claim) for r in keyed]
+    await store.claim(10, now + 2, TYPES)
     assert await store.claim(10, now + 2, TYPES) == []
+    running_key = await current(store, first_key)
+    assert running_key.state is State.RUNNING
     told = listener.work
-    await store.complete([Outcome(key_id, key_claim, result=b"")], now + 3)
+    await store.complete([Outcome(first_key, running_key.claim, result=b"")], now + 3)
     await eventually(lambda: listener.work > told, "a place freed under max_running_per_key")
-    assert len(await claim_ids(store, now + 3)) == 1
+    assert await claim_ids(store, now + 3) == [second_key]
 
 
 # -- counts and reasons ---------------------------------------------------
@@ -335,9 +337,7 @@ async def test_pending_reason_names_the_first_limit_that_holds(
     )
 
 
-async def test_pending_reason_tells_when_the_next_token_comes(
-    store: TaskStore, now: float
-) -> None:
+async def test_pending_reason_tells_when_the_next_token_comes(store: TaskStore, now: float) -> None:
     await store.update_type("echo", now, limits={"max_starts_per_second": 5})
     created = [r.id for r in await store.create([new_task() for _ in range(6)], now)]
     started = await claim_ids(store, now)

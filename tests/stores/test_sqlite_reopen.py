@@ -17,6 +17,7 @@ from conveyor_server.stores import (
     ListQuery,
     NewTask,
     Outcome,
+    ScheduleRecord,
     SqliteStore,
     State,
     TaskRecord,
@@ -44,10 +45,13 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_by_seq ON tasks (seq);
 """
+# The columns version 5 added.
+V5_COLUMNS = ("concurrency_key", "depends_on", "waiting", "run_on_dependency_failure")
 # The columns each older version has, of today's.
 COLUMNS = {
-    1: [name for name in schema.COLUMNS if name not in ("claim", "reply_to")],
-    2: [name for name in schema.COLUMNS if name != "reply_to"],
+    1: [name for name in schema.COLUMNS if name not in ("claim", "reply_to", *V5_COLUMNS)],
+    2: [name for name in schema.COLUMNS if name not in ("reply_to", *V5_COLUMNS)],
+    4: [name for name in schema.COLUMNS if name not in V5_COLUMNS],
 }
 
 
@@ -55,6 +59,22 @@ COLUMNS = {
 SCHEMA_V2 = SCHEMA_V1.replace(
     "version INTEGER NOT NULL\n);", "version INTEGER NOT NULL,\n    claim INTEGER NOT NULL\n);"
 )
+
+# Version 4: rows keyed by seq, with the claim number and the reply_to.
+SCHEMA_V4 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    id TEXT NOT NULL, seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, type TEXT NOT NULL,
+    state INTEGER NOT NULL, payload BLOB NOT NULL, result BLOB, error_code TEXT,
+    error_message TEXT, error_exception_type TEXT, progress_percent REAL,
+    progress_message TEXT, progress_current INTEGER, progress_total INTEGER,
+    attempt INTEGER NOT NULL, max_attempts INTEGER NOT NULL, priority INTEGER NOT NULL,
+    labels TEXT, create_time REAL NOT NULL, start_time REAL, end_time REAL,
+    update_time REAL NOT NULL, scheduled_time REAL NOT NULL, timeout REAL,
+    idempotency_key TEXT, fingerprint BLOB, cancel_requested INTEGER NOT NULL,
+    version INTEGER NOT NULL, claim INTEGER NOT NULL, reply_to TEXT
+);
+"""
 
 
 def record(new: NewTask, task_id: str, seq: int, state: State, attempt: int) -> TaskRecord:
@@ -66,9 +86,9 @@ def record(new: NewTask, task_id: str, seq: int, state: State, attempt: int) -> 
 
 
 def write_old_file(path: Path, version: int, tasks: list[TaskRecord]) -> None:
-    """A file as schema `version` (1 or 2) wrote it, holding `tasks`."""
+    """A file as schema `version` (1, 2 or 4) wrote it, holding `tasks`."""
     with contextlib.closing(sqlite3.connect(path)) as connection, connection:
-        connection.executescript({1: SCHEMA_V1, 2: SCHEMA_V2}[version])
+        connection.executescript({1: SCHEMA_V1, 2: SCHEMA_V2, 4: SCHEMA_V4}[version])
         connection.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
         connection.execute("INSERT INTO meta VALUES ('last_seq', ?)", (str(len(tasks)),))
         columns = COLUMNS[version]
@@ -191,6 +211,39 @@ async def test_a_version_2_file_is_migrated_its_tasks_without_a_reply_to(tmp_pat
         assert version.fetchone() == (str(schema.SCHEMA_VERSION),)
         rows = dict(connection.execute("SELECT id, reply_to FROM tasks"))
     assert rows == {"done": None, "waiting": None, fresh.id: "client-7"}
+
+
+async def test_a_version_4_file_is_migrated_and_keeps_type_settings_and_schedules(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.db"
+    done = record(new_task(), "done", 1, State.FAILED, 1)
+    waiting = record(new_task(), "waiting", 2, State.PENDING, 0)
+    write_old_file(path, 4, [done, waiting])
+
+    store = SqliteStore(str(path), max_queue=100, retention_count=100)
+    try:
+        loaded = await store.get("waiting")
+        assert loaded is not None
+        assert (loaded.concurrency_key, loaded.depends_on, loaded.waiting) == (None, None, 0)
+        assert not loaded.run_on_dependency_failure
+        [claimed] = await store.claim(5, T0 + 1, TYPES)
+        assert claimed.id == "waiting"
+        await store.update_type("echo", T0 + 2, limits={"max_running": 3}, paused=True)
+        await store.create_schedule(ScheduleRecord("nightly", "", b"spec", False, T0, T0, T0 + 60))
+    finally:
+        await store.close()
+
+    reopened = SqliteStore(str(path), max_queue=100, retention_count=100)
+    try:
+        settings = (await reopened.type_settings())["echo"]
+        assert (settings.limits.max_running, settings.paused) == (3, True)
+        assert [s.id for s in await reopened.list_schedules("")] == ["nightly"]
+    finally:
+        await reopened.close()
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        version = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone() == (str(schema.SCHEMA_VERSION),)
 
 
 def test_a_page_token_survives_a_server_restart(

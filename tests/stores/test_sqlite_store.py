@@ -120,10 +120,11 @@ def fields(record: TaskRecord) -> dict[str, Any]:
 
 def test_every_task_field_has_a_column() -> None:
     stored = {
-        "attempt", "cancel_requested", "claim", "create_time", "end_time", "error",
-        "fingerprint", "id", "idempotency_key", "labels", "max_attempts", "payload",
-        "priority", "progress", "reply_to", "result", "scheduled_time", "seq", "start_time",
-        "state", "tenant", "timeout", "type", "update_time", "version",
+        "attempt", "cancel_requested", "claim", "concurrency_key", "create_time",
+        "depends_on", "end_time", "error", "fingerprint", "id", "idempotency_key", "labels",
+        "max_attempts", "payload", "priority", "progress", "reply_to", "result",
+        "run_on_dependency_failure", "scheduled_time", "seq", "start_time", "state", "tenant",
+        "timeout", "type", "update_time", "version", "waiting",
     }  # fmt: skip
     assert set(TaskRecord.__slots__) == stored, (
         "a new TaskRecord field needs a column in _sqlite_schema (and a schema version)"

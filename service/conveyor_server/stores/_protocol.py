@@ -273,12 +273,14 @@ class TaskStore(Protocol):
 
 def announce(listener: StoreListener | None, record: TaskRecord) -> None:
     """Tell `listener` what a durable change of `record` means for a runner:
-    a pending task is due at its time; a running one may be asked to stop.
-    The one rule every store applies to its changes."""
+    a pending task is due at its time, unless it waits for dependencies; a
+    running one may be asked to stop. The one rule every store applies to
+    its changes."""
     if listener is None:
         return
     state = record.state
     if state is State.PENDING:
-        listener.work_available(record.scheduled_time)
+        if not record.waiting:
+            listener.work_available(record.scheduled_time)
     elif state is State.RUNNING and record.cancel_requested:
         listener.cancel_requested(record.id)

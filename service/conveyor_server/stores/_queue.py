@@ -1,81 +1,46 @@
-"""The due-task queue of the in-memory store: per task type, priority, then
-the order tasks became due."""
+"""The due-task queue of a store of one process (memory, SQLite): per task
+type, a fair queue (`_fair`) of the tasks due now, behind the type's limits
+(`_limits`); delayed tasks in a heap by due time."""
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Collection
 
-from conveyor_server.stores._records import State, TaskRecord
+from conveyor_server.stores._fair import FairQueue
+from conveyor_server.stores._limits import TypeGate
+from conveyor_server.stores._records import State, TaskRecord, TypeLimits
 
-# Entries carry the record's version at enqueue time: an entry whose version
-# no longer matches is stale (the task was cancelled or re-queued since) and
-# is skipped. The ticket numbers entries in the order they became due, across
-# types, so that a claim over several types keeps that order.
-_ReadyEntry = tuple[int, int, TaskRecord]
 _DelayedEntry = tuple[float, int, int, TaskRecord]
 
 
-def _live(entry: _ReadyEntry) -> bool:
-    return entry[2].state is State.PENDING and entry[2].version == entry[1]
-
-
-class _TypeQueue:
-    """The due tasks of one type: one FIFO per priority, with a heap of the
-    priorities that have one (negated, highest first). O(1) per task at one
-    priority, where a single heap of tasks costs O(log n) comparisons of
-    tuples."""
-
-    __slots__ = ("priorities", "ready")
-
-    def __init__(self) -> None:
-        self.ready: dict[int, deque[_ReadyEntry]] = {}
-        self.priorities: list[int] = []
-
-    def push(self, entry: _ReadyEntry) -> None:
-        priority = entry[2].priority
-        fifo = self.ready.get(priority)
-        if fifo is None:
-            fifo = self.ready[priority] = deque()
-            heapq.heappush(self.priorities, -priority)
-        fifo.append(entry)
-
-    def head(self) -> tuple[int, int] | None:
-        """(-priority, ticket) of the next live entry, dropping stale ones."""
-        ready, priorities = self.ready, self.priorities
-        while priorities:
-            fifo = ready[-priorities[0]]
-            while fifo and not _live(fifo[0]):
-                fifo.popleft()
-            if fifo:
-                return priorities[0], fifo[0][0]
-            del ready[-heapq.heappop(priorities)]
-        return None
-
-    def pop(self) -> TaskRecord:
-        """The head entry's record; call after `head` found one."""
-        fifo = self.ready[-self.priorities[0]]
-        record = fifo.popleft()[2]
-        if not fifo:
-            del self.ready[-heapq.heappop(self.priorities)]
-        return record
-
-
 class DueQueue:
-    """Pending tasks: those due now in a queue per type, delayed ones in a
-    heap by due time.
+    """Pending tasks: those due now in a fair queue per type, delayed ones
+    in a heap by due time; and the limits of every type.
 
     Nothing is ever removed from the middle: a task that leaves PENDING, or
     is queued again, leaves a stale entry that is skipped when reached.
     """
 
-    __slots__ = ("_delayed", "_ticket", "_types")
+    __slots__ = ("_delayed", "_gates", "_rated", "_ticket", "_types")
 
     def __init__(self) -> None:
-        self._types: dict[str, _TypeQueue] = {}
+        self._types: dict[str, FairQueue] = {}
+        self._gates: dict[str, TypeGate] = {}
+        # The gates of the types with a token bucket.
+        self._rated: dict[str, TypeGate] = {}
         self._delayed: list[_DelayedEntry] = []
         self._ticket = 0
+
+    def gate(self, task_type: str) -> TypeGate:
+        """The limits and counts of a type."""
+        gate = self._gates.get(task_type)
+        if gate is None:
+            gate = self._gates[task_type] = TypeGate(task_type)
+        return gate
+
+    def gates(self) -> list[TypeGate]:
+        return list(self._gates.values())
 
     def push(self, record: TaskRecord, now: float) -> None:
         """Queue a PENDING record as it is now, due at its scheduled time."""
@@ -87,40 +52,84 @@ class DueQueue:
             self._make_ready(record, record.version)
 
     def pop_due(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
-        """Up to `limit` records of `types` due at `now`, highest priority
-        first, then in the order they became due; they leave the queue."""
+        """Up to `limit` records of `types` due at `now` that their limits
+        let start, highest priority first, then in fair turns (see `_fair`),
+        across types in the order their next tasks became due. They leave
+        the queue and count as started."""
         self._promote_due(now)
         queues = [q for t in types if (q := self._types.get(t)) is not None]
         due: list[TaskRecord] = []
         if len(queues) == 1:
             [only] = queues
-            while len(due) < limit and only.head() is not None:
-                due.append(only.pop())
+            gate = only.gate
+            while len(due) < limit and gate.admits(now) and only.head() is not None:
+                record = only.pop()
+                gate.started(record, now)
+                due.append(record)
             return due
         while len(due) < limit:
-            best: tuple[tuple[int, int], _TypeQueue] | None = None
+            best: tuple[tuple[int, int], FairQueue] | None = None
             for queue in queues:
+                if not queue.gate.admits(now):
+                    continue
                 head = queue.head()
                 if head is not None and (best is None or head < best[0]):
                     best = head, queue
             if best is None:
                 break
-            due.append(best[1].pop())
+            record = best[1].pop()
+            best[1].gate.started(record, now)
+            due.append(record)
         return due
 
+    def started(self, record: TaskRecord) -> None:
+        """Count a task loaded RUNNING as it was (it takes no token)."""
+        self.gate(record.type).started(record, None)
+
+    def stopped(self, record: TaskRecord) -> bool:
+        """A task left RUNNING. Returns whether that frees a limit that
+        held due tasks back (a place of its type or of its key)."""
+        was_full, key_slot = self.gate(record.type).stopped(record)
+        if key_slot is None:
+            return was_full
+        queue = self._types.get(record.type)
+        unparked = queue is not None and queue.unpark(key_slot)
+        return was_full or unparked
+
+    def configure(self, task_type: str, limits: TypeLimits, paused: bool) -> None:
+        """New limits or pause of a type; keys held back get another look."""
+        gate = self.gate(task_type)
+        gate.configure(limits, paused)
+        if limits.max_starts_per_second:
+            self._rated[task_type] = gate
+        else:
+            self._rated.pop(task_type, None)
+        queue = self._types.get(task_type)
+        if queue is not None:
+            queue.unpark_all()
+
     def next_due_time(self) -> float | None:
+        """When the earliest delayed task becomes due, or a type with due
+        tasks held back only by its token bucket gets its next token."""
         delayed = self._delayed
+        earliest: float | None = None
         while delayed:
             _, _, version, record = delayed[0]
             if record.state is State.PENDING and record.version == version:
-                return record.scheduled_time
+                earliest = record.scheduled_time
+                break
             heapq.heappop(delayed)
-        return None
+        for gate in self._rated.values():
+            token = gate.next_token_time()
+            queue = self._types.get(gate.type)
+            if token is not None and queue is not None and queue.has_due():
+                earliest = token if earliest is None else min(earliest, token)
+        return earliest
 
     def _make_ready(self, record: TaskRecord, version: int) -> None:
         queue = self._types.get(record.type)
         if queue is None:
-            queue = self._types[record.type] = _TypeQueue()
+            queue = self._types[record.type] = FairQueue(self.gate(record.type))
         self._ticket += 1
         queue.push((self._ticket, version, record))
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from conveyor_server._ids import new_task_id
 from conveyor_server.stores._book import LocalBook, Saved
-from conveyor_server.stores._errors import IdempotencyConflict, InvalidTransition, QueueFull
+from conveyor_server.stores._dependencies import Dependents, dependency_failure
+from conveyor_server.stores._errors import (
+    IdempotencyConflict,
+    InvalidTransition,
+    QueueFull,
+    UnknownDependency,
+)
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._index import ListIndex
 from conveyor_server.stores._protocol import StoreListener, announce
@@ -20,10 +27,14 @@ from conveyor_server.stores._records import (
     ListQuery,
     NewTask,
     Outcome,
+    PendingExplanation,
     Progress,
     ScheduleRecord,
     State,
     TaskRecord,
+    TypeCounts,
+    TypeLimits,
+    TypeSettings,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription
 from conveyor_server.stores._workers import LocalWorkers, WorkerInfo
@@ -37,6 +48,25 @@ def _done_progress(progress: Progress | None) -> Progress:
     return Progress(100.0, progress.message, progress.current, progress.total)
 
 
+# What a request of a `create` call repeats (an existing record, or the
+# index of an earlier request of the call), or None for a new task.
+_Repeat = TaskRecord | int | None
+# The dependencies of a new task: existing records, and indexes of earlier
+# requests of the call.
+_Dependencies = list[TaskRecord | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What `MemoryStore.load` did beyond taking records in: the finished
+    records it dropped to keep within retention_count, and those it changed
+    (tasks whose dependency had failed, cancelled), for the caller to write
+    back."""
+
+    dropped: list[TaskRecord]
+    changed: list[TaskRecord]
+
+
 class MemoryStore:
     """In-process store: dicts and heaps, no I/O.
 
@@ -46,8 +76,10 @@ class MemoryStore:
     By default the store hands each change to its change feed and tells
     its listener of due work and cancel requests. A store that keeps its
     index here (`SqliteStore`) passes `publish`, which then gets every
-    change instead, in the order made, and `drop`, which gets every
-    finished record dropped (retention or purge).
+    change instead, in the order made, `drop`, which gets every finished
+    record dropped (retention or purge), and `save`, which gets every change
+    of type settings and schedules. The listener still hears here of work
+    that a limit stopped holding back, which is no change of a task.
     """
 
     def __init__(
@@ -71,6 +103,9 @@ class MemoryStore:
         self._finished: deque[TaskRecord] = deque()
         self._finished_count = 0
         self._unfinished = 0
+        # Unfinished tasks per type; the running ones are the gates' count.
+        self._unfinished_by_type: dict[str, int] = {}
+        self._dependents = Dependents()
         self._keys: dict[tuple[str, str], TaskRecord] = {}
         self._feed = ChangeFeed()
         self._position = 0
@@ -97,10 +132,32 @@ class MemoryStore:
 
     async def create(self, tasks: Sequence[NewTask], now: float) -> list[TaskRecord]:
         # Decide everything before changing anything: a batch is accepted
-        # whole or not at all. `plan` holds, per request, the task it repeats
-        # (a record, or the index of an earlier request in this batch), or
-        # None for a new task.
-        plan: list[TaskRecord | int | None] = []
+        # whole or not at all.
+        plan = self._plan(tasks)
+        fresh = plan.count(None)
+        if fresh and self._unfinished + fresh > self._max_queue:
+            raise QueueFull(self._unfinished, self._max_queue)
+        if fresh and self._tenants.quota is not None:
+            self._tenants.check(
+                new.tenant for new, repeats in zip(tasks, plan, strict=True) if repeats is None
+            )
+        dependencies = self._dependencies_of(tasks, plan)
+
+        records: list[TaskRecord] = []
+        for new, repeats, depends in zip(tasks, plan, dependencies, strict=True):
+            if isinstance(repeats, TaskRecord):
+                records.append(repeats)
+            elif isinstance(repeats, int):
+                records.append(records[repeats])
+            else:
+                found = [records[d] if isinstance(d, int) else d for d in depends]
+                records.append(self._add(new, found, now))
+        return records
+
+    def _plan(self, tasks: Sequence[NewTask]) -> list[_Repeat]:
+        """Per request, the task it repeats by its idempotency key; raises
+        IdempotencyConflict."""
+        plan: list[_Repeat] = []
         in_batch: dict[tuple[str, str], int] = {}
         for index, new in enumerate(tasks):
             key = new.idempotency_key
@@ -120,47 +177,62 @@ class MemoryStore:
             else:
                 in_batch[slot] = index
                 plan.append(None)
-        fresh = plan.count(None)
-        if fresh and self._unfinished + fresh > self._max_queue:
-            raise QueueFull(self._unfinished, self._max_queue)
-        if fresh and self._tenants.quota is not None:
-            self._tenants.check(
-                new.tenant for new, repeats in zip(tasks, plan, strict=True) if repeats is None
-            )
+        return plan
 
-        records: list[TaskRecord] = []
-        for new, repeats in zip(tasks, plan, strict=True):
-            if isinstance(repeats, TaskRecord):
-                records.append(repeats)
-                continue
-            if isinstance(repeats, int):
-                records.append(records[repeats])
-                continue
-            self._seq += 1
-            record = new.record(new_task_id(), now, new.scheduled_time(now), self._seq)
-            self._tasks[record.id] = record
-            self._index.add(record)
-            if new.idempotency_key is not None:
-                self._keys[(new.tenant, new.idempotency_key)] = record
-            self._unfinished += 1
-            self._tenants.count(record.tenant, 1)
-            self._queue.push(record, now)
-            self._publish(record)
-            records.append(record)
-        return records
+    def _dependencies_of(
+        self, tasks: Sequence[NewTask], plan: list[_Repeat]
+    ) -> list[_Dependencies]:
+        """Per request, the dependencies of the new task it makes (none for
+        a repeat); raises UnknownDependency for an id that is no task of the
+        request's tenant."""
+        found: list[_Dependencies] = []
+        for index, (new, repeats) in enumerate(zip(tasks, plan, strict=True)):
+            depends: _Dependencies = []
+            if repeats is None:
+                for position, task_id in enumerate(new.depends_on):
+                    record = self._tasks.get(task_id)
+                    if record is None or record.tenant != new.tenant:
+                        raise UnknownDependency(index, position, task_id)
+                    depends.append(record)
+                depends.extend(new.depends_on_requests)
+            found.append(depends)
+        return found
+
+    def _add(self, new: NewTask, dependencies: list[TaskRecord], now: float) -> TaskRecord:
+        """Make the task of a request: queued, waiting for its dependencies,
+        or, when one of them failed already, CANCELLED."""
+        self._seq += 1
+        unique = list({d.id: d for d in dependencies}.values())
+        depends_on = tuple(d.id for d in unique) if unique else None
+        record = new.record(new_task_id(), now, new.scheduled_time(now), self._seq, depends_on)
+        failure = self._dependents.wait(record, unique) if unique else None
+        if failure is not None:
+            record.state = State.CANCELLED
+            record.error = failure
+            record.end_time = now
+        self._tasks[record.id] = record
+        self._index.add(record)
+        if new.idempotency_key is not None:
+            self._keys[(new.tenant, new.idempotency_key)] = record
+        if failure is None:
+            self._count_unfinished(record, 1)
+            if not record.waiting:
+                self._queue.push(record, now)
+        self._publish(record)
+        if failure is not None:
+            self._retire(record)
+        return record
 
     async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
         claimed = self._queue.pop_due(limit, now, types)
         for record in claimed:
-            self._index.move(record, State.RUNNING)
-            record.state = State.RUNNING
+            self._set_state(record, State.RUNNING)
             record.attempt += 1
             record.claim += 1
             record.start_time = now
             record.update_time = now
             record.progress = None
             record.version += 1
-            self._running[record.id] = record
             self._publish(record)
         return claimed
 
@@ -201,7 +273,6 @@ class MemoryStore:
             record = self._running.get(outcome.task_id)
             if record is None or record.claim != outcome.claim:
                 continue  # fenced: a newer claim, or already finished
-            del self._running[record.id]
             if outcome.progress is not None:
                 record.progress = outcome.progress
             if outcome.cancelled or record.cancel_requested:
@@ -224,7 +295,6 @@ class MemoryStore:
         record = self._running.get(task_id)
         if record is None or record.claim != claim:
             return None
-        del self._running[task_id]
         record.attempt -= 1
         record.start_time = None
         record.progress = None
@@ -268,8 +338,8 @@ class MemoryStore:
             raise QueueFull(self._unfinished, self._max_queue)
         self._tenants.check([record.tenant])
         self._finished_count -= 1
-        self._unfinished += 1
-        self._tenants.count(record.tenant, 1)
+        self._count_unfinished(record, 1)
+        record.waiting = 0
         record.attempt = 0
         record.result = None
         record.error = None
@@ -312,6 +382,8 @@ class MemoryStore:
                 labels = record.labels or {}
                 if any(labels.get(k) != v for k, v in query.labels):
                     continue
+            if not _created_within(record, query):
+                continue
             if len(page) == query.page_size:
                 return page, page[-1].seq
             page.append(record)
@@ -328,6 +400,45 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._feed.clear()
+
+    # -- limits, per task type ----------------------------------------------
+
+    async def declare_type_defaults(self, defaults: Mapping[str, TypeLimits], now: float) -> None:
+        for task_type in self._book.declare_defaults(defaults, now):
+            self._configure(self._book.types[task_type])
+
+    async def update_type(
+        self,
+        task_type: str,
+        now: float,
+        *,
+        limits: Mapping[str, float] | None = None,
+        restore: Collection[str] = (),
+        paused: bool | None = None,
+    ) -> TypeSettings:
+        settings = self._book.update(task_type, now, limits=limits, restore=restore, paused=paused)
+        self._configure(settings)
+        return settings
+
+    async def type_settings(self) -> dict[str, TypeSettings]:
+        return dict(self._book.types)
+
+    async def type_counts(self) -> dict[str, TypeCounts]:
+        running = {gate.type: gate.running for gate in self._queue.gates() if gate.running}
+        return {
+            task_type: TypeCounts(running.get(task_type, 0), count - running.get(task_type, 0))
+            for task_type, count in self._unfinished_by_type.items()
+        }
+
+    async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
+        return self._queue.gate(record.type).explain(record, now)
+
+    def _configure(self, settings: TypeSettings) -> None:
+        """Apply a type's settings to its claims; a change may free tasks
+        held back, so the listener hears of work."""
+        self._queue.configure(settings.type, settings.limits, settings.paused)
+        if not settings.paused:
+            self._wake()
 
     # -- schedules --------------------------------------------------------------
 
@@ -357,18 +468,31 @@ class MemoryStore:
     # -- seeding --------------------------------------------------------------
 
     def load(
-        self, records: Iterable[TaskRecord], now: float, last_seq: int = 0
-    ) -> list[TaskRecord]:
-        """Take in saved records as they are, publishing nothing: for an
-        empty store, before any other call.
+        self,
+        records: Iterable[TaskRecord],
+        now: float,
+        last_seq: int = 0,
+        saved: Iterable[TypeSettings | ScheduleRecord] = (),
+    ) -> Loaded:
+        """Take in saved records, type settings and schedules as they are,
+        publishing nothing: for an empty store, before any other call.
 
         Pending tasks are queued again (priority, then creation order, the
-        delayed ones by their time); new tasks are numbered after `last_seq`
-        and every loaded seq. Returns the finished records dropped to keep
-        within retention_count (not passed to `drop`).
+        delayed ones by their time); a task waiting for dependencies waits
+        again for those unfinished, and is cancelled if one failed (a
+        change, returned); new tasks are numbered after `last_seq` and every
+        loaded seq.
         """
+        self._book.load(saved)
+        for settings in self._book.types.values():
+            self._queue.configure(settings.type, settings.limits, settings.paused)
         finished: list[TaskRecord] = []
+        changed: list[TaskRecord] = []
+        # By creation: a task's dependencies are older than it, so they are
+        # in (and settled) by the time it is loaded.
         for record in sorted(records, key=lambda r: r.seq):
+            if record.state is State.PENDING and record.waiting and self._wait_again(record, now):
+                changed.append(record)
             self._tasks[record.id] = record
             self._index.add(record)
             if record.idempotency_key is not None:
@@ -377,11 +501,11 @@ class MemoryStore:
             if record.state.is_terminal:
                 finished.append(record)
                 continue
-            self._unfinished += 1
-            self._tenants.count(record.tenant, 1)
+            self._count_unfinished(record, 1)
             if record.state is State.RUNNING:
                 self._running[record.id] = record
-            else:
+                self._queue.started(record)
+            elif not record.waiting:
                 self._queue.push(record, now)
         self._seq = max(self._seq, last_seq)
         finished.sort(key=lambda r: (r.end_time or 0.0, r.seq))
@@ -392,7 +516,21 @@ class MemoryStore:
             oldest = self._finished.popleft()
             self._drop(oldest, tell=False)
             dropped.append(oldest)
-        return dropped
+        return Loaded(dropped, changed)
+
+    def _wait_again(self, record: TaskRecord, now: float) -> bool:
+        """Wait again for the dependencies of a loaded task still unfinished
+        (those dropped since have ended, and counted); returns True when one
+        failed, and the task is cancelled."""
+        dependencies = [d for i in record.depends_on or () if (d := self._tasks.get(i))]
+        failure = self._dependents.wait(record, dependencies)
+        if failure is None:
+            return False
+        record.state = State.CANCELLED
+        record.error = failure
+        record.end_time = record.update_time = now
+        record.version += 1
+        return True
 
     # -- internals ------------------------------------------------------
 
@@ -402,11 +540,23 @@ class MemoryStore:
             return None
         return record
 
+    def _set_state(self, record: TaskRecord, state: State) -> None:
+        """Every change of a task's state goes here, so that the running
+        counts that limits are checked against follow every path."""
+        was = record.state
+        self._index.move(record, state)
+        record.state = state
+        if state is State.RUNNING:
+            self._running[record.id] = record
+        elif was is State.RUNNING:
+            del self._running[record.id]
+            if self._queue.stopped(record):
+                self._wake()
+
     def _make_pending(self, record: TaskRecord, scheduled_time: float, now: float) -> None:
         """Back to the queue, due at `scheduled_time`: a retry after backoff,
         a hand-back at shutdown, a RetryTask."""
-        self._index.move(record, State.PENDING)
-        record.state = State.PENDING
+        self._set_state(record, State.PENDING)
         record.scheduled_time = scheduled_time
         record.update_time = now
         record.version += 1
@@ -414,21 +564,56 @@ class MemoryStore:
         self._publish(record)
 
     def _finish(self, record: TaskRecord, state: State, now: float) -> None:
-        self._index.move(record, state)
-        record.state = state
+        """End a task, and settle the tasks waiting for it, and theirs in
+        turn (a worklist: a chain may be long)."""
+        self._end(record, state, now)
+        if not self._dependents:
+            return
+        ended = [record]
+        while ended:
+            dependency = ended.pop()
+            for dependent in self._dependents.take(dependency):
+                failure = dependency_failure(dependency, dependent.run_on_dependency_failure)
+                if failure is not None:
+                    dependent.error = failure
+                    self._end(dependent, State.CANCELLED, now)
+                    ended.append(dependent)
+                    continue
+                dependent.waiting -= 1
+                if not dependent.waiting:
+                    dependent.update_time = now
+                    dependent.version += 1
+                    self._queue.push(dependent, now)
+                    self._publish(dependent)
+
+    def _end(self, record: TaskRecord, state: State, now: float) -> None:
+        self._set_state(record, state)
         record.end_time = now
         record.update_time = now
         record.version += 1
-        self._running.pop(record.id, None)
-        self._unfinished -= 1
-        self._tenants.count(record.tenant, -1)
+        self._count_unfinished(record, -1)
+        self._publish(record)
+        self._retire(record)
+
+    def _retire(self, record: TaskRecord) -> None:
+        """Count a record that just finished; drop the oldest finished ones
+        beyond retention_count."""
         self._finished_count += 1
         self._finished.append(record)
-        self._publish(record)
         while self._finished_count > self._retention_count and self._finished:
             oldest = self._finished.popleft()
             if oldest.state.is_terminal and self._tasks.get(oldest.id) is oldest:
                 self._drop(oldest)
+
+    def _count_unfinished(self, record: TaskRecord, delta: int) -> None:
+        self._unfinished += delta
+        self._tenants.count(record.tenant, delta)
+        by_type = self._unfinished_by_type
+        count = by_type.get(record.type, 0) + delta
+        if count:
+            by_type[record.type] = count
+        else:
+            del by_type[record.type]
 
     def _drop(self, record: TaskRecord, *, tell: bool = True) -> None:
         del self._tasks[record.id]
@@ -441,6 +626,11 @@ class MemoryStore:
             self._drop_hook(record)
         self._index.drop(record, self._tasks)
 
+    def _wake(self) -> None:
+        """Tell the listener of work that a limit stopped holding back."""
+        if self._listener is not None:
+            self._listener.work_available()
+
     def _tell(self, record: TaskRecord) -> None:
         """Publish a change: to the feed, and to the listener what it means
         for the runner. The feed gets the live record, not a copy: each
@@ -450,3 +640,10 @@ class MemoryStore:
         self._position += 1
         self._feed.publish((self._position,), record)
         announce(self._listener, record)
+
+
+def _created_within(record: TaskRecord, query: ListQuery) -> bool:
+    after, before = query.created_after, query.created_before
+    return (after is None or record.create_time >= after) and (
+        before is None or record.create_time < before
+    )

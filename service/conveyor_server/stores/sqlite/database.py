@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from conveyor_server.stores._errors import StoreUnavailable
 from conveyor_server.stores._records import ErrorCode, State, TaskFailure, TaskRecord
 from conveyor_server.stores.memory import MemoryStore
-from conveyor_server.stores.sqlite import schema
+from conveyor_server.stores.sqlite import schema, settings
 
 logger = logging.getLogger("conveyor_server.stores.sqlite.store")
 
@@ -63,8 +63,9 @@ def transaction(connection: sqlite3.Connection) -> Iterator[None]:
 def load_database(
     connection: sqlite3.Connection, memory: MemoryStore, path: str, now: float
 ) -> int:
-    """Read every task into the index `memory`, settle interrupted attempts
-    and write them back. Returns the highest seq on disk."""
+    """Read every task, type setting and schedule into the index `memory`,
+    settle interrupted attempts (and the tasks waiting for those that end
+    so) and write them back. Returns the highest seq on disk."""
     connection.executescript(schema.CREATE_SCHEMA)
     with transaction(connection):
         migrate(connection, path)
@@ -77,20 +78,23 @@ def load_database(
                 recover_interrupted(record, now)
                 recovered.append(record)
             records.append(record)
-        dropped = memory.load(records, now, last_seq)
+        loaded = memory.load(records, now, last_seq, settings.read(connection))
+        changed = {r.id: r for r in [*recovered, *loaded.changed]}
         schema.write_rows(
-            connection, [schema.row_from_snapshot(schema.snapshot(r)) for r in recovered]
+            connection, [schema.row_from_snapshot(schema.snapshot(r)) for r in changed.values()]
         )
-        schema.delete_rows(connection, [r.seq for r in dropped])
+        schema.delete_rows(connection, [r.seq for r in loaded.dropped])
         top = max([last_seq, *(r.seq for r in records)])
         set_meta(connection, "last_seq", str(top))
     if records:
         logger.info(
-            "loaded %d tasks from %s; %d interrupted attempts recovered, %d dropped by retention",
+            "loaded %d tasks from %s; %d interrupted attempts recovered, %d cancelled "
+            "for a failed dependency, %d dropped by retention",
             len(records),
             path,
             len(recovered),
-            len(dropped),
+            len(loaded.changed),
+            len(loaded.dropped),
         )
     return top
 

@@ -20,6 +20,13 @@ Schema version 5:
         fencing token (version 2), `reply_to` (version 3, NULL for none), and
         `concurrency_key`, `depends_on` (ids, space-separated), `waiting` and
         `run_on_dependency_failure` (version 5)
+    task_types(type PRIMARY KEY, the four declared limits, overrides (JSON),
+               paused, update_time)
+        one row per type with declared defaults or run-time settings
+        (version 5; see `settings`)
+    schedules(tenant, id, spec BLOB, paused, create_time, update_time,
+              fired_until; PRIMARY KEY (tenant, id))
+        one row per schedule (version 5)
 
 A row always holds a whole task: every write replaces it.
 
@@ -47,8 +54,15 @@ CREATE_SCHEMA = (
     .joinpath("schema.sql")
     .read_text(encoding="utf-8")
 )
-_CREATE_TASKS = CREATE_SCHEMA[CREATE_SCHEMA.index("CREATE TABLE IF NOT EXISTS tasks") :]
-_CREATE_TASKS = _CREATE_TASKS[: _CREATE_TASKS.index(");") + 2]
+
+
+def _create_table(table: str) -> str:
+    """The CREATE statement of one table, as schema.sql spells it."""
+    start = CREATE_SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {table} (")
+    return CREATE_SCHEMA[start : CREATE_SCHEMA.index(");", start) + 2]
+
+
+_CREATE_TASKS = _create_table("tasks")
 # The columns of version 4, and its table: version 5 added the rest.
 _V4_NAMES = _flat.NAMES[: _flat.NAMES.index("concurrency_key")]
 _CREATE_TASKS_V4 = (
@@ -76,12 +90,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE tasks",
         "ALTER TABLE tasks_by_rowid_seq RENAME TO tasks",
     ),
-    # Concurrency keys and dependencies: none before version 5.
+    # Concurrency keys and dependencies: none before version 5; nor type
+    # settings and schedules, whose tables are new.
     4: (
         "ALTER TABLE tasks ADD COLUMN concurrency_key TEXT",
         "ALTER TABLE tasks ADD COLUMN depends_on TEXT",
         "ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN run_on_dependency_failure INTEGER NOT NULL DEFAULT 0",
+        _create_table("task_types"),
+        _create_table("schedules"),
     ),
 }
 

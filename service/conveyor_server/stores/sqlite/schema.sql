@@ -49,3 +49,28 @@ CREATE TABLE IF NOT EXISTS tasks (
     waiting INTEGER NOT NULL DEFAULT 0,
     run_on_dependency_failure INTEGER NOT NULL DEFAULT 0
 );
+-- Version 5: the settings of task types, one row per type: the limits its
+-- handlers declare, the run-time overrides (JSON: limit name -> value) and
+-- the pause.
+CREATE TABLE IF NOT EXISTS task_types (
+    type TEXT PRIMARY KEY,
+    max_running INTEGER NOT NULL,
+    max_running_per_key INTEGER NOT NULL,
+    max_starts_per_second REAL NOT NULL,
+    burst INTEGER NOT NULL,
+    overrides TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    update_time REAL NOT NULL
+);
+-- Version 5: schedules, one row per (tenant, id); `spec` is the serialized
+-- conveyor.v1.Schedule the service reads.
+CREATE TABLE IF NOT EXISTS schedules (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    paused INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    update_time REAL NOT NULL,
+    fired_until REAL NOT NULL,
+    PRIMARY KEY (tenant, id)
+);

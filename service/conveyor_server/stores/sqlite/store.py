@@ -27,22 +27,16 @@ Start-up, in the constructor, before anything is served, loads every row.
 A task found RUNNING was interrupted by a crash (a graceful stop hands
 running tasks back first); as with the Redis reaper, its attempt counts:
 with attempts left it is queued again, due now, else it ends FAILED, both
-with the error INTERRUPTED; one with a cancel request ends CANCELLED. The
-recovered rows are written back before the store is used.
+with the error INTERRUPTED; one with a cancel request ends CANCELLED. A
+task waiting for dependencies waits again for those unfinished; one whose
+dependency ended FAILED or CANCELLED (an interrupted last attempt) is
+cancelled as it would have been. The changed rows are written back before
+the store is used. Type settings and schedules are loaded too, and every
+change of them is committed, as a task's is, before the call that made it
+answers.
 
-Schema version 3 (details in `schema.py`; files of versions 1 and 2 are
-migrated when opened):
-
-    tasks(id TEXT PRIMARY KEY, seq, tenant, type, state, payload BLOB,
-          result BLOB, error_code, error_message, error_exception_type,
-          progress_percent, progress_message, progress_current,
-          progress_total, attempt, max_attempts, priority, labels (JSON),
-          create_time, start_time, end_time, update_time, scheduled_time,
-          timeout, idempotency_key, fingerprint BLOB, cancel_requested,
-          version, claim, reply_to)
-    tasks_by_seq ON tasks(seq)     loading reads in creation order
-    meta(key TEXT PRIMARY KEY, value): schema_version, last_seq,
-                                       signing_key
+The tables, of schema version 5, are described in `schema.py`; files of
+versions 1 to 4 are migrated when opened.
 
 The database is opened in exclusive locking mode: a second server on the
 same file is refused at start-up instead of silently diverging (and no
@@ -62,9 +56,10 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import TypeVar
 
+from conveyor_server.stores._book import Saved
 from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._protocol import StoreListener, announce
@@ -73,14 +68,19 @@ from conveyor_server.stores._records import (
     ListQuery,
     NewTask,
     Outcome,
+    PendingExplanation,
     Progress,
+    ScheduleRecord,
     State,
     TaskRecord,
+    TypeCounts,
+    TypeLimits,
+    TypeSettings,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription
 from conveyor_server.stores._workers import WorkerInfo
 from conveyor_server.stores.memory import MemoryStore
-from conveyor_server.stores.sqlite import schema
+from conveyor_server.stores.sqlite import schema, settings
 from conveyor_server.stores.sqlite.database import (
     connect,
     load_database,
@@ -100,7 +100,7 @@ _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 class _Batch:
     """The changes of one loop iteration, committed together."""
 
-    __slots__ = ("deletes", "done", "error", "number", "upserts", "waiters")
+    __slots__ = ("deletes", "done", "error", "number", "saved", "upserts", "waiters")
 
     def __init__(self, number: int) -> None:
         self.number = number
@@ -109,6 +109,8 @@ class _Batch:
         self.upserts: dict[str, schema.Snapshot] = {}
         # Ids of dropped tasks, deleted after the upserts.
         self.deletes: list[int] = []  # seqs
+        # Latest change per type setting or schedule.
+        self.saved: dict[settings.RowKey, Saved] = {}
         self.waiters: list[asyncio.Future[None]] = []
         self.done = False
         self.error: StoreUnavailable | None = None
@@ -147,6 +149,7 @@ class SqliteStore:
             max_queue_per_tenant=max_queue_per_tenant,
             publish=self._changed,
             drop=self._dropped,
+            save=self._saved,
         )
         self._feed = ChangeFeed()
         self._position = 0
@@ -186,6 +189,8 @@ class SqliteStore:
 
     def attach(self, listener: StoreListener) -> None:
         self._listener = listener
+        # The index tells it of work that a limit stopped holding back.
+        self._memory.attach(listener)
 
     # -- writes the client sees: answered once committed -----------------
 
@@ -293,6 +298,73 @@ class SqliteStore:
         """Tasks held, finished ones included."""
         return self._memory.size
 
+    # -- limits, per task type: changes answered once committed ------------
+
+    async def declare_type_defaults(self, defaults: Mapping[str, TypeLimits], now: float) -> None:
+        self._check()
+        await self._memory.declare_type_defaults(defaults, now)
+        await self._flushed()
+
+    async def update_type(
+        self,
+        task_type: str,
+        now: float,
+        *,
+        limits: Mapping[str, float] | None = None,
+        restore: Collection[str] = (),
+        paused: bool | None = None,
+    ) -> TypeSettings:
+        self._check()
+        changed = await self._memory.update_type(
+            task_type, now, limits=limits, restore=restore, paused=paused
+        )
+        await self._flushed()
+        return changed
+
+    async def type_settings(self) -> dict[str, TypeSettings]:
+        self._check()
+        return await self._memory.type_settings()
+
+    async def type_counts(self) -> dict[str, TypeCounts]:
+        self._check()
+        return await self._memory.type_counts()
+
+    async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
+        self._check()
+        return await self._memory.pending_reason(record, now)
+
+    # -- schedules: changes answered once committed ------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        self._check()
+        await self._memory.create_schedule(schedule)
+        await self._flushed()
+
+    async def get_schedule(self, tenant: str, schedule_id: str) -> ScheduleRecord | None:
+        self._check()
+        return await self._memory.get_schedule(tenant, schedule_id)
+
+    async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
+        self._check()
+        return await self._memory.list_schedules(tenant)
+
+    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+        self._check()
+        stored = await self._memory.replace_schedule(schedule)
+        await self._flushed()
+        return stored
+
+    async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
+        self._check()
+        await self._memory.advance_schedule(tenant, schedule_id, fired_until)
+        await self._flushed()
+
+    async def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
+        self._check()
+        deleted = await self._memory.delete_schedule(tenant, schedule_id)
+        await self._flushed()
+        return deleted
+
     async def close(self) -> None:
         """Commit every pending write, stop the writer, close the database."""
         if self._closed:
@@ -317,6 +389,10 @@ class SqliteStore:
     def _dropped(self, record: TaskRecord) -> None:
         batch = self._open or self._new_batch()
         batch.deletes.append(record.seq)
+
+    def _saved(self, item: Saved) -> None:
+        batch = self._open or self._new_batch()
+        batch.saved[settings.row_key(item)] = item
 
     # -- committing, on the loop ------------------------------------------
 
@@ -362,6 +438,12 @@ class SqliteStore:
             r if r.version == values[schema.VERSION] else schema.record_from_snapshot(values)
             for r, values in zip(records, states, strict=True)
         ]
+
+    async def _flushed(self) -> None:
+        """Wait for the commit of the changes made so far in this loop
+        iteration (a change just made is in the open batch)."""
+        if self._open is not None:
+            await self._wait(self._open)
 
     async def _wait(self, batch: _Batch) -> None:
         if not batch.done:
@@ -436,14 +518,17 @@ class SqliteStore:
         try:
             upserts: dict[str, schema.Snapshot] = {}
             deletes: list[int] = []
+            saved: dict[settings.RowKey, Saved] = {}
             for batch in group:
                 upserts.update(batch.upserts)
                 deletes.extend(batch.deletes)
+                saved.update(batch.saved)
             rows = [schema.row_from_snapshot(values) for values in upserts.values()]
             top = max((schema.seq_of(values) for values in upserts.values()), default=0)
             with transaction(connection):
                 schema.write_rows(connection, rows)
                 schema.delete_rows(connection, deletes)
+                settings.write(connection, saved.values())
                 if top > self._saved_seq:
                     set_meta(connection, "last_seq", str(top))
             self._saved_seq = max(self._saved_seq, top)
@@ -459,10 +544,13 @@ class SqliteStore:
 
 _STATE = TaskRecord.__slots__.index("state")
 _CANCEL_REQUESTED = TaskRecord.__slots__.index("cancel_requested")
+_WAITING = TaskRecord.__slots__.index("waiting")
 
 
 def _announces(values: schema.Snapshot) -> bool:
     """Whether a committed change has news for the listener (see
     `announce`): most changes (claims, progress, ends) have none."""
     state = values[_STATE]
-    return state is State.PENDING or (state is State.RUNNING and bool(values[_CANCEL_REQUESTED]))
+    if state is State.PENDING:
+        return not values[_WAITING]
+    return state is State.RUNNING and bool(values[_CANCEL_REQUESTED])
