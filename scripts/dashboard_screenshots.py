@@ -3,8 +3,10 @@
     python scripts/dashboard_screenshots.py
 
 Starts a server on free ports with the test task types, submits a few tasks
-of each kind, and photographs the overview and one task's page with
-Playwright driving Debian's chromium (apt-get install chromium).
+of each kind, sets a limit, pauses a type and makes a schedule, and
+photographs the overview, one task's page, the task list, the task types and
+the schedule with Playwright driving Debian's chromium (apt-get install
+chromium).
 """
 
 from __future__ import annotations
@@ -48,6 +50,25 @@ def main() -> None:
                 "labels": {"team": "reports"},
             },
         ).body["task"]
+        http.call(
+            "PATCH",
+            "/v1/taskTypes/csv_stats",
+            {"limits": {"max_running": 4, "max_starts_per_second": 10}},
+        )
+        http.post("/v1/taskTypes/flaky:pause")
+        http.post(
+            "/v1/schedules",
+            {
+                "schedule": {
+                    "id": "nightly-report",
+                    "cron": "30 3 * * *",
+                    "time_zone": "Europe/Paris",
+                    "description": "the figures of the day, for the morning",
+                    "task": {"type": "csv_stats", "payload": {"csv": "name,age\nada,36\n"}},
+                }
+            },
+        )
+        http.post("/v1/schedules/nightly-report:trigger", {})
         base = f"http://127.0.0.1:{server.server.http_port}/"  # type: ignore[union-attr]
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -65,6 +86,12 @@ def main() -> None:
             page.goto(base + "#/tasks")
             page.wait_for_selector("#task-rows tr[data-id]")
             page.screenshot(path=str(IMAGES / "dashboard-tasks.png"))
+            page.goto(base + "#/types")
+            page.wait_for_selector("#type-rows tr[data-type='flaky'][data-paused='true']")
+            page.screenshot(path=str(IMAGES / "dashboard-types.png"))
+            page.goto(base + "#/schedules/nightly-report")
+            page.wait_for_selector("#recent-runs [data-state='SUCCEEDED']")
+            page.screenshot(path=str(IMAGES / "dashboard-schedule.png"))
             browser.close()
     finally:
         server.stop()

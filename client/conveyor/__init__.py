@@ -29,7 +29,10 @@ from conveyor._handle import AsyncTaskHandle, TaskHandle
 from conveyor._tls import tls
 from conveyor._types import (
     JSONValue,
+    OverlapPolicy,
     Progress,
+    Schedule,
+    ScheduleRun,
     Task,
     TaskChange,
     TaskError,
@@ -50,9 +53,12 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "JSONValue",
+    "OverlapPolicy",
     "PermissionDenied",
     "Progress",
     "ResourceExhausted",
+    "Schedule",
+    "ScheduleRun",
     "Task",
     "TaskChange",
     "TaskError",

@@ -13,15 +13,25 @@ from typing import Any, Self, TypeVar
 import grpc
 import grpc.aio
 
-from conveyor import _core, _flows
+from conveyor import _core, _flows, _schedules
 from conveyor._coalesce_asyncio import AsyncSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
 from conveyor._handle import AsyncTaskHandle
 from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
 from conveyor._results_async import ResultStreamTask
-from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
-from conveyor.v1 import task_service_pb2_grpc
+from conveyor._types import (
+    OverlapPolicy,
+    Schedule,
+    Task,
+    TaskChange,
+    TaskSpec,
+    TaskState,
+    TaskType,
+    TaskView,
+    Worker,
+)
+from conveyor.v1 import schedule_service_pb2_grpc, task_service_pb2_grpc
 
 _R = TypeVar("_R")
 _WatchCall = grpc.aio.UnaryStreamCall[Any, Any]
@@ -62,6 +72,7 @@ class AsyncClient:
             grpc.aio.insecure_channel, grpc.aio.secure_channel, target, credentials, options
         )
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(self._channel)
         self._target = target
         self._timeout = timeout
         reply_to = _core.new_reply_to()
@@ -195,7 +206,9 @@ class AsyncClient:
 
     @shares_doc(_flows.retry)
     async def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        return await self._run(_flows.retry(id, rpc_timeout))
+        task = await self._run(_flows.retry(id, rpc_timeout))
+        self._results.retried(task)
+        return task
 
     @shares_doc(_flows.task_types)
     async def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:
@@ -204,6 +217,93 @@ class AsyncClient:
     @shares_doc(_flows.workers)
     async def workers(self, *, rpc_timeout: float | None = None) -> builtins.list[Worker]:
         return await self._run(_flows.workers(rpc_timeout))
+
+    # --- schedules (the decisions are in _schedules) --------------------------------
+
+    @shares_doc(_schedules.create)
+    async def create_schedule(
+        self,
+        id: str,
+        type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        time_zone: str | None = None,
+        interval: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
+        max_attempts: int | None = None,
+        timeout: float | timedelta | None = None,  # noqa: ASYNC109 - the task's own timeout
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+        overlap: OverlapPolicy = OverlapPolicy.SKIP,
+        catch_up_window: float | timedelta | None = None,
+        description: str = "",
+        paused: bool = False,
+        rpc_timeout: float | None = None,
+    ) -> Schedule:
+        task = TaskSpec(type, payload, labels, None, max_attempts, timeout, delay, priority)
+        schedule, _ = _schedules.schedule_message(
+            id,
+            task,
+            _schedules.Timing(cron, time_zone, interval),
+            overlap=overlap,
+            catch_up_window=catch_up_window,
+            description=description,
+            paused=paused,
+        )
+        return await self._run(_schedules.create(schedule, rpc_timeout))
+
+    @shares_doc(_schedules.get)
+    async def get_schedule(self, id: str, *, rpc_timeout: float | None = None) -> Schedule:
+        return await self._run(_schedules.get(id, rpc_timeout))
+
+    @shares_doc(_schedules.list_all)
+    async def list_schedules(
+        self, *, page_size: int = 100, rpc_timeout: float | None = None
+    ) -> builtins.list[Schedule]:
+        return await self._run(_schedules.list_all(page_size, rpc_timeout))
+
+    @shares_doc(_schedules.update)
+    async def update_schedule(
+        self,
+        id: str,
+        *,
+        cron: str | None = None,
+        time_zone: str | None = None,
+        interval: float | timedelta | None = None,
+        task: TaskSpec | None = None,
+        overlap: OverlapPolicy | None = None,
+        catch_up_window: float | timedelta | None = None,
+        description: str | None = None,
+        rpc_timeout: float | None = None,
+    ) -> Schedule:
+        schedule, paths = _schedules.schedule_message(
+            id,
+            task,
+            _schedules.Timing(cron, time_zone, interval),
+            overlap=overlap,
+            catch_up_window=catch_up_window,
+            description=description,
+        )
+        return await self._run(_schedules.update(schedule, paths, rpc_timeout))
+
+    @shares_doc(_schedules.delete)
+    async def delete_schedule(self, id: str, *, rpc_timeout: float | None = None) -> None:
+        await self._run(_schedules.delete(id, rpc_timeout))
+
+    @shares_doc(_schedules.pause)
+    async def pause_schedule(self, id: str, *, rpc_timeout: float | None = None) -> Schedule:
+        return await self._run(_schedules.pause(id, rpc_timeout))
+
+    @shares_doc(_schedules.resume)
+    async def resume_schedule(self, id: str, *, rpc_timeout: float | None = None) -> Schedule:
+        return await self._run(_schedules.resume(id, rpc_timeout))
+
+    @shares_doc(_schedules.trigger)
+    async def trigger_schedule(
+        self, id: str, *, request_id: str | None = None, rpc_timeout: float | None = None
+    ) -> Task:
+        return await self._run(_schedules.trigger(id, request_id, rpc_timeout))
 
     async def _snapshot(self, id: str) -> Task | None:
         try:
@@ -245,6 +345,7 @@ class AsyncClient:
                         yield task
 
     async def _call(self, step: _flows.Call) -> Any:
-        method = getattr(self._stub, step.method)
+        stub = self._schedule_stub if step.method in _flows.SCHEDULE_METHODS else self._stub
+        method = getattr(stub, step.method)
         timeout = self._timeout if step.rpc_timeout is None else step.rpc_timeout
         return await method(step.request, timeout=timeout, metadata=self._metadata)

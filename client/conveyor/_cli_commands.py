@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, NoReturn
 
@@ -11,7 +10,15 @@ import click
 from conveyor import _cli_fleet as fleet
 from conveyor import _cli_live as live
 from conveyor import _cli_render as render
-from conveyor._cli_settings import Settings, command_options, console, group_options
+from conveyor._cli_payload import label_option, read_payload
+from conveyor._cli_schedules import schedule
+from conveyor._cli_settings import (
+    Settings,
+    command_options,
+    console,
+    current_settings,
+    group_options,
+)
 from conveyor._errors import ConveyorError
 from conveyor._types import Task, TaskState
 
@@ -29,37 +36,8 @@ class _ConveyorGroup(click.Group):
             raise click.exceptions.Exit(1) from None
 
 
-def _parse_labels(
-    ctx: click.Context, param: click.Parameter, values: Sequence[str]
-) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
-        labels[key] = value
-    return labels
-
-
-_label_option = click.option(
-    "--label",
-    "labels",
-    multiple=True,
-    callback=_parse_labels,
-    metavar="KEY=VALUE",
-    help="A label; repeat for several.",
-)
-
-
-def _settings() -> Settings:
-    settings = click.get_current_context().find_object(Settings)
-    if settings is None:  # only when a command is invoked without the group
-        raise RuntimeError("conveyor commands run under the `cli` group")
-    return settings
-
-
 def _print_task(task: Task) -> None:
-    settings = _settings()
+    settings = current_settings()
     if settings.as_json:
         click.echo(render.dumps_task(task))
     else:
@@ -72,7 +50,7 @@ def _exit_for(task: Task | None) -> NoReturn:
 
 
 def _follow(snapshots: Iterator[Task]) -> NoReturn:
-    settings = _settings()
+    settings = current_settings()
     if settings.as_json:
         last = None
         for last in snapshots:
@@ -116,7 +94,7 @@ def cli(
     metavar="PATH",
     help="Read the JSON payload from a file ('-' for stdin).",
 )
-@_label_option
+@label_option
 @click.option("--idempotency-key", help="Submitting again with this key returns the same task.")
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts allowed.")
 @click.option(
@@ -149,8 +127,8 @@ def submit(
         raise click.UsageError("give --payload or --payload-file, not both")
     if wait and watch:
         raise click.UsageError("give --wait or --watch, not both")
-    payload = _read_payload(payload_text, payload_file)
-    settings = _settings()
+    payload = read_payload(payload_text, payload_file)
+    settings = current_settings()
     handle = settings.client().submit(
         type,
         payload,
@@ -174,28 +152,12 @@ def submit(
         settings.stderr.print(render.summary(handle.task), soft_wrap=True)
 
 
-def _read_payload(text: str | None, file: IO[str] | None) -> dict[str, Any] | None:
-    if file is not None:
-        text, source = file.read(), "--payload-file"
-    else:
-        source = "--payload"
-    if text is None:
-        return None
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=source) from None
-    if not isinstance(payload, dict):
-        raise click.BadParameter("the payload must be a JSON object", param_hint=source)
-    return payload
-
-
 @cli.command()
 @command_options
 @click.argument("id")
 def get(id: str) -> None:
     """Show task ID."""
-    _print_task(_settings().client().get(id))
+    _print_task(current_settings().client().get(id))
 
 
 @cli.command()
@@ -203,7 +165,7 @@ def get(id: str) -> None:
 @click.argument("id")
 def watch(id: str) -> None:
     """Follow task ID until it finishes; exit 0 if it SUCCEEDED, 1 otherwise."""
-    _follow(_settings().client().watch(id))
+    _follow(current_settings().client().watch(id))
 
 
 @cli.command("list")
@@ -216,7 +178,7 @@ def watch(id: str) -> None:
     help="Only tasks in this state; repeat for several.",
 )
 @click.option("--type", "task_type", help="Only tasks of this type.")
-@_label_option
+@label_option
 @click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N tasks."
 )
@@ -230,7 +192,7 @@ def list_tasks(
     states: Sequence[str], task_type: str | None, labels: dict[str, str], limit: int, watch: bool
 ) -> None:
     """List tasks, newest first."""
-    settings = _settings()
+    settings = current_settings()
     if watch:
         wanted = [TaskState[name.upper()] for name in states]
         if settings.as_json:
@@ -267,7 +229,7 @@ def list_tasks(
 @click.argument("id")
 def cancel(id: str) -> None:
     """Cancel task ID: at once when it waits, by asking its handler to stop when it runs."""
-    settings = _settings()
+    settings = current_settings()
     task = settings.client().cancel(id)
     _print_short(task)
     if not task.is_terminal:
@@ -284,11 +246,11 @@ def cancel(id: str) -> None:
 @click.argument("id")
 def retry(id: str) -> None:
     """Run the FAILED or CANCELLED task ID again."""
-    _print_short(_settings().client().retry(id))
+    _print_short(current_settings().client().retry(id))
 
 
 def _print_short(task: Task) -> None:
-    settings = _settings()
+    settings = current_settings()
     if settings.as_json:
         click.echo(render.dumps_task(task))
     else:
@@ -298,7 +260,7 @@ def _print_short(task: Task) -> None:
 @cli.command("types")
 def task_types() -> None:
     """List the task types the service accepts, and how many workers run each."""
-    settings = _settings()
+    settings = current_settings()
     types = settings.client().task_types()
     if settings.as_json:
         click.echo(fleet.dumps_task_types(types))
@@ -311,7 +273,7 @@ def task_types() -> None:
 @cli.command()
 def workers() -> None:
     """List the live worker processes: their task types, load and last heartbeat."""
-    settings = _settings()
+    settings = current_settings()
     found = settings.client().workers()
     if settings.as_json:
         click.echo(fleet.dumps_workers(found))
@@ -319,3 +281,6 @@ def workers() -> None:
         settings.stdout.print(fleet.worker_table(found))
     else:
         settings.stderr.print("no live workers")
+
+
+cli.add_command(schedule)

@@ -105,6 +105,14 @@ class Settings:
         return token
 
 
+def current_settings() -> Settings:
+    """The settings of the command being run."""
+    settings = click.get_current_context().find_object(Settings)
+    if settings is None:  # only when a command is invoked without the group
+        raise RuntimeError("conveyor commands run under the `cli` group")
+    return settings
+
+
 _pem_file = click.Path(exists=True, dir_okay=False, readable=True)
 
 # (flags ending with the Settings field, click keyword arguments).

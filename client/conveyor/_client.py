@@ -12,15 +12,25 @@ from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
-from conveyor import _core, _flows
+from conveyor import _core, _flows, _schedules
 from conveyor._coalesce_threads import ThreadSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
 from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
 from conveyor._results_sync import ResultStreamThread
-from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
-from conveyor.v1 import task_service_pb2_grpc
+from conveyor._types import (
+    OverlapPolicy,
+    Schedule,
+    Task,
+    TaskChange,
+    TaskSpec,
+    TaskState,
+    TaskType,
+    TaskView,
+    Worker,
+)
+from conveyor.v1 import schedule_service_pb2_grpc, task_service_pb2_grpc
 
 _R = TypeVar("_R")
 
@@ -96,6 +106,7 @@ class Client:
     ) -> None:
         self._channel = channel
         self._stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        self._schedule_stub = schedule_service_pb2_grpc.ScheduleServiceStub(channel)
         self._target = target
         self._timeout = timeout
         reply_to = _core.new_reply_to()
@@ -225,7 +236,9 @@ class Client:
 
     @shares_doc(_flows.retry)
     def retry(self, id: str, *, rpc_timeout: float | None = None) -> Task:
-        return self._run(_flows.retry(id, rpc_timeout))
+        task = self._run(_flows.retry(id, rpc_timeout))
+        self._results.retried(task)
+        return task
 
     @shares_doc(_flows.task_types)
     def task_types(self, *, rpc_timeout: float | None = None) -> builtins.list[TaskType]:
@@ -234,6 +247,93 @@ class Client:
     @shares_doc(_flows.workers)
     def workers(self, *, rpc_timeout: float | None = None) -> builtins.list[Worker]:
         return self._run(_flows.workers(rpc_timeout))
+
+    # --- schedules (the decisions are in _schedules) --------------------------------
+
+    @shares_doc(_schedules.create)
+    def create_schedule(
+        self,
+        id: str,
+        type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        time_zone: str | None = None,
+        interval: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
+        max_attempts: int | None = None,
+        timeout: float | timedelta | None = None,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+        overlap: OverlapPolicy = OverlapPolicy.SKIP,
+        catch_up_window: float | timedelta | None = None,
+        description: str = "",
+        paused: bool = False,
+        rpc_timeout: float | None = None,
+    ) -> Schedule:
+        task = TaskSpec(type, payload, labels, None, max_attempts, timeout, delay, priority)
+        schedule, _ = _schedules.schedule_message(
+            id,
+            task,
+            _schedules.Timing(cron, time_zone, interval),
+            overlap=overlap,
+            catch_up_window=catch_up_window,
+            description=description,
+            paused=paused,
+        )
+        return self._run(_schedules.create(schedule, rpc_timeout))
+
+    @shares_doc(_schedules.get)
+    def get_schedule(self, id: str, *, rpc_timeout: float | None = None) -> Schedule:
+        return self._run(_schedules.get(id, rpc_timeout))
+
+    @shares_doc(_schedules.list_all)
+    def list_schedules(
+        self, *, page_size: int = 100, rpc_timeout: float | None = None
+    ) -> builtins.list[Schedule]:
+        return self._run(_schedules.list_all(page_size, rpc_timeout))
+
+    @shares_doc(_schedules.update)
+    def update_schedule(
+        self,
+        id: str,
+        *,
+        cron: str | None = None,
+        time_zone: str | None = None,
+        interval: float | timedelta | None = None,
+        task: TaskSpec | None = None,
+        overlap: OverlapPolicy | None = None,
+        catch_up_window: float | timedelta | None = None,
+        description: str | None = None,
+        rpc_timeout: float | None = None,
+    ) -> Schedule:
+        schedule, paths = _schedules.schedule_message(
+            id,
+            task,
+            _schedules.Timing(cron, time_zone, interval),
+            overlap=overlap,
+            catch_up_window=catch_up_window,
+            description=description,
+        )
+        return self._run(_schedules.update(schedule, paths, rpc_timeout))
+
+    @shares_doc(_schedules.delete)
+    def delete_schedule(self, id: str, *, rpc_timeout: float | None = None) -> None:
+        self._run(_schedules.delete(id, rpc_timeout))
+
+    @shares_doc(_schedules.pause)
+    def pause_schedule(self, id: str, *, rpc_timeout: float | None = None) -> Schedule:
+        return self._run(_schedules.pause(id, rpc_timeout))
+
+    @shares_doc(_schedules.resume)
+    def resume_schedule(self, id: str, *, rpc_timeout: float | None = None) -> Schedule:
+        return self._run(_schedules.resume(id, rpc_timeout))
+
+    @shares_doc(_schedules.trigger)
+    def trigger_schedule(
+        self, id: str, *, request_id: str | None = None, rpc_timeout: float | None = None
+    ) -> Task:
+        return self._run(_schedules.trigger(id, request_id, rpc_timeout))
 
     def _snapshot(self, id: str) -> Task | None:
         try:
@@ -273,6 +373,7 @@ class Client:
                         yield task
 
     def _call(self, step: _flows.Call) -> Any:
-        method = getattr(self._stub, step.method)
+        stub = self._schedule_stub if step.method in _flows.SCHEDULE_METHODS else self._stub
+        method = getattr(stub, step.method)
         timeout = self._timeout if step.rpc_timeout is None else step.rpc_timeout
         return method(step.request, timeout=timeout, metadata=self._metadata)

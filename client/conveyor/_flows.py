@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, get_args
 
 from google.protobuf import message
 
@@ -52,11 +52,25 @@ UnaryMethod: TypeAlias = Literal[
 ]
 
 
+# The methods of ScheduleService: a Call of one goes to its stub.
+ScheduleMethod: TypeAlias = Literal[
+    "CreateSchedule",
+    "GetSchedule",
+    "ListSchedules",
+    "UpdateSchedule",
+    "DeleteSchedule",
+    "PauseSchedule",
+    "ResumeSchedule",
+    "TriggerSchedule",
+]
+SCHEDULE_METHODS: frozenset[str] = frozenset(get_args(ScheduleMethod))
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """Call a unary method of the stub; the outcome is its response."""
 
-    method: UnaryMethod
+    method: UnaryMethod | ScheduleMethod
     request: message.Message
     rpc_timeout: float | None  # None: the client's default deadline
 
@@ -353,7 +367,7 @@ def list_tasks(
 
 
 def _unary(
-    method: UnaryMethod,
+    method: UnaryMethod | ScheduleMethod,
     request: message.Message,
     retry: _core.RetryPolicy,
     rpc_timeout: float | None,

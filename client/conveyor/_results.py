@@ -162,6 +162,10 @@ class ResultBook(Generic[W]):
         # to send: they go in current_ids whenever the stream is opened.
         self._unconfirmed: set[str] = set()
         self._cursor = ""
+        # Tasks this client retried: the version the retry made. An end of
+        # an older version, still on its way, is the end of the attempts
+        # before the retry.
+        self._floors: dict[str, int] = {}
         self._open = False
         self._reopen = False
         # Waiters came while the stream was opening that it does not list.
@@ -174,6 +178,14 @@ class ResultBook(Generic[W]):
         self.closed = False
 
     # --- the submitters' side ---------------------------------------------------------
+
+    def retried(self, task_id: str, version: int) -> None:
+        """The client queued the task again (RetryTask), making `version`:
+        its ends of older versions are ignored from now on."""
+        floors = self._floors
+        if len(floors) >= _MAX_ORPHANS and task_id not in floors:
+            del floors[next(iter(floors))]
+        floors[task_id] = version
 
     def submitting(self) -> None:
         """A submit begins: ends of tasks not yet handed out are kept for it."""
@@ -358,6 +370,11 @@ class ResultBook(Generic[W]):
             self._unconfirmed.clear()
         task_id = message.task.id
         self._unconfirmed.discard(task_id)
+        floor = self._floors.get(task_id)
+        if floor is not None:
+            if message.task.version < floor:
+                return self._room_for_queued()
+            del self._floors[task_id]
         # Its end is read: waited on again, it needs its snapshot again.
         self._listed.discard(task_id)
         handle = self._own.pop(task_id, None)
@@ -373,10 +390,14 @@ class ResultBook(Generic[W]):
             self._queued.discard(task_id)
             for waiter in waiters or ():
                 waiter.resolve(task)
-        # Queued ids join once there is room for a good share of them, and
-        # only once this stream's snapshots are in (a reopen would read
-        # again those not yet sent). Asked after every message: the last
-        # one may be a change of a task already resolved by its snapshot.
+        return self._room_for_queued()
+
+    def _room_for_queued(self) -> bool:
+        """Whether queued ids should join the stream now: once there is room
+        for a good share of them, and only once this stream's snapshots are
+        in (a reopen would read again those not yet sent). Asked after every
+        message: the last one may be a change of a task already resolved by
+        its snapshot."""
         queued = len(self._queued)
         if not queued or self._unconfirmed:
             return False

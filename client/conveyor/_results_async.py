@@ -77,6 +77,10 @@ class ResultStreamTask:
         finally:
             self._book.submitted(handles, started)
 
+    def retried(self, task: Task) -> None:
+        """The client retried the task: its ends from before are stale."""
+        self._book.retried(task.id, task.version)
+
     async def wait(self, task_id: str, timeout: float | None, known: Task | None = None) -> Task:  # noqa: ASYNC109
         [task] = await self.wait_all([(task_id, known)], timeout)
         return task

@@ -93,6 +93,11 @@ class ResultStreamThread:
             with self._lock:
                 self._book.submitted(handles, started)
 
+    def retried(self, task: Task) -> None:
+        """The client retried the task: its ends from before are stale."""
+        with self._lock:
+            self._book.retried(task.id, task.version)
+
     def wait(self, task_id: str, timeout: float | None, known: Task | None = None) -> Task:
         [task] = self.wait_all([(task_id, known)], timeout)
         return task

@@ -1,5 +1,5 @@
 """Typed values returned by the SDK: tasks, their state, progress and errors,
-the task types a service accepts and the workers that run them."""
+the task types a service accepts, the workers that run them, and schedules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
-from conveyor.v1 import task_pb2, task_service_pb2
+from conveyor.v1 import schedule_service_pb2, task_pb2, task_service_pb2
 
 JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
 """A value that JSON (and so `google.protobuf.Value`) can carry."""
@@ -164,3 +164,51 @@ class Worker:
     start_time: datetime | None
     heartbeat_time: datetime | None
     raw: task_service_pb2.Worker = field(repr=False, compare=False)
+
+
+class OverlapPolicy(enum.Enum):
+    """What a schedule does when a fire comes while its last task is
+    unfinished; the values are the proto enum numbers."""
+
+    SKIP = schedule_service_pb2.OVERLAP_POLICY_SKIP
+    """Skip the fire (the default)."""
+    ALLOW = schedule_service_pb2.OVERLAP_POLICY_ALLOW
+    """Submit anyway: runs may overlap."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRun:
+    """One task a schedule submitted: for the fire at `fire_time`, or (when
+    `triggered`) by `trigger_schedule` at that time."""
+
+    fire_time: datetime | None
+    task_id: str
+    state: TaskState
+    triggered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule: submits `task` at the times of `cron` (read in
+    `time_zone`) or every `interval`. `raw` keeps the
+    `conveyor.v1.Schedule` message.
+
+    `next_fire_times` (up to 5, none while paused) and `recent_runs` (the
+    latest 10 tasks, newest first) are computed when it is read.
+    """
+
+    id: str
+    cron: str | None
+    time_zone: str | None
+    interval: timedelta | None
+    task: TaskSpec
+    overlap: OverlapPolicy
+    catch_up_window: timedelta | None
+    paused: bool
+    description: str
+    next_fire_times: tuple[datetime, ...]
+    recent_runs: tuple[ScheduleRun, ...]
+    create_time: datetime | None
+    update_time: datetime | None
+    last_fire_time: datetime | None
+    raw: schedule_service_pb2.Schedule = field(repr=False, compare=False)

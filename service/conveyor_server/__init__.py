@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conveyor_server._config import ServerConfig
-    from conveyor_server._context import TaskCancelled, TaskContext
+    from conveyor_server._context import Dependency, TaskCancelled, TaskContext
     from conveyor_server._engine import TaskEngine
     from conveyor_server._handlers import (
         HandlerRegistry,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "ConveyorServer": "conveyor_server._server",
     "ConveyorWorker": "conveyor_server._worker",
+    "Dependency": "conveyor_server._context",
     "HandlerRegistry": "conveyor_server._handlers",
     "InvalidPayload": "conveyor_server._handlers",
     "MemoryStore": "conveyor_server.stores",
@@ -72,6 +73,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ConveyorServer",
     "ConveyorWorker",
+    "Dependency",
     "HandlerRegistry",
     "InvalidPayload",
     "MemoryStore",

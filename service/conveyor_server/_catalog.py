@@ -12,14 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._convert import set_timestamp
 from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._presence import type_infos
-from conveyor_server.stores import State, TaskRecord, TaskStore, WorkerInfo
+from conveyor_server.stores import (
+    State,
+    TaskRecord,
+    TaskStore,
+    TypeCounts,
+    TypeLimits,
+    TypeSettings,
+    WorkerInfo,
+)
 
 # How long a read of the live workers stands in for the store's list.
 FRESH_SECONDS = 1.0
@@ -83,6 +91,15 @@ class TaskTypeCatalog:
             served = await self._served(max_age=MISS_SECONDS)
         return served
 
+    async def has_worker(self, task_type: str) -> bool:
+        """Whether a live worker serves `task_type` (this process counts when
+        it runs tasks: it registers too). Read again, at most every
+        MISS_SECONDS, when none seemed to: a worker that just started is
+        seen at once."""
+        return task_type in await self._served() or task_type in await self._served(
+            max_age=MISS_SECONDS
+        )
+
     async def waiting_reason(self, record: TaskRecord) -> str | None:
         """Why a PENDING task waits when nobody serves its type (a task let
         in by --accept-unserved-types); None for any other task."""
@@ -115,15 +132,46 @@ def _types_of(workers: Collection[WorkerInfo]) -> frozenset[str]:
 # -- the responses of ListTaskTypes and ListWorkers ------------------------------
 
 
-def task_types_response(entries: Collection[TaskTypeEntry]) -> pb.ListTaskTypesResponse:
+def task_types_response(
+    entries: Collection[TaskTypeEntry],
+    settings: Mapping[str, TypeSettings],
+    counts: Mapping[str, TypeCounts],
+) -> pb.ListTaskTypesResponse:
+    """Every served type, and every type the store keeps settings of (a type
+    paused, or limited, before any process serves it), by name."""
     response = pb.ListTaskTypesResponse()
-    for entry in entries:
-        message = response.task_types.add(
-            name=entry.name, description=entry.description, workers=entry.workers
+    served = {entry.name: entry for entry in entries}
+    for name in sorted(served.keys() | settings.keys()):
+        fill_task_type(
+            response.task_types.add(),
+            served.get(name) or TaskTypeEntry(name, "", 0, ""),
+            settings.get(name) or TypeSettings(name),
+            counts.get(name) or TypeCounts(),
         )
-        if entry.example:
-            message.example_payload.update(json.loads(entry.example))
     return response
+
+
+def fill_task_type(
+    message: pb.TaskType, entry: TaskTypeEntry, settings: TypeSettings, counts: TypeCounts
+) -> None:
+    message.name = entry.name
+    message.description = entry.description
+    message.workers = entry.workers
+    if entry.example:
+        message.example_payload.update(json.loads(entry.example))
+    _fill_limits(message.limits, settings.limits)
+    _fill_limits(message.default_limits, settings.defaults)
+    message.paused = settings.paused
+    message.running = counts.running
+    message.pending = counts.pending
+
+
+def _fill_limits(message: pb.TaskTypeLimits, limits: TypeLimits) -> None:
+    message.SetInParent()
+    message.max_running = limits.max_running
+    message.max_running_per_key = limits.max_running_per_key
+    message.max_starts_per_second = limits.max_starts_per_second
+    message.burst = limits.burst
 
 
 def workers_response(workers: Collection[WorkerInfo]) -> pb.ListWorkersResponse:

@@ -86,6 +86,10 @@ class ServerConfig:
     """A ping unanswered this long closes the connection."""
     max_connection_idle_seconds: float = 0.0
     """Close connections idle this long; 0 keeps them."""
+    schedule_tick_seconds: float = 1.0
+    """How often this process (a server or a worker) looks for schedule
+    fires that are due and submits them; 0 fires none from this process.
+    Every process of a store may tick: each fire is submitted once."""
     uvloop: bool = True
     """Run the event loop on uvloop when it is installed."""
     log_level: str = "INFO"
@@ -169,6 +173,7 @@ class ServerConfig:
             "keepalive_time_seconds",
             "keepalive_timeout_seconds",
             "max_connection_idle_seconds",
+            "schedule_tick_seconds",
         ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from conveyor_server.stores import Progress
+from conveyor_server._convert import result_to_python
+from conveyor_server.stores import Progress, State, TaskFailure, TaskRecord
 
 logger = logging.getLogger("conveyor_server.tasks")
 _EVENT_LOCK = threading.Lock()
@@ -15,6 +18,39 @@ _EVENT_LOCK = threading.Lock()
 
 class TaskCancelled(Exception):
     """Raised by `TaskContext.raise_if_cancelled` once the task is asked to stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A task this one depends on, as read when the handler asked
+    (`TaskContext.dependencies`)."""
+
+    id: str
+    # "SUCCEEDED", "FAILED" or "CANCELLED"; "PENDING" or "RUNNING" only when
+    # this task was retried (RetryTask runs it at once, without waiting);
+    # "" when the task is gone, dropped after its retention period.
+    state: str
+    # What its handler returned, when it SUCCEEDED.
+    result: Any = None
+    # Why it failed or was cancelled.
+    error: TaskFailure | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == State.SUCCEEDED.name
+
+    @staticmethod
+    def of(task_id: str, record: TaskRecord | None) -> Dependency:
+        if record is None:
+            return Dependency(task_id, "")
+        result = None
+        if record.state is State.SUCCEEDED and record.result is not None:
+            result = result_to_python(record.result)
+        return Dependency(task_id, record.state.name, result, record.error)
+
+
+# Reads the dependencies of a task, for the handler's thread.
+DependencyReader = Callable[["TaskContext"], Sequence[Dependency]]
 
 
 class TaskContext:
@@ -28,12 +64,15 @@ class TaskContext:
     """
 
     __slots__ = (
+        "_dependencies",
         "_logger",
         "_on_progress",
+        "_read_dependencies",
         "_stop_event",
         "_stop_reason",
         "_stopped",
         "attempt",
+        "depends_on",
         "labels",
         "max_attempts",
         "task_id",
@@ -51,6 +90,8 @@ class TaskContext:
         labels: Mapping[str, str],
         on_progress: Callable[[TaskContext, Progress], None],
         tenant: str = "",
+        depends_on: tuple[str, ...] = (),
+        read_dependencies: DependencyReader | None = None,
     ) -> None:
         self.task_id = task_id
         # The tenant that submitted the task ("" without auth tenants).
@@ -59,6 +100,10 @@ class TaskContext:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.labels = labels
+        # The ids of the tasks this one waited for, as submitted.
+        self.depends_on = depends_on
+        self._read_dependencies = read_dependencies
+        self._dependencies: dict[str, Dependency] | None = None
         self._on_progress = on_progress
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         # Most handlers never wait on their context, so the Event (a lock and
@@ -122,6 +167,32 @@ class TaskContext:
             raise ValueError(f"percent must be a finite number, got {percent!r}")
         percent = min(100.0, max(0.0, float(percent)))
         self._on_progress(self, Progress(percent, str(message)[:1024], int(current), int(total)))
+
+    def dependencies(self) -> dict[str, Dependency]:
+        """The tasks this one depends on, by id in `depends_on` order: their
+        state, and their result or error. Read from the store on the first
+        call (which waits for it), then remembered: the tasks are finished.
+
+        >>> def total(ctx, payload):
+        ...     parts = ctx.dependencies()
+        ...     failed = [d.id for d in parts.values() if not d.succeeded]
+        ...     return {"sum": sum(d.result["count"] for d in parts.values() if d.succeeded)}
+        """
+        if self._dependencies is None:
+            read = self._read_dependencies
+            found = read(self) if self.depends_on and read is not None else ()
+            self._dependencies = {dependency.id: dependency for dependency in found}
+        return dict(self._dependencies)
+
+    def dependency_results(self) -> dict[str, Any]:
+        """The results of the tasks this one depends on that SUCCEEDED, by
+        id: with `run_on_dependency_failure` the others are left out (see
+        `dependencies` for their errors)."""
+        return {
+            task_id: dependency.result
+            for task_id, dependency in self.dependencies().items()
+            if dependency.succeeded
+        }
 
     def request_stop(self, reason: str) -> None:
         """Used by the runner; handlers observe it through `cancelled`."""

@@ -47,6 +47,12 @@ def fill_task(task: task_pb2.Task, record: TaskRecord, *, full: bool = True) -> 
         task.idempotency_key = record.idempotency_key
     if record.reply_to is not None:
         task.reply_to = record.reply_to
+    if record.concurrency_key is not None:
+        task.concurrency_key = record.concurrency_key
+    if record.depends_on:
+        task.depends_on.extend(record.depends_on)
+    if record.run_on_dependency_failure:
+        task.run_on_dependency_failure = True
     if full and record.result is not None:
         task.result.MergeFromString(record.result)
     error = record.error
@@ -101,6 +107,13 @@ class StructView(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._fields)
+
+
+def result_to_python(result: bytes) -> Any:
+    """A stored result (a serialized google.protobuf.Value) as Python."""
+    value = struct_pb2.Value()
+    value.MergeFromString(result)
+    return value_to_python(value)
 
 
 def payload_to_python(payload: bytes) -> dict[str, Any]:

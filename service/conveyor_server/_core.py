@@ -9,6 +9,7 @@ one by `store_error` where a face turns them into its status.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -19,7 +20,14 @@ import grpc
 
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as pb
-from conveyor_server._catalog import TaskTypeCatalog, task_types_response, workers_response
+from conveyor_server._batch_actions import BatchActions
+from conveyor_server._catalog import (
+    TaskTypeCatalog,
+    TaskTypeEntry,
+    fill_task_type,
+    task_types_response,
+    workers_response,
+)
 from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
 from conveyor_server._list_page import fill_page, full_view
@@ -27,8 +35,16 @@ from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
 from conveyor_server._partial_submit import create_each
+from conveyor_server._pending import PendingExplainer
 from conveyor_server._task_feed import TaskFeed, watch_query
-from conveyor_server._validation import RequestValidator, check_id, page_size
+from conveyor_server._type_settings import check_type_name, limits_change
+from conveyor_server._validation import (
+    RequestValidator,
+    check_created,
+    check_id,
+    check_states,
+    page_size,
+)
 from conveyor_server._watchers import WatcherSlots
 from conveyor_server.stores import (
     CancelOutcome,
@@ -36,18 +52,24 @@ from conveyor_server.stores import (
     InvalidTransition,
     ListQuery,
     QueueFull,
-    State,
     StoreUnavailable,
     TaskRecord,
     TaskStore,
+    TypeCounts,
+    TypeSettings,
+    UnknownDependency,
 )
 
 logger = logging.getLogger(__name__)
 
-_STATE_NAMES = {state.value: state for state in State}
-
 # What a store raises that a caller can act on; `store_error` maps each.
-STORE_ERRORS = (QueueFull, IdempotencyConflict, InvalidTransition, StoreUnavailable)
+STORE_ERRORS = (
+    QueueFull,
+    IdempotencyConflict,
+    InvalidTransition,
+    StoreUnavailable,
+    UnknownDependency,
+)
 
 
 class Gate:
@@ -64,7 +86,20 @@ class Gate:
             )
 
 
-def store_error(exc: Exception) -> ServiceError:
+def store_error(exc: Exception, prefix: str = "") -> ServiceError:
+    """The status of a store error; `prefix` leads the field of a violation
+    (`requests[2].` in a batch)."""
+    if isinstance(exc, UnknownDependency):
+        return invalid_argument(
+            [
+                (
+                    f"{prefix}depends_on[{exc.position}]",
+                    f"task {exc.task_id} is no task of yours: a task can wait only for "
+                    "existing tasks of its tenant (finished ones are dropped after the "
+                    "retention period)",
+                )
+            ]
+        )
     if isinstance(exc, QueueFull):
         flag = "--max-queue" if exc.tenant is None else "--max-queue-per-tenant"
         return ServiceError(
@@ -117,6 +152,8 @@ class TaskCore:
         self.slots = WatcherSlots(max_watchers, max_watchers_per_tenant)
         self.feed = TaskFeed(store, self.slots)
         self._clock = clock
+        self._pending = PendingExplainer(store, catalog, clock)
+        self._batch = BatchActions(store, store_error, self._cancelled_pending, clock)
 
     @property
     def watchers(self) -> int:
@@ -135,6 +172,15 @@ class TaskCore:
         await self.fill(response.task, record)
         return response
 
+    async def submit_problems(
+        self, request: pb.SubmitTaskRequest, tenant: str, prefix: str
+    ) -> list[tuple[str, str]]:
+        """What SubmitTask would refuse in `request` now, each field named
+        after `prefix`: a request kept to be submitted later (a schedule's
+        template) is checked as a submit is."""
+        remote = await self._catalog.remote_types([request.type])
+        return self._validator.problems(request, prefix, tenant, remote)
+
     async def batch_submit(
         self, request: pb.BatchSubmitTasksRequest, tenant: str
     ) -> pb.BatchSubmitTasksResponse:
@@ -144,7 +190,10 @@ class TaskCore:
             return await self._submit_each(request, tenant, remote)
         tasks = self._validator.batch(request, tenant, remote)
         now = self._clock()
-        records = await self.store.create(tasks, now)
+        try:
+            records = await self.store.create(tasks, now)
+        except UnknownDependency as exc:
+            raise store_error(exc, f"requests[{exc.index}].") from None
         self.observer.tasks_submitted(records, now)
         response = pb.BatchSubmitTasksResponse()
         add = response.tasks.add
@@ -178,6 +227,7 @@ class TaskCore:
             raise not_found(request.id)
         response = pb.GetTaskResponse()
         await self.fill(response.task, record)
+        await self._pending.fill(response.task, record)
         return response
 
     def admit_watch(self, request: pb.WatchTaskRequest, tenant: str) -> None:
@@ -246,26 +296,16 @@ class TaskCore:
     async def list(self, request: pb.ListTasksRequest, tenant: str) -> pb.ListTasksResponse:
         size = page_size(request.page_size)
         full = full_view(request.view)
-        states = []
-        for index, value in enumerate(request.states):
-            state = _STATE_NAMES.get(value)
-            if state is None:
-                raise invalid_argument(
-                    [
-                        (
-                            f"states[{index}]",
-                            f"{value} is not a task state; use TASK_STATE_PENDING, "
-                            "_RUNNING, _SUCCEEDED, _FAILED or _CANCELLED",
-                        )
-                    ]
-                )
-            states.append(state)
+        states = check_states(request.states)
+        created_after, created_before = check_created(request)
         query = ListQuery(
             page_size=size,
-            states=frozenset(states),
+            states=states,
             type=request.type,
             labels=tuple(sorted(request.labels.items())),
             tenant=tenant,
+            created_after=created_after,
+            created_before=created_before,
         )
         if request.page_token:
             try:
@@ -295,12 +335,7 @@ class TaskCore:
         record = cancellation.record
         # The end of a running task is the runner's to report.
         if cancellation.outcome is CancelOutcome.CANCELLED:
-            self.observer.task_cancelled(record)
-            logger.info(
-                "task %s cancelled while pending",
-                record.id,
-                extra={**task_fields(record), "rpc_method": "CancelTask"},
-            )
+            self._cancelled_pending(record, "CancelTask")
         # A running task's handler hears of the cancel through the store,
         # in whichever process it runs.
         response = pb.CancelTaskResponse()
@@ -317,8 +352,64 @@ class TaskCore:
         fill_task(response.task, record)
         return response
 
+    def _cancelled_pending(self, record: TaskRecord, method: str = "BatchCancelTasks") -> None:
+        self.observer.task_cancelled(record)
+        logger.info(
+            "task %s cancelled while pending",
+            record.id,
+            extra={**task_fields(record), "rpc_method": method},
+        )
+
+    async def batch_cancel(
+        self, request: pb.BatchCancelTasksRequest, tenant: str
+    ) -> pb.BatchCancelTasksResponse:
+        return await self._batch.cancel(request, tenant)
+
+    async def batch_retry(
+        self, request: pb.BatchRetryTasksRequest, tenant: str
+    ) -> pb.BatchRetryTasksResponse:
+        self._gate.check()
+        return await self._batch.retry(request, tenant)
+
     async def task_types(self) -> pb.ListTaskTypesResponse:
-        return task_types_response(await self._catalog.entries())
+        entries, settings, counts = await asyncio.gather(
+            self._catalog.entries(), self.store.type_settings(), self.store.type_counts()
+        )
+        return task_types_response(entries, settings, counts)
+
+    async def update_task_type(
+        self, request: pb.UpdateTaskTypeRequest
+    ) -> pb.UpdateTaskTypeResponse:
+        change = limits_change(request)
+        settings = await self.store.update_type(
+            request.name, self._clock(), limits=change.limits, restore=change.restore
+        )
+        response = pb.UpdateTaskTypeResponse()
+        await self._fill_task_type(response.task_type, settings)
+        return response
+
+    async def pause_task_type(self, request: pb.PauseTaskTypeRequest) -> pb.PauseTaskTypeResponse:
+        check_type_name(request.name)
+        settings = await self.store.update_type(request.name, self._clock(), paused=True)
+        response = pb.PauseTaskTypeResponse()
+        await self._fill_task_type(response.task_type, settings)
+        return response
+
+    async def resume_task_type(
+        self, request: pb.ResumeTaskTypeRequest
+    ) -> pb.ResumeTaskTypeResponse:
+        check_type_name(request.name)
+        settings = await self.store.update_type(request.name, self._clock(), paused=False)
+        response = pb.ResumeTaskTypeResponse()
+        await self._fill_task_type(response.task_type, settings)
+        return response
+
+    async def _fill_task_type(self, message: pb.TaskType, settings: TypeSettings) -> None:
+        """One type as ListTaskTypes tells of it, with its settings as just changed."""
+        entries, counts = await asyncio.gather(self._catalog.entries(), self.store.type_counts())
+        name = settings.type
+        entry = next((e for e in entries if e.name == name), TaskTypeEntry(name, "", 0, ""))
+        fill_task_type(message, entry, settings, counts.get(name) or TypeCounts())
 
     async def workers(self) -> pb.ListWorkersResponse:
         return workers_response(await self._catalog.workers(max_age=0))

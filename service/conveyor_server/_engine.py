@@ -14,19 +14,25 @@ import time
 from collections.abc import Callable
 
 from conveyor_server._attempts import RetryPolicy
+from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
+from conveyor_server._core import Gate, TaskCore
 from conveyor_server._handlers import HandlerRegistry, default_registry, import_task_modules
 from conveyor_server._metrics import ServerMetrics
 from conveyor_server._observer import ObserverPair, TaskObserver
+from conveyor_server._page_token import PageTokens
 from conveyor_server._presence import WorkerPresence
 from conveyor_server._runner import TaskRunner
 from conveyor_server._stats import Throughput
+from conveyor_server._validation import RequestValidator
 from conveyor_server.builtin import register_builtin_tasks
-from conveyor_server.stores import TaskStore, open_store
+from conveyor_server.stores import StoreError, TaskStore, TypeLimits, open_store
 
 logger = logging.getLogger(__name__)
 
 RETENTION_SWEEP_SECONDS = 1.0
+# How often declaring the handlers' limits is tried again while the store is down.
+DECLARE_RETRY_SECONDS = 1.0
 
 
 def build_registry(config: ServerConfig, registry: HandlerRegistry | None) -> HandlerRegistry:
@@ -89,6 +95,31 @@ class TaskEngine:
         )
         self.metrics_port: int | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._declaring: asyncio.Task[None] | None = None
+
+    async def task_core(self, gate: Gate) -> TaskCore:
+        """The TaskService operations on this engine's store and handlers,
+        open while `gate` is: what the API serves, and the path by which
+        schedules submit in every process."""
+        config = self.config
+        return TaskCore(
+            self.store,
+            RequestValidator(
+                self.registry,
+                max_payload_bytes=config.max_payload_bytes,
+                default_max_attempts=config.default_max_attempts,
+                default_timeout=config.default_timeout_seconds or None,
+                shared=self.store.shared,
+                accept_unserved=config.accept_unserved_types,
+            ),
+            PageTokens(await self.store.signing_key()),
+            gate,
+            TaskTypeCatalog(self.registry, self.store),
+            max_watchers=config.max_watchers,
+            max_watchers_per_tenant=config.max_watchers_per_tenant or None,
+            explain_waits=config.accept_unserved_types and self.store.shared,
+            observer=self.observer,
+        )
 
     async def start(self, watchers: Callable[[], int] | None = None) -> None:
         """Serve metrics (`watchers` counts open watch streams for them),
@@ -102,6 +133,8 @@ class TaskEngine:
                 running=lambda: runner.running_count,
                 watchers=watchers,
             )
+        if self.config.workers > 0:
+            await self._declare_limits()
         await self.runner.start()
         if self.presence is not None:
             await self.presence.start()
@@ -123,16 +156,45 @@ class TaskEngine:
 
     async def close(self) -> None:
         """Stop the sweep and the runner, close the store and the metrics."""
-        if self._retention is not None:
-            self._retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention
+        for background in (self._retention, self._declaring):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         if self.presence is not None:
             await self.presence.stop()
         await self.runner.close()
         await self.store.close()
         if self.metrics is not None:
             await self.metrics.stop()
+
+    async def _declare_limits(self) -> None:
+        """Write the limits this process's handlers declare to the store, as
+        their types' defaults (the last process to start wins), before it
+        claims any task; while the store is down, keep trying in the
+        background, as the runner does."""
+        defaults = {registration.type: registration.limits for registration in self.registry}
+        try:
+            await self.store.declare_type_defaults(defaults, time.time())
+        except StoreError as exc:
+            logger.warning(
+                "could not declare the task types' limits (%s); retrying every %gs",
+                exc,
+                DECLARE_RETRY_SECONDS,
+            )
+            self._declaring = asyncio.create_task(
+                self._keep_declaring(defaults), name="conveyor-declare-limits"
+            )
+
+    async def _keep_declaring(self, defaults: dict[str, TypeLimits]) -> None:
+        while True:
+            await asyncio.sleep(DECLARE_RETRY_SECONDS)
+            try:
+                await self.store.declare_type_defaults(defaults, time.time())
+            except StoreError:
+                continue
+            logger.info("declared the task types' limits")
+            return
 
     async def _sweep(self) -> None:
         while True:

@@ -9,8 +9,11 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from conveyor_server._limits import declared_limits
+from conveyor_server.stores import TypeLimits
 
 if TYPE_CHECKING:
     from conveyor_server._context import TaskContext
@@ -59,6 +62,9 @@ class Registration:
     validate: PayloadValidator | None = None
     # A payload to show callers (ListTaskTypes, `conveyor types`).
     example: Mapping[str, Any] | None = None
+    # The limits the handler declares: every process that runs it writes
+    # them to the store at start, as the type's defaults.
+    limits: TypeLimits = field(default_factory=TypeLimits)
 
     @property
     def description(self) -> str:
@@ -89,14 +95,27 @@ class HandlerRegistry:
         *,
         validate: PayloadValidator | None = None,
         example: Mapping[str, Any] | None = None,
+        max_running: int | None = None,
+        max_running_per_key: int | None = None,
+        max_starts_per_second: float | None = None,
+        burst: int | None = None,
     ) -> None:
+        """Register `handler` for `type`; the limits are the type's defaults
+        (see `task`). A ValueError says what is wrong."""
         if not TYPE_NAME.fullmatch(type):
             raise ValueError(
                 f"task type {type!r} must start with a letter or underscore and use only "
                 "letters, digits and . _ : - (at most 128 characters)"
             )
-        if type in self._registrations:
-            raise ValueError(f"task type {type!r} is already registered")
+        limits = declared_limits(
+            type,
+            {
+                "max_running": max_running,
+                "max_running_per_key": max_running_per_key,
+                "max_starts_per_second": max_starts_per_second,
+                "burst": burst,
+            },
+        )
         if example is not None:
             try:
                 json.dumps(example)
@@ -107,7 +126,12 @@ class HandlerRegistry:
             if validate is not None:
                 # An example the type's own check refuses would mislead.
                 validate(example)
-        self._registrations[type] = Registration(type, handler, validate, example)
+        self._add(Registration(type, handler, validate, example, limits))
+
+    def _add(self, registration: Registration) -> None:
+        if registration.type in self._registrations:
+            raise ValueError(f"task type {registration.type!r} is already registered")
+        self._registrations[registration.type] = registration
 
     def task(
         self,
@@ -115,18 +139,31 @@ class HandlerRegistry:
         *,
         validate: PayloadValidator | None = None,
         example: Mapping[str, Any] | None = None,
+        max_running: int | None = None,
+        max_running_per_key: int | None = None,
+        max_starts_per_second: float | None = None,
+        burst: int | None = None,
     ) -> Callable[[H], H]:
         """Decorator form of `register`."""
 
         def decorate(handler: H) -> H:
-            self.register(type, handler, validate=validate, example=example)
+            self.register(
+                type,
+                handler,
+                validate=validate,
+                example=example,
+                max_running=max_running,
+                max_running_per_key=max_running_per_key,
+                max_starts_per_second=max_starts_per_second,
+                burst=burst,
+            )
             return handler
 
         return decorate
 
     def update(self, other: HandlerRegistry) -> None:
-        for r in other:
-            self.register(r.type, r.handler, validate=r.validate, example=r.example)
+        for registration in other:
+            self._add(registration)
 
     def get(self, type: str) -> Registration | None:
         return self._registrations.get(type)
@@ -151,6 +188,10 @@ def task(
     *,
     validate: PayloadValidator | None = None,
     example: Mapping[str, Any] | None = None,
+    max_running: int | None = None,
+    max_running_per_key: int | None = None,
+    max_starts_per_second: float | None = None,
+    burst: int | None = None,
 ) -> Callable[[H], H]:
     """Register a handler on the default registry.
 
@@ -159,14 +200,30 @@ def task(
     payload shown to callers by ListTaskTypes; the handler's docstring is
     the type's description.
 
+    The limits hold across every process of the store; a task over one
+    waits PENDING, it never fails because of it. `max_running`: at most
+    this many tasks of the type run at once. `max_running_per_key`: at most
+    this many of one `concurrency_key` (within a tenant).
+    `max_starts_per_second` with `burst`: a token bucket of `burst` starts
+    (by default max(1, max_starts_per_second)) refilled at that rate. They
+    are the type's defaults: UpdateTaskType changes them at run time.
+
     >>> from conveyor_server import task
-    >>> @task("resize_image", example={"url": "https://example.com/a.png"})
+    >>> @task("resize_image", example={"url": "https://example.com/a.png"}, max_running=4)
     ... def resize_image(ctx, payload):
     ...     "Resizes an image to a thumbnail."
     ...     ctx.report_progress(50, "resizing")
     ...     return {"ok": True}
     """
-    return default_registry.task(type, validate=validate, example=example)
+    return default_registry.task(
+        type,
+        validate=validate,
+        example=example,
+        max_running=max_running,
+        max_running_per_key=max_running_per_key,
+        max_starts_per_second=max_starts_per_second,
+        burst=burst,
+    )
 
 
 def import_task_modules(modules: list[str]) -> None:

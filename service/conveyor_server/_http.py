@@ -1,7 +1,8 @@
-"""The HTTP/JSON face of TaskService, on aiohttp, on the gRPC server's loop.
+"""The HTTP/JSON face of TaskService and ScheduleService, on aiohttp, on the
+gRPC server's loop.
 
-Every route calls the same TaskCore as the gRPC servicer: the same
-validation, limits, tenancy and metrics, no loopback gRPC hop. Routes follow
+Every route calls the same TaskCore or ScheduleCore as the gRPC servicers:
+the same validation, limits, tenancy and metrics, no loopback gRPC hop. Routes follow
 AIP-127 (custom methods after a colon); bodies are the contract's messages
 as grpcurl prints them; errors are google.rpc.Status JSON. See docs/http.md.
 """
@@ -20,22 +21,26 @@ import grpc
 from aiohttp import web
 from google.protobuf.message import Message
 
+from conveyor.v1 import schedule_service_pb2 as spb
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._core import STORE_ERRORS, TaskCore, store_error
 from conveyor_server._dashboard import add_dashboard, is_dashboard_path
-from conveyor_server._errors import ServiceError
+from conveyor_server._errors import ServiceError, invalid_argument
 from conveyor_server._http_auth import EXPIRED, MISSING, SESSION_COOKIE, HttpAuth, Session
 from conveyor_server._http_json import (
     dumps,
     http_status,
     integer_parameter,
     list_request,
+    list_schedules_request,
     parse_body,
     status_json,
     to_json,
+    update_type_request,
     watch_tasks_request,
 )
 from conveyor_server._observer import TaskObserver
+from conveyor_server._schedules import ScheduleCore
 from conveyor_server._stats import Throughput, task_stats
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,10 @@ def _error(error: ServiceError) -> web.Response:
 
 
 async def _body(request: web.Request, message: Message) -> Any:
+    return parse_body(await _body_text(request), message)
+
+
+async def _body_text(request: web.Request) -> str:
     # Only JSON: a form on another site cannot send it without CORS, which
     # this API does not grant.
     if request.content_type != "application/json":
@@ -75,7 +84,7 @@ async def _body(request: web.Request, message: Message) -> Any:
             f"send the body as JSON with 'Content-Type: application/json', "
             f"not {request.content_type!r}",
         )
-    return parse_body(await request.text(), message)
+    return await request.text()
 
 
 def _set_cookie(response: web.StreamResponse, session: Session, secure: bool) -> None:
@@ -96,6 +105,7 @@ class HttpApi:
     def __init__(
         self,
         core: TaskCore,
+        schedules: ScheduleCore,
         auth: HttpAuth,
         throughput: Throughput,
         observer: TaskObserver,
@@ -104,6 +114,7 @@ class HttpApi:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._core = core
+        self._schedules = schedules
         self._auth = auth
         self._throughput = throughput
         self._observer = observer
@@ -113,13 +124,18 @@ class HttpApi:
         add = self.app.router.add_route
         add("POST", "/v1/tasks", self._submit)
         add("POST", "/v1/tasks:batchSubmit", self._batch_submit)
+        add("POST", "/v1/tasks:batchCancel", self._batch_cancel)
+        add("POST", "/v1/tasks:batchRetry", self._batch_retry)
         add("GET", "/v1/tasks", self._list)
         add("GET", "/v1/tasks:watch", self._watch_tasks)
         add("GET", "/v1/tasks/{name}", self._task_get)
         add("POST", "/v1/tasks/{name}", self._task_post)
         add("GET", "/v1/taskTypes", self._task_types)
+        add("PATCH", "/v1/taskTypes/{name}", self._task_type_patch)
+        add("POST", "/v1/taskTypes/{name}", self._task_type_post)
         add("GET", "/v1/workers", self._workers)
         add("GET", "/v1/stats", self._stats)
+        self._add_schedule_routes()
         add("GET", "/v1/session", self._session_get)
         add("POST", "/v1/session", self._login)
         add("DELETE", "/v1/session", self._logout)
@@ -221,6 +237,16 @@ class HttpApi:
         body = await _body(request, pb.BatchSubmitTasksRequest())
         return _message(await self._core.batch_submit(body, request[_TENANT]))
 
+    async def _batch_cancel(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/tasks:batchCancel"
+        body = await _body(request, pb.BatchCancelTasksRequest())
+        return _message(await self._core.batch_cancel(body, request[_TENANT]))
+
+    async def _batch_retry(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/tasks:batchRetry"
+        body = await _body(request, pb.BatchRetryTasksRequest())
+        return _message(await self._core.batch_retry(body, request[_TENANT]))
+
     async def _list(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "GET /v1/tasks"
         query = request.query
@@ -301,6 +327,26 @@ class HttpApi:
         request[_ROUTE] = "GET /v1/taskTypes"
         return _message(await self._core.task_types())
 
+    async def _task_type_patch(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "PATCH /v1/taskTypes/{name}"
+        name = request.match_info["name"]
+        text = await _body_text(request)
+        return _message(await self._core.update_task_type(update_type_request(text, name)))
+
+    async def _task_type_post(self, request: web.Request) -> web.StreamResponse:
+        name, colon, verb = request.match_info["name"].rpartition(":")
+        if colon and verb == "pause":
+            request[_ROUTE] = "POST /v1/taskTypes/{name}:pause"
+            return _message(await self._core.pause_task_type(pb.PauseTaskTypeRequest(name=name)))
+        if colon and verb == "resume":
+            request[_ROUTE] = "POST /v1/taskTypes/{name}:resume"
+            return _message(await self._core.resume_task_type(pb.ResumeTaskTypeRequest(name=name)))
+        raise ServiceError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no route POST {request.path}: a task type takes POST "
+            "/v1/taskTypes/{name}:pause or :resume, and PATCH /v1/taskTypes/{name}",
+        )
+
     async def _workers(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "GET /v1/workers"
         return _message(await self._core.workers())
@@ -308,6 +354,74 @@ class HttpApi:
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "GET /v1/stats"
         return _json(await task_stats(self._core.store, self._throughput, request[_TENANT]))
+
+    # -- schedules ------------------------------------------------------
+
+    def _add_schedule_routes(self) -> None:
+        add = self.app.router.add_route
+        add("POST", "/v1/schedules", self._schedule_create)
+        add("GET", "/v1/schedules", self._schedule_list)
+        add("GET", "/v1/schedules/{name}", self._schedule_get)
+        add("PATCH", "/v1/schedules/{name}", self._schedule_update)
+        add("DELETE", "/v1/schedules/{name}", self._schedule_delete)
+        add("POST", "/v1/schedules/{name}", self._schedule_post)
+
+    async def _schedule_create(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "POST /v1/schedules"
+        body = await _body(request, spb.CreateScheduleRequest())
+        return _message(await self._schedules.create(body, request[_TENANT]))
+
+    async def _schedule_list(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/schedules"
+        query = request.query
+        message = list_schedules_request(dict(query), {name: query.getall(name) for name in query})
+        return _message(await self._schedules.list(message, request[_TENANT]))
+
+    async def _schedule_get(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/schedules/{id}"
+        message = spb.GetScheduleRequest(id=request.match_info["name"])
+        return _message(await self._schedules.get(message, request[_TENANT]))
+
+    async def _schedule_update(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "PATCH /v1/schedules/{id}"
+        schedule_id = request.match_info["name"]
+        body = await _body(request, spb.UpdateScheduleRequest())
+        if body.schedule.id and body.schedule.id != schedule_id:
+            raise invalid_argument(
+                [("schedule.id", f"names {body.schedule.id!r}, the path {schedule_id!r}")]
+            )
+        body.schedule.id = schedule_id
+        return _message(await self._schedules.update(body, request[_TENANT]))
+
+    async def _schedule_delete(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "DELETE /v1/schedules/{id}"
+        message = spb.DeleteScheduleRequest(id=request.match_info["name"])
+        return _message(await self._schedules.delete(message, request[_TENANT]))
+
+    async def _schedule_post(self, request: web.Request) -> web.StreamResponse:
+        schedule_id, colon, verb = request.match_info["name"].rpartition(":")
+        tenant = request[_TENANT]
+        schedules = self._schedules
+        if colon and verb == "pause":
+            request[_ROUTE] = "POST /v1/schedules/{id}:pause"
+            return _message(await schedules.pause(spb.PauseScheduleRequest(id=schedule_id), tenant))
+        if colon and verb == "resume":
+            request[_ROUTE] = "POST /v1/schedules/{id}:resume"
+            resume = spb.ResumeScheduleRequest(id=schedule_id)
+            return _message(await schedules.resume(resume, tenant))
+        if colon and verb == "trigger":
+            request[_ROUTE] = "POST /v1/schedules/{id}:trigger"
+            # The body (a request_id) is optional.
+            trigger = spb.TriggerScheduleRequest()
+            if request.body_exists:
+                trigger = await _body(request, trigger)
+            trigger.id = schedule_id
+            return _message(await schedules.trigger(trigger, tenant))
+        raise ServiceError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no route POST {request.path}: a schedule takes POST /v1/schedules/{{id}}:pause, "
+            ":resume or :trigger",
+        )
 
     # -- sessions -------------------------------------------------------
 

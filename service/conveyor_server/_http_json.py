@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from conveyor.v1 import schedule_service_pb2 as spb
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._errors import ServiceError, invalid_argument
 
@@ -65,10 +66,42 @@ def parse_body(text: str, message: M) -> M:
         ) from None
 
 
-_LIST_SINGLE = ("type", "page_size", "page_token", "view")
+_LIST_SINGLE = ("type", "page_size", "page_token", "view", "created_after", "created_before")
 LIST_PARAMETERS = ("states", "labels", *_LIST_SINGLE)
 _WATCH_SINGLE = ("type", "cursor", "include_current", "reply_to")
 WATCH_PARAMETERS = ("states", "labels", "ids", *_WATCH_SINGLE)
+
+
+def update_type_request(text: str, name: str) -> pb.UpdateTaskTypeRequest:
+    """An UpdateTaskTypeRequest from a PATCH body, for the task type `name`
+    of the path. Its update_mask may name the limits as the contract does
+    ("max_running,burst") as well as in the JSON mapping's camelCase
+    ("maxRunning,burst"), or be written as the message ({"paths": [...]}),
+    as grpcurl takes it."""
+    try:
+        body = json.loads(text or "{}")
+    except ValueError:
+        body = None  # parse_body says what is wrong
+    if isinstance(body, dict):
+        mask = body.get("update_mask")
+        if isinstance(mask, dict) and isinstance(mask.get("paths"), list):
+            mask = ",".join(str(path) for path in mask["paths"])
+        if isinstance(mask, str):
+            body["update_mask"] = ",".join(_camel_case(path) for path in mask.split(","))
+        given = body.get("name")
+        if given not in (None, "", name):
+            raise invalid_argument(
+                [("name", f"is {str(given)[:128]!r} in the body but {name[:128]!r} in the path")]
+            )
+        text = json.dumps(body)
+    request = parse_body(text, pb.UpdateTaskTypeRequest())
+    request.name = name
+    return request
+
+
+def _camel_case(path: str) -> str:
+    head, *rest = path.strip().split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb.ListTasksRequest:
@@ -76,6 +109,15 @@ def list_request(query: Mapping[str, str], multi: Mapping[str, list[str]]) -> pb
     (`key=value`) repeat, the others are given once."""
     request = pb.ListTasksRequest()
     _from_query(request, "GET /v1/tasks", _LIST_SINGLE, ("states",), query, multi)
+    return request
+
+
+def list_schedules_request(
+    query: Mapping[str, str], multi: Mapping[str, list[str]]
+) -> spb.ListSchedulesRequest:
+    """A ListSchedulesRequest from query parameters, each given once."""
+    request = spb.ListSchedulesRequest()
+    _from_query(request, "GET /v1/schedules", ("page_size", "page_token"), (), query, multi)
     return request
 
 
@@ -100,7 +142,8 @@ def _from_query(
 ) -> None:
     """Fill `request` from query parameters; every problem names its
     parameter, and all of them are told at once."""
-    allowed = (*repeated, "labels", *single)
+    filters = ("labels",) if "labels" in request.DESCRIPTOR.fields_by_name else ()
+    allowed = (*repeated, *filters, *single)
     problems: list[tuple[str, str]] = []
     fields: dict[str, Any] = {}
     for name, values in multi.items():

@@ -30,7 +30,7 @@ from conveyor_server._attempts import (
     log_started,
     run_handler,
 )
-from conveyor_server._context import TaskContext
+from conveyor_server._context import Dependency, TaskContext
 from conveyor_server._handlers import HandlerRegistry, Registration
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server.stores import (
@@ -45,6 +45,9 @@ from conveyor_server.stores import (
 )
 
 logger = logging.getLogger(__name__)
+
+# How long a handler waits for the store to tell of its dependencies.
+DEPENDENCY_READ_SECONDS = 30.0
 
 # Worker loops block on their queue, so ThreadPoolExecutor's own exit hook,
 # which joins its threads, would wait forever for a runner nobody closed.
@@ -316,6 +319,8 @@ class TaskRunner(StoreListener):
             labels=record.labels or {},
             on_progress=self._progress_from_thread,
             tenant=record.tenant,
+            depends_on=record.depends_on or (),
+            read_dependencies=self._dependencies_from_thread,
         )
         running = RunningAttempt(record, ctx)
         registration = self._registry.get(record.type)
@@ -432,6 +437,21 @@ class TaskRunner(StoreListener):
         if not running.progress_posted:
             running.progress_posted = True
             self._post(ProgressPosted(running))
+
+    def _dependencies_from_thread(self, ctx: TaskContext) -> list[Dependency]:
+        """A handler asks for its dependencies: read on the event loop, like
+        every store call, while the handler's thread waits."""
+        assert self._loop is not None
+        reading = asyncio.run_coroutine_threadsafe(
+            self._read_dependencies(ctx.depends_on, ctx.tenant), self._loop
+        )
+        return reading.result(DEPENDENCY_READ_SECONDS)
+
+    async def _read_dependencies(self, ids: tuple[str, ...], tenant: str) -> list[Dependency]:
+        records = await asyncio.gather(*(self._store.get(task_id, tenant) for task_id in ids))
+        return [
+            Dependency.of(task_id, record) for task_id, record in zip(ids, records, strict=True)
+        ]
 
     def _worker_loop(self) -> None:
         get = self._jobs.get

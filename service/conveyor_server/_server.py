@@ -13,9 +13,8 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from conveyor.v1 import task_service_pb2
+from conveyor.v1 import schedule_service_pb2, task_service_pb2
 from conveyor_server._auth import TokenAuthInterceptor, load_tokens
-from conveyor_server._catalog import TaskTypeCatalog
 from conveyor_server._config import ServerConfig
 from conveyor_server._core import Gate, TaskCore
 from conveyor_server._engine import TaskEngine
@@ -24,16 +23,20 @@ from conveyor_server._handlers import HandlerRegistry
 from conveyor_server._http import HttpApi
 from conveyor_server._http_auth import HttpAuth
 from conveyor_server._metrics import ServerMetrics
-from conveyor_server._page_token import PageTokens
 from conveyor_server._runner import TaskRunner
+from conveyor_server._schedule_servicer import ScheduleServicer, schedule_service_handler
+from conveyor_server._schedule_ticker import ScheduleTicker
+from conveyor_server._schedules import ScheduleCore
 from conveyor_server._servicer import TaskServicer, service_handler
 from conveyor_server._tls import http_ssl_context, server_credentials
-from conveyor_server._validation import RequestValidator
 from conveyor_server.stores import TaskStore
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+SCHEDULE_SERVICE_NAME = schedule_service_pb2.DESCRIPTOR.services_by_name[
+    "ScheduleService"
+].full_name
 
 
 def grpc_server_options(config: ServerConfig) -> list[tuple[str, Any]]:
@@ -123,6 +126,9 @@ class ConveyorServer:
         # Built at start, once the store's signing key for page tokens is known.
         self.core: TaskCore | None = None
         self.servicer: TaskServicer | None = None
+        # The schedules' operations, and what fires them; built at start.
+        self.schedules: ScheduleCore | None = None
+        self.ticker: ScheduleTicker | None = None
         self._health = health.aio.HealthServicer()
         self._server: aio.Server | None = None
         self.port: int | None = None
@@ -156,35 +162,26 @@ class ConveyorServer:
         config = self.config
         engine = self.engine
         signing_key = await engine.store.signing_key()
-        core = self.core = TaskCore(
-            engine.store,
-            RequestValidator(
-                engine.registry,
-                max_payload_bytes=config.max_payload_bytes,
-                default_max_attempts=config.default_max_attempts,
-                default_timeout=config.default_timeout_seconds or None,
-                shared=engine.store.shared,
-                accept_unserved=config.accept_unserved_types,
-            ),
-            PageTokens(signing_key),
-            self.gate,
-            TaskTypeCatalog(engine.registry, engine.store),
-            max_watchers=config.max_watchers,
-            max_watchers_per_tenant=config.max_watchers_per_tenant or None,
-            explain_waits=config.accept_unserved_types and engine.store.shared,
-            observer=engine.observer,
-        )
+        core = self.core = await engine.task_core(self.gate)
+        schedules = self.schedules = ScheduleCore(core)
+        self.ticker = ScheduleTicker(core, config.schedule_tick_seconds)
         servicer = self.servicer = TaskServicer(core)
         interceptors = (
             [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
         ) + self._interceptors
         quiet_undecodable_metadata()
         server = aio.server(options=grpc_server_options(config), interceptors=interceptors)
-        server.add_generic_rpc_handlers((service_handler(servicer),))
+        server.add_generic_rpc_handlers(
+            (
+                service_handler(servicer),
+                schedule_service_handler(ScheduleServicer(schedules), engine.observer),
+            )
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
                 SERVICE_NAME,
+                SCHEDULE_SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -209,6 +206,7 @@ class ConveyorServer:
         if config.http_port >= 0:
             self.http = HttpApi(
                 core,
+                schedules,
                 HttpAuth(self._tokens, signing_key),
                 engine.throughput,
                 engine.observer,
@@ -222,6 +220,7 @@ class ConveyorServer:
             except OSError:
                 await server.stop(None)
                 raise
+        self.ticker.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "conveyor serving on %s:%d (store %s, %d workers, task types: %s)",
@@ -270,6 +269,7 @@ class ConveyorServer:
     async def _set_health(self, status: Any) -> None:
         await self._health.set("", status)
         await self._health.set(SERVICE_NAME, status)
+        await self._health.set(SCHEDULE_SERVICE_NAME, status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, refuse new work, give running
@@ -278,6 +278,8 @@ class ConveyorServer:
         if self._server is None or self._stopping:
             return
         self._stopping = True
+        if self.ticker is not None:
+            await self.ticker.stop()
         await self._health.enter_graceful_shutdown()
         self.gate.open = False
         await self.engine.drain(self.config.shutdown_grace_seconds if grace is None else grace)

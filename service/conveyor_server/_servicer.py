@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from types import ModuleType
 from typing import Any
 
 import grpc
@@ -22,7 +23,7 @@ from conveyor_server._observer import TaskObserver
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Gate", "Malformed", "TaskServicer", "service_handler"]
+__all__ = ["Gate", "Malformed", "TaskServicer", "bound_handlers", "service_handler"]
 
 # WatchTasks response header: the cursor the stream follows from, so a client
 # can resume from the moment it opened even before the first message.
@@ -144,6 +145,31 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.ListWorkersResponse:
         return await self.core.workers()
 
+    async def BatchCancelTasks(
+        self, request: pb.BatchCancelTasksRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.BatchCancelTasksResponse:
+        return await self.core.batch_cancel(request, current_tenant())
+
+    async def BatchRetryTasks(
+        self, request: pb.BatchRetryTasksRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.BatchRetryTasksResponse:
+        return await self.core.batch_retry(request, current_tenant())
+
+    async def UpdateTaskType(
+        self, request: pb.UpdateTaskTypeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateTaskTypeResponse:
+        return await self.core.update_task_type(request)
+
+    async def PauseTaskType(
+        self, request: pb.PauseTaskTypeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.PauseTaskTypeResponse:
+        return await self.core.pause_task_type(request)
+
+    async def ResumeTaskType(
+        self, request: pb.ResumeTaskTypeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.ResumeTaskTypeResponse:
+        return await self.core.resume_task_type(request)
+
 
 class Malformed:
     """Stands in for a request that did not parse, so the handler can refuse
@@ -219,11 +245,19 @@ def _unary(
 
 def service_handler(servicer: TaskServicer) -> grpc.GenericRpcHandler:
     """The TaskService handlers, bound to `servicer`."""
-    service = pb.DESCRIPTOR.services_by_name["TaskService"]
+    return bound_handlers(servicer, pb, "TaskService", servicer.observer)
+
+
+def bound_handlers(
+    servicer: object, module: ModuleType, service_name: str, observer: TaskObserver
+) -> grpc.GenericRpcHandler:
+    """The handlers of the service `service_name` of the generated `module`,
+    bound to the methods of `servicer` of the same names."""
+    service = module.DESCRIPTOR.services_by_name[service_name]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
-        request_type = getattr(pb, method.input_type.name)
-        response_type = getattr(pb, method.output_type.name)
+        request_type = getattr(module, method.input_type.name)
+        response_type = getattr(module, method.output_type.name)
         bound = getattr(servicer, method.name)
         if method.server_streaming:
             # Streaming handlers refuse a Malformed request themselves: one
@@ -235,7 +269,7 @@ def service_handler(servicer: TaskServicer) -> grpc.GenericRpcHandler:
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(bound, method.name, servicer.observer),
+                _unary(bound, method.name, observer),
                 request_deserializer=_parser(request_type),
                 response_serializer=response_type.SerializeToString,
             )

@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor_server._convert import MAX_NESTING, StructView
 from conveyor_server._errors import ServiceError, invalid_argument
 from conveyor_server._handlers import HandlerRegistry, InvalidPayload
 from conveyor_server._ids import MAX_ID_LENGTH, SAFE_ID
-from conveyor_server.stores import NewTask
+from conveyor_server.stores import NewTask, State
 
 MAX_BATCH = 1000
 MAX_ATTEMPTS = 100
@@ -23,8 +24,15 @@ PRIORITY_RANGE = (-1000, 1000)
 MAX_LABELS = 64
 LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
 MAX_LABEL_VALUE = 256
+CONCURRENCY_KEY = re.compile(r"[A-Za-z0-9._:/@-]{1,128}")
+# Ids and earlier requests together: a fan-in wider than this is better
+# split into stages.
+MAX_DEPENDENCIES = 100
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+_STATE_NAMES = {state.value: state for state in State}
+# The range of google.protobuf.Timestamp: years 1 to 9999.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
 
 
 def check_id(task_id: str, field: str = "id") -> None:
@@ -183,7 +191,7 @@ class RequestValidator:
         problems: list[tuple[str, str]] = []
         tasks: list[NewTask] = []
         for index, item in enumerate(request.requests):
-            new = self._submit(item, f"requests[{index}].", problems, tenant, remote)
+            new = self._submit(item, f"requests[{index}].", problems, tenant, remote, index)
             if new is not None:
                 tasks.append(new)
         if problems:
@@ -198,14 +206,35 @@ class RequestValidator:
     ) -> list[NewTask | ServiceError]:
         """Per request, in order, the task to create or why it is refused,
         with fields named as for a lone SubmitTaskRequest (`payload.x`). Only
-        the batch as a whole (empty, too long) fails the call."""
+        the batch as a whole (empty, too long) fails the call. A request that
+        waits for a refused one is refused too (when the store refuses one
+        later, `create_each` does the same)."""
         _check_count(len(request.requests))
         checked: list[NewTask | ServiceError] = []
-        for item in request.requests:
+        for index, item in enumerate(request.requests):
             problems: list[tuple[str, str]] = []
-            new = self._submit(item, "", problems, tenant, remote)
-            checked.append(new if new is not None else invalid_argument(problems))
+            new = self._submit(item, "", problems, tenant, remote, index)
+            if new is not None:
+                problems = refused_dependencies(new, checked)
+                if not problems:
+                    checked.append(new)
+                    continue
+            checked.append(invalid_argument(problems))
         return checked
+
+    def problems(
+        self,
+        request: pb.SubmitTaskRequest,
+        prefix: str,
+        tenant: str = "",
+        remote: frozenset[str] = frozenset(),
+    ) -> list[tuple[str, str]]:
+        """What SubmitTask would refuse in `request`, each field named after
+        `prefix` (`schedule.task.` for a schedule's template); empty when it
+        would accept it."""
+        problems: list[tuple[str, str]] = []
+        self._submit(request, prefix, problems, tenant, remote)
+        return problems
 
     def _unserved(self, task_type: str, remote: frozenset[str]) -> str | None:
         """Why a type without a local handler is refused; None when a live
@@ -229,7 +258,10 @@ class RequestValidator:
         problems: list[tuple[str, str]],
         tenant: str,
         remote: frozenset[str],
+        index: int | None = None,
     ) -> NewTask | None:
+        """The task a request asks for, or None with its problems added;
+        `index` is its place in a BatchSubmitTasks (None in SubmitTask)."""
         start = len(problems)
         registration = None
         if not request.type:
@@ -322,6 +354,12 @@ class RequestValidator:
             problems.append(
                 (prefix + "priority", f"must be between {low} and {high}, got {request.priority}")
             )
+        concurrency_key = request.concurrency_key or None
+        if concurrency_key is not None and CONCURRENCY_KEY.fullmatch(concurrency_key) is None:
+            problems.append(
+                (prefix + "concurrency_key", "must be 1-128 letters, digits and . _ : / @ -")
+            )
+        _check_dependencies(request, prefix, index, problems)
         if len(problems) > start:
             return None
         fingerprint = _fingerprint(request) if key is not None else None
@@ -337,7 +375,143 @@ class RequestValidator:
             fingerprint=fingerprint,
             tenant=tenant,
             reply_to=reply_to,
+            concurrency_key=concurrency_key,
+            depends_on=tuple(request.depends_on),
+            depends_on_requests=tuple(request.depends_on_requests),
+            run_on_dependency_failure=request.run_on_dependency_failure,
         )
+
+
+def _check_dependencies(
+    request: pb.SubmitTaskRequest,
+    prefix: str,
+    index: int | None,
+    problems: list[tuple[str, str]],
+) -> None:
+    """Shape, bounds and repeats of depends_on and depends_on_requests: the
+    store checks only that the ids name tasks of the tenant."""
+    count = len(request.depends_on) + len(request.depends_on_requests)
+    if count > MAX_DEPENDENCIES:
+        problems.append(
+            (
+                prefix + "depends_on",
+                f"names {count} tasks with depends_on_requests; a task waits for at most "
+                f"{MAX_DEPENDENCIES}: chain a task that waits for some of them instead",
+            )
+        )
+        return
+    first: dict[str, int] = {}
+    for position, task_id in enumerate(request.depends_on):
+        field = f"{prefix}depends_on[{position}]"
+        if SAFE_ID.fullmatch(task_id) is None:
+            problems.append(
+                (field, f"must be a task id: 1-{MAX_ID_LENGTH} letters, digits and . _ : -")
+            )
+        elif task_id in first:
+            problems.append((field, f"repeats depends_on[{first[task_id]}]; name each task once"))
+        else:
+            first[task_id] = position
+    if not request.depends_on_requests:
+        return
+    if index is None:
+        problems.append(
+            (
+                prefix + "depends_on_requests",
+                "names requests of the same BatchSubmitTasks call; in SubmitTask, "
+                "give the ids of existing tasks in depends_on",
+            )
+        )
+        return
+    earlier: dict[int, int] = {}
+    for position, number in enumerate(request.depends_on_requests):
+        field = f"{prefix}depends_on_requests[{position}]"
+        if not 0 <= number < index:
+            problems.append(
+                (
+                    field,
+                    f"{number} is not an earlier request of this batch: a task cannot wait "
+                    f"for itself or a later one ({_earlier_ones(index)})",
+                )
+            )
+        elif number in earlier:
+            problems.append(
+                (field, f"repeats depends_on_requests[{earlier[number]}]; name each request once")
+            )
+        else:
+            earlier[number] = position
+
+
+def _earlier_ones(index: int) -> str:
+    if index == 0:
+        return "the first request can wait only for existing tasks, by id in depends_on"
+    if index == 1:
+        return "request 1 can wait for request 0"
+    return f"request {index} can wait for requests 0 to {index - 1}"
+
+
+def refused_dependencies(new: NewTask, outcomes: Sequence[object]) -> list[tuple[str, str]]:
+    """The problems of a request of a partial-success batch that waits for
+    earlier requests refused (their outcomes are ServiceErrors): it cannot
+    wait for a task that will not exist."""
+    return [
+        (
+            f"depends_on_requests[{position}]",
+            f"request {number} was refused, so no task can wait for it; "
+            "fix that request and submit both again",
+        )
+        for position, number in enumerate(new.depends_on_requests)
+        if isinstance(outcomes[number], ServiceError)
+    ]
+
+
+def check_states(values: Sequence[int], field: str = "states") -> frozenset[State]:
+    """The task states a filter names (empty: any state)."""
+    states: list[State] = []
+    for index, value in enumerate(values):
+        state = _STATE_NAMES.get(value)
+        if state is None:
+            raise invalid_argument(
+                [
+                    (
+                        f"{field}[{index}]",
+                        f"{value} is not a task state; use TASK_STATE_PENDING, "
+                        "_RUNNING, _SUCCEEDED, _FAILED or _CANCELLED",
+                    )
+                ]
+            )
+        states.append(state)
+    return frozenset(states)
+
+
+def check_created(
+    request: pb.ListTasksRequest | pb.TaskFilter, prefix: str = ""
+) -> tuple[float | None, float | None]:
+    """A filter's created_after and created_before, in seconds (None when
+    unset)."""
+    problems: list[tuple[str, str]] = []
+    bounds: list[float | None] = []
+    for name in ("created_after", "created_before"):
+        if not request.HasField(name):
+            bounds.append(None)
+            continue
+        stamp: timestamp_pb2.Timestamp = getattr(request, name)
+        low, high = _TIMESTAMP_SECONDS
+        if not low <= stamp.seconds <= high or not 0 <= stamp.nanos < 1_000_000_000:
+            problems.append((prefix + name, "is not a valid timestamp"))
+            bounds.append(None)
+        else:
+            bounds.append(stamp.seconds + stamp.nanos / 1e9)
+    after, before = bounds
+    if after is not None and before is not None and after >= before:
+        problems.append(
+            (
+                prefix + "created_before",
+                "must be later than created_after: no task is created in between",
+            )
+        )
+    if problems:
+        raise invalid_argument(problems)
+    return after, before
 
 
 def page_size(value: int) -> int:

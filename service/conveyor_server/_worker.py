@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 
 from conveyor_server._config import ServerConfig
+from conveyor_server._core import Gate
 from conveyor_server._engine import TaskEngine
 from conveyor_server._handlers import HandlerRegistry
+from conveyor_server._schedule_ticker import ScheduleTicker
 from conveyor_server.stores import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -19,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 class ConveyorWorker:
     """Runs tasks of a shared store with no gRPC server of its own: a
-    `TaskEngine` alone."""
+    `TaskEngine` alone, and the schedules' ticker, which submits as the
+    API does."""
 
     def __init__(
         self,
@@ -36,6 +39,8 @@ class ConveyorWorker:
                 f"a worker process needs a store shared between processes (redis://), "
                 f"not {config.store!r}: tasks of that store run in the server itself"
             )
+        self.gate = Gate()
+        self.ticker: ScheduleTicker | None = None
         self._stopping = False
 
     @property
@@ -51,7 +56,11 @@ class ConveyorWorker:
         return self.engine.metrics_port
 
     async def start(self) -> None:
+        self.ticker = ScheduleTicker(
+            await self.engine.task_core(self.gate), self.config.schedule_tick_seconds
+        )
         await self.engine.start()
+        self.ticker.start()
         logger.info(
             "conveyor worker running tasks from %s (%d workers, task types: %s)",
             self.config.store,
@@ -65,6 +74,9 @@ class ConveyorWorker:
         if self._stopping:
             return
         self._stopping = True
+        if self.ticker is not None:
+            await self.ticker.stop()
+        self.gate.open = False
         await self.engine.drain(self.config.shutdown_grace_seconds if grace is None else grace)
         await self.engine.close()
         logger.info("stopped")

@@ -328,3 +328,26 @@ def test_queued_ids_join_after_a_late_change_of_a_task_already_resolved() -> Non
     assert book.received(finished(ids[0], "c0", current=True)) is True
     # Had the reader not reopened then, the duplicate change must still ask.
     assert book.received(finished(ids[0], "c1")) is True
+
+
+def ended(task_id: str, cursor: str, state: int, version: int) -> pb.WatchTasksResponse:
+    task = task_pb2.Task(id=task_id, type="echo", state=state, version=version, reply_to="r")  # type: ignore[arg-type]
+    return pb.WatchTasksResponse(task=task, cursor=cursor)
+
+
+def test_an_end_from_before_a_retry_reaches_neither_the_handle_nor_a_waiter() -> None:
+    # Cancelled (version 2), then retried (version 3): the CANCELLED change
+    # may still be on its way when the retry returns. It is not the end of
+    # the new attempts.
+    book = following_book()
+    handle = Handle("mine")
+    book.submitting()
+    book.submitted([handle], 11.0)
+    book.retried("mine", 3)
+    waiter = Waiter()
+    book.add("mine", waiter)
+    book.received(ended("mine", "c1", task_pb2.TASK_STATE_CANCELLED, 2))
+    assert handle._final is None and waiter.task is None
+    book.received(ended("mine", "c2", task_pb2.TASK_STATE_SUCCEEDED, 5))
+    assert waiter.task is not None and waiter.task.state.name == "SUCCEEDED"
+    assert handle._final is not None and handle._final.version == 5

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from conveyor_server import HandlerRegistry, NonRetryableError, TaskContext
+from tests.support.http import Http
 from tests.support.server import ServerThread, need_server, test_config, test_registry
 
 CHROMIUM = Path(os.environ.get("CONVEYOR_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -30,6 +31,8 @@ CHROMIUM_ARGS = [
 ]
 # How long a page may take to show what a test waits for.
 WAIT_MS = 15_000
+
+OpenPage = Callable[[ServerThread, str], Any]
 
 
 # One browser per module, not per session: Playwright's sync API keeps an
@@ -69,6 +72,19 @@ def open_page(browser: Any) -> Iterator[Callable[[ServerThread, str], Any]]:
         context.close()
 
 
+def submit(server: ServerThread, request: dict[str, Any]) -> str:
+    """Submit over HTTP; the new task's id."""
+    reply = Http(server).post("/v1/tasks", request)
+    assert reply.status == 200, reply.body
+    task_id: str = reply.body["task"]["id"]
+    return task_id
+
+
+def wait_state(page: Any, state: str) -> None:
+    """Wait until a task's page shows the task in `state`."""
+    page.wait_for_selector(f"#task-state [data-state='{state}']", timeout=WAIT_MS)
+
+
 def dashboard_url(server: ServerThread) -> str:
     assert server.server is not None
     return f"http://127.0.0.1:{server.server.http_port}"
@@ -93,9 +109,25 @@ def fail_once(ctx: TaskContext, payload: dict[str, Any]) -> Any:
     return {"key": payload["key"], "ran": "again"}
 
 
+@dashboard_registry.task("limited", max_running=2, example={"word": "hello"})
+def limited(ctx: TaskContext, payload: dict[str, Any]) -> Any:
+    """Echoes its payload; declares a limit, for the pages that show,
+    change and pause a type's limits."""
+    return payload
+
+
 @pytest.fixture(scope="module")
 def dashboard_server() -> Iterator[ServerThread]:
     """A server shared by a module's browser tests, with the test types."""
+    thread = ServerThread(test_config(), registry=dashboard_registry).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def own_dashboard_server() -> Iterator[ServerThread]:
+    """A server of one test's own, with the test types: for a test that
+    pauses a type or changes its limits, which the next test must not see."""
     thread = ServerThread(test_config(), registry=dashboard_registry).start()
     yield thread
     thread.stop()

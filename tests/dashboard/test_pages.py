@@ -6,29 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.dashboard.conftest import WAIT_MS
+from tests.dashboard.conftest import OpenPage, submit, wait_state
 from tests.support.http import Http
 from tests.support.server import ServerThread
 
 pytestmark = pytest.mark.slow
-
-OpenPage = Callable[[ServerThread, str], Any]
-
-
-def submit(server: ServerThread, request: dict[str, Any]) -> str:
-    reply = Http(server).post("/v1/tasks", request)
-    assert reply.status == 200, reply.body
-    task_id: str = reply.body["task"]["id"]
-    return task_id
-
-
-def wait_state(page: Any, state: str) -> None:
-    page.wait_for_selector(f"#task-state [data-state='{state}']", timeout=WAIT_MS)
 
 
 def test_a_task_submitted_from_the_form_is_followed_to_its_result(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from conveyor import Client
 from tests.support.http import Http
+from tests.support.procs import wait_until
 from tests.support.server import ServerThread
 
 
@@ -151,3 +153,97 @@ def test_http_port_minus_one_serves_no_http(make_server: Callable[..., ServerThr
     assert thread.server.http is None and thread.server.http_port is None
     with Client(thread.address) as client:
         assert client.submit("echo", {}).id
+
+
+def test_batch_cancel_and_retry_by_ids_and_by_filter(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    http = Http(make_server())
+    label = {"run": "batch"}
+    ids = [
+        http.post("/v1/tasks", {"type": "echo", "delay": "3600s", "labels": label}).body["task"][
+            "id"
+        ]
+        for _ in range(3)
+    ]
+    by_ids = http.post("/v1/tasks:batchCancel", {"ids": [ids[0], "no-such-task"]})
+    assert by_ids.status == 200
+    assert by_ids.body == {"matched": "1", "cancelled": "1", "not_found": "1"}
+    by_filter = http.post("/v1/tasks:batchCancel", {"filter": {"labels": label}})
+    assert by_filter.body == {"matched": "2", "cancelled": "2"}
+    retried = http.post(
+        "/v1/tasks:batchRetry", {"filter": {"labels": label, "states": ["TASK_STATE_CANCELLED"]}}
+    )
+    assert retried.body == {"matched": "3", "retried": "3"}
+    for task_id in ids:
+        http.wait_state(task_id, "TASK_STATE_SUCCEEDED")
+    refused = http.post("/v1/tasks:batchRetry", {})
+    assert refused.status == 400
+    assert refused.body["details"][0]["field_violations"][0]["field"] == "ids"
+
+
+def test_batch_cancel_is_scoped_to_the_callers_tenant(
+    make_server: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(
+        "token-of-team-a-0123456789abcdef team-a\ntoken-of-team-b-0123456789abcdef team-b\n"
+    )
+    thread = make_server(auth_tokens_file=str(tokens))
+    team_a = Http(thread, token="token-of-team-a-0123456789abcdef")
+    team_b = Http(thread, token="token-of-team-b-0123456789abcdef")
+    mine = team_a.post("/v1/tasks", {"type": "echo", "delay": "3600s"}).body["task"]["id"]
+    theirs = team_b.post("/v1/tasks", {"type": "echo", "delay": "3600s"}).body["task"]["id"]
+    assert team_a.post("/v1/tasks:batchCancel", {"ids": [mine, theirs]}).body == {
+        "matched": "1",
+        "cancelled": "1",
+        "not_found": "1",
+    }
+    assert team_a.post("/v1/tasks:batchCancel", {"filter": {}}).body == {}
+    assert team_b.get(f"/v1/tasks/{theirs}").body["task"]["state"] == "TASK_STATE_PENDING"
+
+
+def test_task_type_limits_pause_and_resume(make_server: Callable[..., ServerThread]) -> None:
+    http = Http(make_server())
+    # The mask as the contract spells it, or in the JSON mapping's camelCase.
+    for mask in (
+        "max_running,max_starts_per_second",
+        "maxRunning,maxStartsPerSecond",
+        {"paths": ["max_running", "max_starts_per_second"]},
+    ):
+        reply = http.call(
+            "PATCH",
+            "/v1/taskTypes/echo",
+            {"limits": {"max_running": 4, "max_starts_per_second": 2.5}, "update_mask": mask},
+        )
+        assert reply.status == 200, reply.body
+        assert reply.body["task_type"]["limits"] == {"max_running": 4, "max_starts_per_second": 2.5}
+    assert http.post("/v1/taskTypes/echo:pause").body["task_type"]["paused"] is True
+    task = http.post("/v1/tasks", {"type": "echo"}).body["task"]
+    waiting = http.get(f"/v1/tasks/{task['id']}").body["task"]
+    assert waiting["pending_reason"] == "PENDING_REASON_TYPE_PAUSED"
+    assert waiting["pending_message"] == "task type echo is paused"
+    listed = {t["name"]: t for t in http.get("/v1/taskTypes").body["task_types"]}
+    assert listed["echo"]["paused"] is True and listed["echo"]["pending"] == "1"
+    assert "paused" not in http.post("/v1/taskTypes/echo:resume").body["task_type"]
+    http.wait_state(task["id"], "TASK_STATE_SUCCEEDED")
+
+    wrong_mask = http.call("PATCH", "/v1/taskTypes/echo", {"update_mask": "speed"})
+    assert wrong_mask.status == 400
+    assert wrong_mask.body["details"][0]["field_violations"][0]["field"] == "update_mask.paths[0]"
+    two_names = http.call("PATCH", "/v1/taskTypes/echo", {"name": "other"})
+    assert two_names.status == 400
+    assert http.post("/v1/taskTypes/echo:stop").status == 404
+
+
+def test_list_filters_by_creation_time(make_server: Callable[..., ServerThread]) -> None:
+    http = Http(make_server())
+    first = http.post("/v1/tasks", {"type": "echo"}).body["task"]
+    # The second task must be created at a later time than the first.
+    created = time.time()
+    wait_until(lambda: time.time() > created + 0.002, 1, "the clock to move on")
+    second = http.post("/v1/tasks", {"type": "echo"}).body["task"]
+    after = http.get(f"/v1/tasks?created_after={second['create_time']}")
+    assert [t["id"] for t in after.body["tasks"]] == [second["id"]]
+    before = http.get(f"/v1/tasks?created_before={second['create_time']}")
+    assert [t["id"] for t in before.body["tasks"]] == [first["id"]]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import field_mask_pb2, struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from conveyor.v1 import task_pb2
@@ -47,6 +48,42 @@ class Api:
             if time.monotonic() > deadline:
                 raise AssertionError(f"task {task_id} still {task_pb2.TaskState.Name(task.state)}")
             time.sleep(0.01)
+
+    def batch_submit(self, *requests: pb.SubmitTaskRequest, **fields: Any) -> list[task_pb2.Task]:
+        """The tasks of a BatchSubmitTasks (without partial_success)."""
+        request = pb.BatchSubmitTasksRequest(requests=requests, **fields)
+        return list(self.stub.BatchSubmitTasks(request, timeout=10).tasks)
+
+    def batch_cancel(self, **fields: Any) -> pb.BatchCancelTasksResponse:
+        request = pb.BatchCancelTasksRequest(**fields)
+        return self.stub.BatchCancelTasks(request, timeout=30)
+
+    def batch_retry(self, **fields: Any) -> pb.BatchRetryTasksResponse:
+        request = pb.BatchRetryTasksRequest(**fields)
+        return self.stub.BatchRetryTasks(request, timeout=30)
+
+    def update_type(
+        self, name: str, paths: Sequence[str] = (), *, restore: bool = False, **limits: Any
+    ) -> pb.TaskType:
+        """UpdateTaskType: `limits` as TaskTypeLimits fields, `paths` the mask."""
+        request = pb.UpdateTaskTypeRequest(
+            name=name,
+            limits=pb.TaskTypeLimits(**limits),
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+            restore_defaults=restore,
+        )
+        return self.stub.UpdateTaskType(request, timeout=10).task_type
+
+    def pause_type(self, name: str) -> pb.TaskType:
+        return self.stub.PauseTaskType(pb.PauseTaskTypeRequest(name=name), timeout=10).task_type
+
+    def resume_type(self, name: str) -> pb.TaskType:
+        return self.stub.ResumeTaskType(pb.ResumeTaskTypeRequest(name=name), timeout=10).task_type
+
+    def task_types(self) -> dict[str, pb.TaskType]:
+        """ListTaskTypes, by name."""
+        response = self.stub.ListTaskTypes(pb.ListTaskTypesRequest(), timeout=10)
+        return {task_type.name: task_type for task_type in response.task_types}
 
     def watch_tasks(self, **fields: Any) -> grpc.Call:
         """A WatchTasks stream, once the server follows the feed for it."""

@@ -54,6 +54,8 @@ export async function call(method, path, body) {
 
 export const get = (path) => call("GET", path);
 export const post = (path, body) => call("POST", path, body);
+export const patch = (path, body) => call("PATCH", path, body);
+export const remove = (path) => call("DELETE", path);
 
 /** The current session: {tenant, csrf_token}, {tenant: ""} when
  * authentication is off, or null when the server wants a login. */

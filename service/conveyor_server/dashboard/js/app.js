@@ -6,9 +6,12 @@ import { currentSession, logout, whenUnauthenticated } from "./api.js";
 import { errorBox, fill, h } from "./dom.js";
 import * as loginPage from "./login.js";
 import * as overviewPage from "./overview.js";
+import * as schedulePage from "./schedule.js";
+import * as schedulesPage from "./schedules.js";
 import * as submitPage from "./submit.js";
 import * as taskPage from "./task.js";
 import * as tasksPage from "./tasks.js";
+import * as typesPage from "./types.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -21,6 +24,9 @@ const ROUTES = [
   [/^#\/tasks$/, () => tasksPage.render(main)],
   [/^#\/tasks\/([^/]+)$/, (id) => taskPage.render(main, decodeURIComponent(id))],
   [/^#\/submit$/, () => submitPage.render(main)],
+  [/^#\/types$/, () => typesPage.render(main)],
+  [/^#\/schedules$/, () => schedulesPage.render(main)],
+  [/^#\/schedules\/([^/]+)$/, (id) => schedulePage.render(main, decodeURIComponent(id))],
 ];
 
 function route() {

@@ -80,6 +80,48 @@ export function json(value) {
   return JSON.stringify(value === undefined ? null : value, null, 2);
 }
 
+/** A form control with its label above it, and any hints or errors after. */
+export function field(id, label, control, ...more) {
+  return h("div", { class: "field" }, h("label", { for: id }, label), control, ...more);
+}
+
+/** The <dt>/<dd> pairs of a <dl class="facts"> from [name, value] rows. */
+export function factRows(rows) {
+  return rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]);
+}
+
+/** An empty error line per name, announced when filled: {name: <p id="PREFIXname">}. */
+export function errorSlots(names, prefix = "error-") {
+  return Object.fromEntries(names.map((name) => [name, h("p", { class: "field-error", id: `${prefix}${name}`, role: "alert" })]));
+}
+
+export function clearSlots(slots) {
+  for (const slot of Object.values(slots)) fill(slot);
+}
+
+/** For showViolations: the one of `fields` a violation's path names, so
+ * "payload.seconds" and "labels[0]" find "payload" and "labels". */
+export function namedIn(fields) {
+  return (path) => fields.find((f) => path === f || path.startsWith(`${f}.`) || path.startsWith(`${f}[`));
+}
+
+/**
+ * A refusal shown beside the fields it names: each field violation goes to
+ * slots[fieldOf(path)], or to slots.form when fieldOf names no slot; a
+ * refusal without violations (or any other failure) goes to slots.form.
+ */
+export function showViolations(error, slots, fieldOf) {
+  const violations = error.violations || [];
+  if (violations.length === 0) {
+    fill(slots.form, error.message || String(error));
+    return;
+  }
+  for (const { field: path, description: text } of violations) {
+    const slot = slots[fieldOf(path)] || slots.form;
+    slot.append(h("span", { dataset: { field: path } }, `${path}: ${text}`), h("br"));
+  }
+}
+
 /** A message for a failed call, in a box screen readers announce. */
 export function errorBox(error) {
   return h("p", { class: "error-box", role: "alert" }, error.message || String(error));

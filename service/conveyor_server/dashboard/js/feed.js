@@ -42,6 +42,32 @@ export function followTasks(filter, handlers, pollSeconds = 3) {
   };
 }
 
+/**
+ * refreshOnChange({type, labels}, refresh, everySeconds)
+ * Calls refresh() now, soon after each change of a task matching the filter
+ * (at most twice a second, however many change), and every everySeconds
+ * for what moves with no task changing (workers, fire times, a clock).
+ * Returns a function that stops.
+ */
+export function refreshOnChange(filter, refresh, everySeconds) {
+  let pending = null;
+  const run = () => {
+    pending = null;
+    refresh();
+  };
+  const soon = () => {
+    if (pending === null) pending = setTimeout(run, 500);
+  };
+  run();
+  const timer = setInterval(run, everySeconds * 1000);
+  const unfollow = followTasks(filter, { onTask: soon, onReset: soon, onPoll: () => {} });
+  return () => {
+    clearInterval(timer);
+    clearTimeout(pending);
+    unfollow();
+  };
+}
+
 export const STATUS_TEXT = {
   live: "Live: updates are pushed by the server.",
   reconnecting: "Reconnecting to the server…",

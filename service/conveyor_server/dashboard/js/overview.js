@@ -4,7 +4,7 @@
 // clock of the chart.
 
 import { get } from "./api.js";
-import { followTasks } from "./feed.js";
+import { refreshOnChange } from "./feed.js";
 import { filterByType } from "./tasks.js";
 import { STATES, errorBox, fill, h, when } from "./dom.js";
 
@@ -25,15 +25,14 @@ export function render(main) {
     chart,
     h("h2", {}, "Task types"),
     types,
+    h("p", {}, h("a", { href: "#/types" }, "Limits and pausing of each type")),
     h("h2", {}, "Workers"),
     workers,
   );
   let plot = null;
   let stopped = false;
-  let pending = null;
 
   async function refresh() {
-    pending = null;
     try {
       const [stats, typeList, workerList] = await Promise.all([
         get("/v1/stats"),
@@ -50,18 +49,10 @@ export function render(main) {
       if (!stopped) fill(problem, errorBox(error));
     }
   }
-  const soon = () => {
-    if (pending === null) pending = setTimeout(refresh, 500);
-  };
-
-  refresh();
-  const timer = setInterval(refresh, REFRESH_SECONDS * 1000);
-  const unfollow = followTasks({}, { onTask: soon, onReset: soon, onPoll: () => {} });
+  const stopRefreshing = refreshOnChange({}, refresh, REFRESH_SECONDS);
   return () => {
     stopped = true;
-    clearInterval(timer);
-    clearTimeout(pending);
-    unfollow();
+    stopRefreshing();
     if (plot) plot.destroy();
   };
 }

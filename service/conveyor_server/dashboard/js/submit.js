@@ -3,8 +3,8 @@
 // (base64, into payload.image). A refusal's field violations are shown
 // beside the field they name.
 
-import { ApiError, get, post } from "./api.js";
-import { errorBox, fill, h, json, labelsText } from "./dom.js";
+import { get, post } from "./api.js";
+import { clearSlots, errorBox, errorSlots, field, fill, h, json, labelsText, namedIn, showViolations } from "./dom.js";
 
 // What "Submit again" on a task page puts in the form.
 let prefill = null;
@@ -25,9 +25,7 @@ export function submitAgain(task) {
 const FIELDS = ["type", "payload", "labels", "max_attempts", "priority"];
 
 export function render(main) {
-  const errors = Object.fromEntries(
-    [...FIELDS, "form"].map((name) => [name, h("p", { class: "field-error", id: `error-${name}`, role: "alert" })]),
-  );
+  const errors = errorSlots([...FIELDS, "form"]);
   const type = h("select", { id: "type", name: "type", required: true, "aria-describedby": "type-description error-type" });
   const description = h("p", { class: "muted", id: "type-description" });
   const payload = h("textarea", { id: "payload", name: "payload", spellcheck: "false", "aria-describedby": "error-payload" });
@@ -38,7 +36,6 @@ export function render(main) {
   const priority = h("input", { id: "priority", name: "priority", type: "number", min: -1000, max: 1000, placeholder: "0", "aria-describedby": "error-priority" });
   const csvField = h("div", { class: "field", hidden: true }, h("label", { for: "csv-file" }, "CSV file (fills payload.csv)"), csvFile);
   const imageField = h("div", { class: "field", hidden: true }, h("label", { for: "image-file" }, "Image file (fills payload.image)"), imageFile);
-  const field = (id, label, control, ...more) => h("div", { class: "field" }, h("label", { for: id }, label), control, ...more);
   const button = h("button", { type: "submit", class: "primary" }, "Submit");
   const form = h(
     "form",
@@ -65,21 +62,6 @@ export function render(main) {
     csvField.hidden = name !== "csv_stats";
     imageField.hidden = name !== "image";
     if (examplePayload) payload.value = json((chosen && chosen.example_payload) || {});
-  }
-
-  function clearErrors() {
-    for (const element of Object.values(errors)) fill(element);
-  }
-
-  function showViolations(error) {
-    if (error.violations.length === 0) {
-      fill(errors.form, error.message);
-      return;
-    }
-    for (const { field: path, description: text } of error.violations) {
-      const name = FIELDS.find((f) => path === f || path.startsWith(`${f}.`) || path.startsWith(`${f}[`)) || "form";
-      errors[name].append(h("span", { dataset: { field: path } }, `${path}: ${text}`), h("br"));
-    }
   }
 
   function editPayload(change) {
@@ -116,7 +98,7 @@ export function render(main) {
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    clearErrors();
+    clearSlots(errors);
     const request = { type: type.value };
     try {
       request.payload = JSON.parse(payload.value || "{}");
@@ -144,8 +126,7 @@ export function render(main) {
       const reply = await post("/v1/tasks", request);
       location.hash = `#/tasks/${encodeURIComponent(reply.task.id)}`;
     } catch (error) {
-      if (error instanceof ApiError) showViolations(error);
-      else fill(errors.form, error.message);
+      showViolations(error, errors, namedIn(FIELDS));
     } finally {
       button.disabled = false;
     }

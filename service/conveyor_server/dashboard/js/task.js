@@ -1,15 +1,34 @@
 // One task, live: its state, progress, payload, result, error, times and
-// attempts, with cancel, retry and submit again. Follows the task with
+// attempts, why it waits while PENDING, its concurrency key and the tasks it
+// depends on, with cancel, retry and submit again. Follows the task with
 // GET /v1/tasks/{id}:watch: each event's id is the task's version, which
 // EventSource sends back as Last-Event-ID when it reconnects, so a dropped
 // stream resumes with no gap and nothing twice. "Updates received" lists each
-// snapshot as it arrived.
+// snapshot as it arrived. Only GET /v1/tasks/{id} says why a PENDING task
+// waits, and the reason can change with no change to the task (its type is
+// paused, a slot frees up), so the page asks again while the task waits.
 
 import { ApiError, get, post } from "./api.js";
-import { TERMINAL, errorBox, fill, h, json, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
+import { TERMINAL, errorBox, factRows, fill, h, json, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
+import { SCHEDULE_LABEL } from "./schedule.js";
 import { submitAgain } from "./submit.js";
 
 const IMAGE_TYPES = { PNG: "image/png", JPEG: "image/jpeg", WEBP: "image/webp", GIF: "image/gif" };
+// How often the reason a PENDING task waits is read again.
+const WAIT_SECONDS = 5;
+
+// PendingReason in words; the server's pending_message adds the figures.
+const PENDING_REASONS = {
+  PENDING_REASON_DEPENDENCIES: "Waiting for the tasks it depends on",
+  PENDING_REASON_DELAYED: "Delayed",
+  PENDING_REASON_BACKING_OFF: "Backing off before its next attempt",
+  PENDING_REASON_TYPE_PAUSED: "Its task type is paused",
+  PENDING_REASON_CONCURRENCY_LIMIT: "Its task type's running limit is reached",
+  PENDING_REASON_KEY_CONCURRENCY_LIMIT: "Its concurrency key's running limit is reached",
+  PENDING_REASON_RATE_LIMIT: "Its task type's start rate limit is reached",
+  PENDING_REASON_NO_WORKER: "No live worker serves its task type",
+  PENDING_REASON_QUEUED: "Queued behind other tasks of its type",
+};
 
 export function render(main, id) {
   const root = h("section", { "aria-labelledby": "task-title" });
@@ -18,6 +37,7 @@ export function render(main, id) {
   let source = null;
   let shown = null;
   let stopped = false;
+  let waitTimer = null;
   const parts = layout(root, id);
 
   function show(task) {
@@ -27,6 +47,8 @@ export function render(main, id) {
     fill(parts.state, stateBadge(task.state));
     fill(parts.progress, progressBar(percentOf(task), "Progress", true));
     fill(parts.message, (task.progress && task.progress.message) || "");
+    if (state === "PENDING") explainWait();
+    else stopExplaining();
     fill(parts.facts, facts(task));
     fill(parts.payload, json(task.payload || {}));
     fill(parts.result, task.result === undefined ? "none yet" : json(task.result));
@@ -74,6 +96,29 @@ export function render(main, id) {
       });
   }
 
+  // Why the task waits, from GET (the stream's snapshots leave it unset),
+  // then again every WAIT_SECONDS until the task leaves PENDING.
+  async function explainWait() {
+    clearTimeout(waitTimer);
+    waitTimer = null;
+    let task;
+    try {
+      task = (await get(`/v1/tasks/${encodeURIComponent(id)}`)).task;
+    } catch {
+      task = null; // shown again on the next try; the stream reports real trouble
+    }
+    if (stopped || !shown || stateName(shown.state) !== "PENDING") return;
+    showWait(parts.waiting, task);
+    clearTimeout(waitTimer); // one timer, however many reads overlapped
+    waitTimer = setTimeout(explainWait, WAIT_SECONDS * 1000);
+  }
+
+  function stopExplaining() {
+    clearTimeout(waitTimer);
+    waitTimer = null;
+    showWait(parts.waiting, null);
+  }
+
   function received(task) {
     const percent = Math.round(percentOf(task));
     parts.events.append(
@@ -99,6 +144,7 @@ export function render(main, id) {
 
   return () => {
     stopped = true;
+    clearTimeout(waitTimer);
     if (source) source.close();
   };
 }
@@ -108,6 +154,7 @@ function layout(root, id) {
     state: h("span", { id: "task-state" }),
     progress: h("div", { id: "task-progress" }),
     message: h("p", { id: "progress-message", class: "muted" }),
+    waiting: h("p", { class: "notice", id: "pending-reason", role: "status", hidden: true }),
     live: h("p", { class: "live", id: "live-status", "aria-live": "polite" }),
     problem: h("div"),
     facts: h("dl", { class: "facts", id: "task-facts" }),
@@ -124,6 +171,7 @@ function layout(root, id) {
     h("h1", { id: "task-title" }, "Task ", h("span", { class: "mono" }, id), " ", parts.state),
     parts.progress,
     parts.message,
+    parts.waiting,
     parts.live,
     h("div", { class: "actions" }, parts.cancel, parts.retry, parts.again),
     parts.problem,
@@ -146,13 +194,41 @@ function facts(task) {
     ["Attempt", `${task.attempt || 0} of ${task.max_attempts || 0}`],
     ["Priority", task.priority || 0],
     ["Labels", labelsText(task.labels) || "none"],
+    ["Concurrency key", task.concurrency_key || "none"],
+    ["Depends on", dependencies(task)],
     ["Created", when(task.create_time)],
     ["Started", when(task.start_time) || "not yet"],
     ["Ended", when(task.end_time) || "not yet"],
     ["Updated", when(task.update_time)],
     ["Version", task.version],
   ];
-  return rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]);
+  const schedule = (task.labels || {})[SCHEDULE_LABEL];
+  if (schedule) rows.push(["Schedule", h("a", { href: `#/schedules/${encodeURIComponent(schedule)}` }, schedule)]);
+  return factRows(rows);
+}
+
+function dependencies(task) {
+  const ids = task.depends_on || [];
+  if (ids.length === 0) return "none";
+  const links = ids.map((parent) => h("a", { class: "mono", href: `#/tasks/${encodeURIComponent(parent)}` }, parent));
+  const onFailure = task.run_on_dependency_failure ? "runs even if one fails" : "cancelled if one fails";
+  return h("span", { id: "task-dependencies" }, links.flatMap((link) => [link, " "]), h("span", { class: "muted" }, `(${onFailure})`));
+}
+
+/** "Delayed: until 10:00:00" in the notice, or the notice hidden when the
+ * task does not wait (any more) or the server gives no reason. */
+function showWait(element, task) {
+  const reason = task && stateName(task.state) === "PENDING" ? task.pending_reason : undefined;
+  const known = reason && reason !== "PENDING_REASON_UNSPECIFIED";
+  element.hidden = !known;
+  if (!known) {
+    delete element.dataset.reason;
+    fill(element);
+    return;
+  }
+  element.dataset.reason = reason.replace(/^PENDING_REASON_/, "");
+  const title = PENDING_REASONS[reason] || reason;
+  fill(element, h("strong", {}, "Why it waits: "), title, task.pending_message ? `: ${task.pending_message}` : "");
 }
 
 function showImage(element, result) {

@@ -1,10 +1,12 @@
 // The task list: filters by state, type and label, search by id, pages of
 // PAGE_SIZE, newest first. Rows change in place as the change feed reports
-// changes; a new task that matches appears on top of the first page.
+// changes; a new task that matches appears on top of the first page. Cancel
+// matching and retry matching act on every task the applied filter matches,
+// on every page (POST /v1/tasks:batchCancel and :batchRetry).
 
-import { ApiError, get, query } from "./api.js";
+import { ApiError, get, post, query } from "./api.js";
 import { STATUS_TEXT, followTasks } from "./feed.js";
-import { STATES, errorBox, fill, h, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
+import { STATES, errorBox, field, fill, h, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
 
 const PAGE_SIZE = 20;
 
@@ -16,10 +18,52 @@ export function filterByType(type) {
   Object.assign(filter, { state: "", type, label: "" });
 }
 
+/** Open the list filtered by one label (a schedule's tasks). */
+export function filterByLabel(key, value) {
+  Object.assign(filter, { state: "", type: "", label: `${key}=${value}` });
+}
+
 function parseLabel(text) {
   const [key, ...rest] = text.split("=");
   return rest.length && key.trim() ? { key: key.trim(), value: rest.join("=").trim() } : null;
 }
+
+/** The applied filter in words, for the question before a batch action. */
+function filterText() {
+  const label = parseLabel(filter.label);
+  const parts = [
+    filter.state && `in state ${filter.state}`,
+    filter.type && `of type ${filter.type}`,
+    label && `labelled ${label.key}=${label.value}`,
+  ];
+  return parts.filter(Boolean).join(", ");
+}
+
+/** The applied filter as a TaskFilter, for the batch actions. */
+function taskFilter() {
+  const label = parseLabel(filter.label);
+  return {
+    states: filter.state ? [`TASK_STATE_${filter.state}`] : [],
+    type: filter.type,
+    labels: label ? { [label.key]: label.value } : {},
+  };
+}
+
+// What each batch action asks first and says after, from its response.
+const BATCH_ACTIONS = {
+  cancel: {
+    route: "/v1/tasks:batchCancel",
+    question: (what) => `Cancel every unfinished task ${what}?`,
+    outcome: (reply) =>
+      `${Number(reply.matched || 0)} matched: ${Number(reply.cancelled || 0)} cancelled, ` +
+      `${Number(reply.cancel_requested || 0)} running asked to stop.`,
+  },
+  retry: {
+    route: "/v1/tasks:batchRetry",
+    question: (what) => `Retry every failed or cancelled task ${what}?`,
+    outcome: (reply) => `${Number(reply.matched || 0)} matched: ${Number(reply.retried || 0)} retried.`,
+  },
+};
 
 function matches(task) {
   if (filter.state && stateName(task.state) !== filter.state) return false;
@@ -39,13 +83,15 @@ export function render(main) {
   const labelInput = h("input", { id: "filter-label", name: "label", placeholder: "key=value", "aria-describedby": "filter-error" });
   const idInput = h("input", { id: "search-id", name: "id", placeholder: "task id", "aria-describedby": "filter-error" });
   const filterError = h("p", { class: "field-error", id: "filter-error", role: "alert" });
+  const cancelMatching = h("button", { type: "button", id: "cancel-matching" }, "Cancel matching");
+  const retryMatching = h("button", { type: "button", id: "retry-matching" }, "Retry matching");
+  const batchStatus = h("p", { class: "live", id: "batch-status", role: "status" });
   const status = h("p", { class: "live", id: "live-status", "aria-live": "polite" });
   const body = h("tbody", { id: "task-rows" });
   const older = h("button", { type: "button", id: "older" }, "Older");
   const newer = h("button", { type: "button", id: "newer" }, "Newer");
   const pageLabel = h("span", { class: "muted", id: "page-number" });
   const problem = h("div");
-  const field = (id, label, control) => h("div", { class: "field" }, h("label", { for: id }, label), control);
   const filters = h(
     "form",
     { class: "filters", "aria-label": "Filter tasks" },
@@ -66,6 +112,7 @@ export function render(main) {
     filters,
     search,
     filterError,
+    h("div", { class: "actions" }, cancelMatching, retryMatching, batchStatus),
     status,
     problem,
     h(
@@ -79,6 +126,7 @@ export function render(main) {
 
   stateSelect.value = filter.state;
   labelInput.value = filter.label;
+  showFilter();
   const rows = new Map();
   let tokens = [""]; // the page_token of each page seen, the first page's empty
   let next = "";
@@ -136,6 +184,31 @@ export function render(main) {
     return tr;
   }
 
+  // Acting on every task of the tenant takes a filter: a click on an
+  // unfiltered list is more likely a slip than a wish.
+  function showFilter() {
+    const what = filterText();
+    for (const button of [cancelMatching, retryMatching]) {
+      button.disabled = !what;
+      button.title = what ? `Tasks ${what}` : "Filter the list first";
+    }
+  }
+
+  async function batch(verb) {
+    const action = BATCH_ACTIONS[verb];
+    if (!window.confirm(action.question(filterText()))) return;
+    fill(batchStatus);
+    fill(problem);
+    try {
+      const reply = await post(action.route, { filter: taskFilter() });
+      fill(batchStatus, action.outcome(reply));
+    } catch (error) {
+      fill(problem, errorBox(error));
+    }
+  }
+  cancelMatching.addEventListener("click", () => batch("cancel"));
+  retryMatching.addEventListener("click", () => batch("retry"));
+
   function changed(task) {
     const shown = rows.get(task.id);
     if (shown && Number(shown.dataset.version) >= Number(task.version)) return;
@@ -174,6 +247,8 @@ export function render(main) {
       return;
     }
     Object.assign(filter, { state: stateSelect.value, type: typeSelect.value, label: labelInput.value.trim() });
+    fill(batchStatus);
+    showFilter();
     tokens = [""];
     load();
     follow();

@@ -8,10 +8,33 @@ and a batch costs one round trip. Keys, under the prefix `P`:
                        plus its queue member (queued) and runner (owner)
     P:seq              counter: creation order, the list cursor
     P:ticket           counter: queue order and finishing order
-    P:ready:<type>     zset: due tasks of one type; score -priority, member
+    P:fair:<t>         zset: the priorities of type t with due tasks, score
+                       -priority (t, and the tenant s below, are spelled with
+                       their length first: "5:email")
+    P:fair:<t>:<prio>  zset: the tenants with due tasks of type t at prio, in
+                       rotation: score their turn (a ticket: when last served
+                       or when they joined)
+    P:fair:<t>:<prio>:<s>
+                       zset: tenant s's concurrency keys with due tasks there
+                       ("" for tasks without a key), in rotation by turn
+    P:fair:<t>:<prio>:<s>:<key>
+                       zset: the FIFO of one key group, score 0, member
                        <ticket hex><id> (equal scores sort by member, so by
-                       queue order)
-    P:ready_types      set: the types whose ready queue is not empty
+                       queue order); see lua/fair.lua
+    P:parked:<t>       set: the key groups (<s><key>) of type t out of turn
+                       while at max_running_per_key; P:parked:<t>:<group> the
+                       priorities they have due tasks at
+    P:key_running:<t>  hash: key group -> its running tasks of type t
+    P:type_tasks       hash: "r:<type>" / "p:<type>" -> running / pending tasks
+                       of the type (the queue depth is their sum)
+    P:types            set: the types with declared or run-time settings
+    P:limits:<type>    hash: a type's settings: d:<limit> declared defaults,
+                       o:<limit> run-time overrides, paused, update_time; and
+                       its token bucket: tokens as of tokens_at
+    P:token_due        zset: types with due tasks and an empty bucket, score
+                       the time their next token arrives
+    P:layout           string: "2" once the queues of the layout before fair
+                       queues (P:ready:<type>, P:ready_types) were moved
     P:delayed          zset: waiting tasks; score due time, member <seq hex><id>
     P:running          zset: running tasks by lease expiry
     P:finished         zset: finished tasks by ticket (finishing order)
@@ -26,11 +49,17 @@ and a batch costs one round trip. Keys, under the prefix `P`:
                        (tasks stored before they existed are added by a
                        build, see `_list_index`); P:list_index_build is the
                        lease of the process that builds them
+    P:dependents:<id>  set: the tasks that wait for task <id> (PENDING, in no
+                       queue, `waiting` > 0); read and deleted when it ends
     P:idempotency      hash: "<tenant>\\0<key>" -> task id
     P:tenant_depth     hash: tenant -> its unfinished tasks, for quotas
     P:signing_key      string: the secret that signs list page tokens
     P:workers          hash: worker id -> its registration (JSON)
     P:worker_expiry    zset: worker ids by the time their entry expires
+    P:schedule:<n>:<tenant>:<id>
+                       hash: one schedule (n: the tenant's length)
+    P:schedules        zset: "<tenant>\\0<id>" of every schedule, all scored 0,
+                       so that lexical order is (tenant, id)
     P:call:<owner>:<n> string: the answer of one call that must not act twice,
                        for CALL_MEMORY_SECONDS (see `RedisStore._run`)
 
@@ -42,8 +71,9 @@ and a batch costs one round trip. Keys, under the prefix `P`:
                        FEED_LENGTH entries
 
 Channels: `P:cancel` (a task id whose running attempt was
-asked to stop) and `P:work` (due work appeared in an empty queue; the
-message names the process that made it, whose runner knows already).
+asked to stop) and `P:work` (due work appeared where nothing was in turn,
+or a limit stopped holding due tasks back; the message names the process
+that made it, whose runner knows already).
 
 Every script takes the prefix as ARGV[1]. Batches travel as two arguments,
 comma-separated lengths and the values end to end: a few large arguments
@@ -60,7 +90,16 @@ from importlib import resources
 from typing import Any
 
 from conveyor_server.stores import _flat
-from conveyor_server.stores._records import NewTask, Outcome, Progress, State, TaskRecord
+from conveyor_server.stores._records import (
+    LIMIT_NAMES,
+    NewTask,
+    Outcome,
+    Progress,
+    State,
+    TaskRecord,
+    TypeLimits,
+    TypeSettings,
+)
 
 # Tasks a list script examines per call: bounds how long one call holds Redis.
 LIST_SCAN = 500
@@ -107,6 +146,7 @@ def _script(name: str) -> str:
 # Every script is COMMON followed by its own body.
 COMMON = (
     _script("common")
+    .replace("FAIR_QUEUES", _script("fair"))
     .replace("FIELD_NAMES", ", ".join(f"'{name}'" for name in STORE_FIELDS))
     .replace("CALL_MEMORY_MS", str(CALL_MEMORY_SECONDS * 1000))
     .replace("FEED_LENGTH", str(FEED_LENGTH))
@@ -126,11 +166,16 @@ RENEW = _script("renew")
 REAP = _script("reap")
 PURGE = _script("purge").replace("PURGE_CHUNK", str(PURGE_CHUNK))
 DEPTH = _script("depth")
+WORK = _CLAIMING + _script("work")
+REASON = _script("reason")
+DECLARE = _script("declare")
+UPDATE_TYPE = _script("update_type")
 SIGNING_KEY = _script("signing_key")
 LIST = _script("list").replace("LIST_SCAN", str(LIST_SCAN))
 FETCH = _script("fetch")
 INDEX = _script("index").replace("INDEX_CHUNK", str(INDEX_CHUNK))
 WORKERS = _script("workers")
+SCHEDULES = _script("schedules")
 
 
 # -- values in and out ---------------------------------------------------------
@@ -201,6 +246,10 @@ def create_values(new: NewTask, task_id: str, due: float, now: float) -> tuple[b
         new.tenant.encode(),
         b"1" if due > now else b"0",
         opt(new.reply_to),
+        opt(new.concurrency_key),
+        " ".join(new.depends_on).encode(),
+        " ".join(str(index) for index in new.depends_on_requests).encode(),
+        b"1" if new.run_on_dependency_failure else b"0",
     )
 
 
@@ -219,6 +268,40 @@ def outcome_values(outcome: Outcome) -> tuple[bytes, ...]:
         *error,
         b"" if outcome.retry_at is None else number(outcome.retry_at),
         *progress_values(outcome.progress),
+    )
+
+
+def limit_text(name: str, value: float) -> bytes:
+    """A limit as type settings hashes spell it: whole numbers but the rate."""
+    if name == "max_starts_per_second":
+        return number(float(value))
+    return str(int(value)).encode()
+
+
+def limits_values(limits: TypeLimits) -> tuple[bytes, ...]:
+    """The four limits of a declaration, in LIMIT_NAMES order."""
+    return tuple(limit_text(name, getattr(limits, name)) for name in LIMIT_NAMES)
+
+
+def type_settings_from(task_type: str, flat: Sequence[bytes]) -> TypeSettings:
+    """A type's TypeSettings from its settings hash, as HGETALL gives it."""
+    fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+    declared = {name: float(fields.get(f"d:{name}", b"0")) for name in LIMIT_NAMES}
+    return TypeSettings(
+        type=task_type,
+        defaults=TypeLimits(
+            max_running=int(declared["max_running"]),
+            max_running_per_key=int(declared["max_running_per_key"]),
+            max_starts_per_second=declared["max_starts_per_second"],
+            burst=int(declared["burst"]),
+        ),
+        overrides=tuple(
+            (name, float(fields[f"o:{name}"]))
+            for name in sorted(LIMIT_NAMES)
+            if f"o:{name}" in fields
+        ),
+        paused=fields.get("paused") == b"1",
+        update_time=float(fields.get("update_time", b"0")),
     )
 
 

@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -35,17 +35,25 @@ from conveyor_server.stores._errors import (
     InvalidTransition,
     QueueFull,
     StoreUnavailable,
+    UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedFilter, FeedReader
 from conveyor_server.stores._protocol import StoreListener, announce
+from conveyor_server.stores._reasons import LimitFigures, explain
 from conveyor_server.stores._records import (
+    LIMIT_NAMES,
     Cancellation,
     CancelOutcome,
     ListQuery,
     NewTask,
     Outcome,
+    PendingExplanation,
     Progress,
+    ScheduleRecord,
     TaskRecord,
+    TypeCounts,
+    TypeLimits,
+    TypeSettings,
 )
 from conveyor_server.stores._subscriptions import LatestSubscription
 from conveyor_server.stores._workers import WorkerInfo
@@ -56,6 +64,7 @@ from conveyor_server.stores.redis._follower import ChangeFollower
 from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
 from conveyor_server.stores.redis._list_index import ListIndexBuild
+from conveyor_server.stores.redis._schedules import ScheduleBook
 from conveyor_server.stores.redis._workers import WorkerRegistry
 from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
@@ -119,11 +128,17 @@ class RedisStore:
         self._reap = script(lua.REAP)
         self._purge = script(lua.PURGE)
         self._depth = script(lua.DEPTH)
+        self._work_due = script(lua.WORK)
+        self._reason = script(lua.REASON)
+        self._declare = script(lua.DECLARE)
+        self._update_type = script(lua.UPDATE_TYPE)
         self._list = script(lua.LIST)
         self._fetch = script(lua.FETCH)
         self._list_index = ListIndexBuild(self._redis, prefix, self._owner, script(lua.INDEX))
         self._workers = WorkerRegistry(self._redis, prefix, script(lua.WORKERS), self._unavailable)
         self._shared_secret = script(lua.SIGNING_KEY)
+        schedules = script(lua.SCHEDULES)
+        self._schedules = ScheduleBook(lambda args: self._run(schedules, [prefix, *args]))
         self._signing_key: bytes | None = None
 
         self._creates = GroupCommit(self._send_creates)
@@ -183,16 +198,12 @@ class RedisStore:
 
     async def work_is_due(self) -> bool:
         """Whether a task is claimable now: how a word of new work that was
-        lost (pub/sub down, a message dropped) is made up for."""
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zrange(f"{self._prefix}:delayed", 0, 0, withscores=True)
-                for task_type in self._claims_types:
-                    pipe.zcard(f"{self._prefix}:ready:{task_type}")
-                earliest, *ready = await pipe.execute()
-        except DOWN as exc:
-            raise self._unavailable(exc) from exc
-        return any(ready) or bool(earliest and earliest[0][1] <= self._clock())
+        lost (pub/sub down, a message dropped), or a token that arrived in
+        the bucket of a type another process emptied, is made up for."""
+        due: int = await self._run(
+            self._work_due, [self._prefix, self._clock(), *self._claims_types]
+        )
+        return bool(due)
 
     async def renew(self, leases: Sequence[tuple[str, int]], now: float) -> LeaseReport:
         if not leases:
@@ -230,6 +241,8 @@ class RedisStore:
         if status == b"conflict":
             earlier = reply[2].decode()
             raise IdempotencyConflict(reply[1].decode(), earlier or None)
+        if status == b"unknown":
+            raise UnknownDependency(int(reply[1]), int(reply[2]), reply[3].decode())
         self._raise_if_full(reply)
         records: list[TaskRecord] = []
         for new, task_id, due, item in zip(tasks, ids, scheduled, reply[1], strict=True):
@@ -282,11 +295,21 @@ class RedisStore:
         hint, self._due_hint = self._due_hint, None
         if hint is not None and asyncio.get_running_loop().time() - hint[0] < DUE_HINT_SECONDS:
             return None if hint[1] is None else float(hint[1])
+        types = self._claims_types
         try:
-            earliest = await self._redis.zrange(f"{self._prefix}:delayed", 0, 0, withscores=True)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrange(f"{self._prefix}:delayed", 0, 0, withscores=True)
+                if types:
+                    pipe.zmscore(f"{self._prefix}:token_due", list(types))
+                earliest, *tokens = await pipe.execute()
         except DOWN as exc:
             raise self._unavailable(exc) from exc
-        return float(earliest[0][1]) if earliest else None
+        times = [float(earliest[0][1])] if earliest else []
+        # A token time that passed is one a claim of this process did not
+        # take (it had no free thread): waking for it again would spin.
+        now = self._clock()
+        times += [at for at in (tokens[0] if tokens else []) if at is not None and at > now]
+        return min(times, default=None)
 
     async def set_progress(self, updates: Sequence[tuple[str, int, Progress]], now: float) -> None:
         if not updates:
@@ -383,6 +406,26 @@ class RedisStore:
     async def live_workers(self, now: float) -> list[WorkerInfo]:
         return await self._workers.live(now)
 
+    # -- schedules ----------------------------------------------------------
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        await self._schedules.create(schedule)
+
+    async def get_schedule(self, tenant: str, schedule_id: str) -> ScheduleRecord | None:
+        return await self._schedules.get(tenant, schedule_id)
+
+    async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
+        return await self._schedules.find(tenant)
+
+    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+        return await self._schedules.replace(schedule)
+
+    async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
+        await self._schedules.advance(tenant, schedule_id, fired_until)
+
+    async def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
+        return await self._schedules.delete(tenant, schedule_id)
+
     # -- reads ----------------------------------------------------------------
 
     async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None:
@@ -408,6 +451,8 @@ class RedisStore:
                     states,
                     query.type,
                     labels,
+                    _bound(query.created_after),
+                    _bound(query.created_before),
                 ],
             )
             page.extend(existing_record(values) for values in found)
@@ -427,6 +472,94 @@ class RedisStore:
     async def depth(self) -> int:
         unfinished: int = await self._run(self._depth, [self._prefix])
         return unfinished
+
+    # -- limits, per task type ----------------------------------------------
+
+    async def declare_type_defaults(self, defaults: Mapping[str, TypeLimits], now: float) -> None:
+        if not defaults:
+            return
+        args: list[Any] = [self._prefix, now]
+        for task_type, limits in defaults.items():
+            args += (task_type, *lua.limits_values(limits))
+        await self._run(self._declare, args)
+
+    async def update_type(
+        self,
+        task_type: str,
+        now: float,
+        *,
+        limits: Mapping[str, float] | None = None,
+        restore: Collection[str] = (),
+        paused: bool | None = None,
+    ) -> TypeSettings:
+        changes = dict(limits or {})
+        unknown = sorted(set(changes).union(restore).difference(LIMIT_NAMES))
+        if unknown:
+            raise ValueError(f"no limit {unknown[0]!r}")
+        args: list[Any] = [
+            *(self._prefix, now, task_type, "" if paused is None else int(paused)),
+            *(len(restore), *restore),
+        ]
+        for name, value in changes.items():
+            args += (name, lua.limit_text(name, value))
+        stored = await self._run(self._update_type, args)
+        return lua.type_settings_from(task_type, stored)
+
+    async def type_settings(self) -> dict[str, TypeSettings]:
+        try:
+            members: Any = await self._redis.smembers(f"{self._prefix}:types")
+            names = sorted(n.decode() for n in members)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for task_type in names:
+                    pipe.hgetall(f"{self._prefix}:limits:{task_type}")
+                stored = await pipe.execute()
+        except DOWN as exc:
+            raise self._unavailable(exc) from exc
+        return {
+            task_type: lua.type_settings_from(
+                task_type, [v for pair in fields.items() for v in pair]
+            )
+            for task_type, fields in zip(names, stored, strict=True)
+        }
+
+    async def type_counts(self) -> dict[str, TypeCounts]:
+        try:
+            counts: Any = await self._redis.hgetall(f"{self._prefix}:type_tasks")
+        except DOWN as exc:
+            raise self._unavailable(exc) from exc
+        running: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        for field, value in counts.items():
+            kind, _, task_type = field.decode().partition(":")
+            (running if kind == "r" else pending)[task_type] = int(value)
+        return {
+            task_type: TypeCounts(
+                running=running.get(task_type, 0), pending=pending.get(task_type, 0)
+            )
+            for task_type in sorted(running.keys() | pending.keys())
+        }
+
+    async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
+        key = record.concurrency_key
+        paused, max_running, running, per_key, key_running, rate, tokens = await self._run(
+            self._reason, [self._prefix, now, record.type, record.tenant, key or ""]
+        )
+        limits = TypeLimits(
+            max_running=int(float(max_running)),
+            max_running_per_key=int(float(per_key)),
+            max_starts_per_second=float(rate),
+        )
+        return explain(
+            LimitFigures(
+                task_type=record.type,
+                limits=limits,
+                paused=paused == b"1",
+                running=int(float(running)),
+                key=key,
+                key_running=int(float(key_running)),
+                tokens=float(tokens),
+            )
+        )
 
     def subscribe(self, task_id: str) -> LatestSubscription:
         subscription = self._subscriptions.subscribe(task_id)
@@ -516,3 +649,8 @@ class RedisStore:
             for record in records:
                 announce(listener, record)
         return records
+
+
+def _bound(time: float | None) -> bytes:
+    """A bound of a list on create time as list.lua takes it: "" for none."""
+    return b"" if time is None else lua.number(time)

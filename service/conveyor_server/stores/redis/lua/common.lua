@@ -1,15 +1,12 @@
 -- Shared by every script: it is prepended to each one, so these locals and
 -- functions are in scope there. ARGV[1] is always the key prefix `P`.
 -- FIELD_NAMES is replaced at import by the quoted names of the fields a
--- task hash holds (scripts.STORE_FIELDS), in the order `record` returns them.
+-- task hash holds (scripts.STORE_FIELDS), in the order `record` returns them;
+-- FAIR_QUEUES by lua/fair.lua: the queues of due tasks, the limits of task
+-- types and their counts.
 
 local P = ARGV[1]
 local DELAYED, RUNNING, FINISHED = P .. ':delayed', P .. ':running', P .. ':finished'
--- Due tasks wait in a queue per task type, so that a worker claims only the
--- types it serves without looking at others; READY_TYPES holds the types
--- whose queue is not empty.
-local READY_TYPES = P .. ':ready_types'
-local function ready_key(task_type) return P .. ':ready:' .. task_type end
 local IDEMPOTENCY, TENANT_DEPTH = P .. ':idempotency', P .. ':tenant_depth'
 local FIELDS = {FIELD_NAMES}
 local F = {}
@@ -196,9 +193,12 @@ local function save(e)
   e.sets, e.dels = {}, {}
   return e.r
 end
+FAIR_QUEUES
+
 -- A new state; the task moves between the tenant's state indexes at the
--- end of the call (write_index).
+-- end of the call (write_index), and between the counts of its type.
 local function set_state(e, state)
+  if e.r[F.state] ~= state then count_move(e, e.r[F.state], state) end
   local seq = e.r[F.seq]
   if seq then
     local move = state_moves[e.id]
@@ -219,33 +219,9 @@ local function bump(e, now_s)
 end
 
 local function ready_member(number, id) return string.format('%016x', number) .. id end
--- The types this call queued a task of, and has not seen empty since: a
--- batch checks the queue and READY_TYPES once per type, not once per task.
-local queued_types = {}
--- Queue a due task of `task_type` under `member`.
-local function queue_ready(task_type, priority, member)
-  local key = ready_key(task_type)
-  if not queued_types[task_type] then
-    queued_types[task_type] = true
-    if not work and redis.call('ZCARD', key) == 0 then
-      -- The queue was empty: idle workers of the type wait for a word. A
-      -- queue that was not empty has no idle worker, or one that was told.
-      work = true
-    end
-    redis.call('SADD', READY_TYPES, task_type)
-  end
-  redis.call('ZADD', key, 0 - tonumber(priority), member)
-end
--- After members left the queue of `task_type`: forget it once empty.
-local function ready_left(task_type)
-  if redis.call('ZCARD', ready_key(task_type)) == 0 then
-    redis.call('SREM', READY_TYPES, task_type)
-    queued_types[task_type] = nil
-  end
-end
 local function make_ready(e)
   local member = ready_member(ticket(), e.id)
-  queue_ready(e.r[F.type], e.r[F.priority], member)
+  queue_ready(e.r[F.type], e.r[F.priority], e.r[F.tenant], e.r[F.concurrency_key], member)
   put(e, 'queued', member)
 end
 local function make_delayed(e, due)
@@ -256,8 +232,10 @@ end
 local function unqueue(e)
   local member = e.r[F.queued]
   if member then
-    if redis.call('ZREM', ready_key(e.r[F.type]), member) == 1 then ready_left(e.r[F.type]) end
-    redis.call('ZREM', DELAYED, member)
+    local r = e.r
+    if not unqueue_ready(r[F.type], r[F.priority], r[F.tenant], r[F.concurrency_key], member) then
+      redis.call('ZREM', DELAYED, member)
+    end
     remove(e, 'queued')
   end
 end
@@ -277,6 +255,37 @@ local function make_pending(e, scheduled, now_s)
   bump(e, now_s)
 end
 
+-- Dependencies: a task created with unfinished dependencies waits, PENDING
+-- (counted as such) but in no queue, with `waiting` = how many are
+-- unfinished; each unfinished dependency lists it among its dependents.
+local function dependents_key(id) return P .. ':dependents:' .. id end
+local ENDED_AS = {['3'] = 'SUCCEEDED', ['4'] = 'FAILED', ['5'] = 'CANCELLED'}
+-- Whether a dependency that ended in `state` lets a task waiting for it
+-- run: success does, and failure when the task runs on failure anyway.
+local function lets_run(state, run_on_failure)
+  return state == '3' or run_on_failure == '1'
+end
+local function dependency_failed(dependency, state)
+  return 'task ' .. dependency .. ' it depends on ended ' .. ENDED_AS[state]
+end
+-- Queue a task that no longer waits: due at its scheduled time, or now.
+local function queue_released(e, now_s)
+  local scheduled = e.r[F.scheduled_time]
+  if tonumber(scheduled) > tonumber(now_s) then
+    make_delayed(e, scheduled)
+  else
+    make_ready(e)
+  end
+end
+-- One dependency fewer to wait for.
+local function count_down(e, now_s)
+  local waiting = tonumber(e.r[F.waiting]) - 1
+  put(e, 'waiting', tostring(waiting))
+  if waiting == 0 then queue_released(e, now_s) end
+  bump(e, now_s)
+end
+
+local release_dependents -- below: it ends tasks by `finish`, which calls it
 local function finish(e, state, now_s)
   count_tenant(e.r[F.tenant], -1)
   set_state(e, state)
@@ -286,6 +295,41 @@ local function finish(e, state, now_s)
   unqueue(e)
   redis.call('ZADD', FINISHED, ticket(), e.id)
   bump(e, now_s)
+  release_dependents(e.id, state, now_s)
+end
+
+-- The tasks that ended in this call whose dependents are still to be told,
+-- {id, state} each: a worklist rather than recursion, since a dependent
+-- cancelled here ends in turn and tells its own.
+local ended_tasks, releasing = {}, false
+release_dependents = function(id, state, now_s)
+  ended_tasks[#ended_tasks + 1] = {id, state}
+  if releasing then return end
+  releasing = true
+  local i = 1
+  while i <= #ended_tasks do
+    local dependency, ended_as = ended_tasks[i][1], ended_tasks[i][2]
+    local key = dependents_key(dependency)
+    local dependents = redis.call('SMEMBERS', key)
+    if #dependents > 0 then redis.call('DEL', key) end
+    for _, dependent in ipairs(dependents) do
+      local d = open(dependent)
+      -- A dependent cancelled or retried since waits no more.
+      if d.r[F.state] == '1' and d.r[F.waiting] ~= '0' then
+        if lets_run(ended_as, d.r[F.run_on_dependency_failure]) then
+          count_down(d, now_s)
+        else
+          put(d, 'error_code', 'DEPENDENCY_FAILED')
+          put(d, 'error_message', dependency_failed(dependency, ended_as))
+          put(d, 'error_type', '')
+          finish(d, '5', now_s)
+        end
+        save(d)
+      end
+    end
+    i = i + 1
+  end
+  ended_tasks, releasing = {}, false
 end
 
 local function drop(id, unlisted)
@@ -319,13 +363,6 @@ local function keep_retention(limit)
   end
 end
 
-local function depth()
-  local count = redis.call('ZCARD', DELAYED) + redis.call('ZCARD', RUNNING)
-  for _, task_type in ipairs(redis.call('SMEMBERS', READY_TYPES)) do
-    count = count + redis.call('ZCARD', ready_key(task_type))
-  end
-  return count
-end
 -- The first tenant that `wanted` (tenant -> new tasks) would take past
 -- `quota`, and its depth; nil when all fit.
 local function over_quota(wanted, order, quota)
@@ -338,6 +375,7 @@ end
 
 local function notify(source)
   write_index()
+  write_tallies()
   for tenant, delta in pairs(tenant_delta) do
     if delta ~= 0 and redis.call('HINCRBY', TENANT_DEPTH, tenant, delta) <= 0 then
       redis.call('HDEL', TENANT_DEPTH, tenant)
@@ -354,3 +392,5 @@ local function notify(source)
   end
   if work then redis.call('PUBLISH', P .. ':work', source or '') end
 end
+
+upgrade_layout()

@@ -9,13 +9,15 @@
 -- filter.
 --
 -- ARGV: prefix, tenant, before ("+inf" or "(<seq>"), want, states (digits,
--- "" for any), type ("" for any), labels (JSON [[k, v], ...], "" for none).
+-- "" for any), type ("" for any), labels (JSON [[k, v], ...], "" for none),
+-- created after (inclusive) and created before (exclusive), "" for no bound.
 -- Returns {matching records (at most `want`), seq to continue before, or
 -- nil when the tenant's tasks are exhausted}.
 
 local tenant, before = ARGV[2], ARGV[3]
 local want, states, task_type = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local wanted = ARGV[7] ~= '' and cjson.decode(ARGV[7]) or nil
+local created_after, created_before = tonumber(ARGV[8]), tonumber(ARGV[9])
 
 -- The indexes to scan: the fewest tasks to examine.
 local sources = {all_index(tenant)}
@@ -65,9 +67,14 @@ end
 local found = {}
 for i = 1, #scanned, 2 do
   local key = task_key(scanned[i])
-  local fields = redis.call('HMGET', key, 'state', 'type', 'labels')
+  local fields = redis.call('HMGET', key, 'state', 'type', 'labels', 'create_time')
   local match = fields[1] and (states == '' or string.find(states, fields[1], 1, true) ~= nil)
     and (task_type == '' or fields[2] == task_type)
+  if match and (created_after or created_before) then
+    local created = tonumber(fields[4])
+    match = (not created_after or created >= created_after)
+      and (not created_before or created < created_before)
+  end
   if match and wanted then
     local labels = fields[3] and cjson.decode(fields[3]) or {}
     for _, pair in ipairs(wanted) do

@@ -22,6 +22,8 @@ redis.call('ZREM', FINISHED, e.id)
 put(e, 'claim', e.r[F.claim])
 put(e, 'attempt', '0')
 put(e, 'cancel_requested', '0')
+-- Queued at once, whatever its dependencies.
+if e.r[F.waiting] ~= '0' then put(e, 'waiting', '0') end
 for _, name in ipairs({'result', 'error_code', 'error_message', 'error_type',
     'progress_percent', 'progress_message', 'progress_current', 'progress_total',
     'start_time', 'end_time'}) do

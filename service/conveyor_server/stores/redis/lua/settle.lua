@@ -5,13 +5,14 @@
 --
 -- ARGV: prefix, now, retention_count, owner, lengths, values (12 per
 -- outcome), limit, lease_seconds, then the task types.
--- Returns {the changed records, the claimed records, the due time of the
--- earliest delayed task or false}.
+-- Returns {the changed records, the claimed records, when a claim may next
+-- find work (see next_due in claiming.lua) or false}.
 
 local replayed = replay() if replayed then return replayed end
 local now_s, retention, owner = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local ended = complete_outcomes(now_s, unpack_values(ARGV[5], ARGV[6]))
 keep_retention(retention)
-local claimed = claim_due(now_s, tonumber(ARGV[7]), tonumber(ARGV[8]), owner, {unpack(ARGV, 9)})
+local claimed, token_due = claim_due(now_s, tonumber(ARGV[7]), tonumber(ARGV[8]), owner,
+  {unpack(ARGV, 9)})
 notify(owner)
-return answer({ended, claimed, earliest_delayed()})
+return answer({ended, claimed, next_due(token_due)})
