@@ -26,8 +26,8 @@ class TypeGate:
         self.type = task_type
         self.limits = NO_LIMITS
         self.paused = False
-        # True when no limit of the type itself holds anything back, so that
-        # the common case costs one attribute read per claim.
+        # True when no limit and no pause holds anything back, so that the
+        # common case costs one attribute read per claim.
         self.open = True
         self.running = 0
         # Running tasks per (tenant, concurrency key), of tasks with a key.
@@ -41,7 +41,7 @@ class TypeGate:
         changes size keeps its tokens, up to the new size."""
         had_rate = bool(self.limits.max_starts_per_second)
         self.limits, self.paused = limits, paused
-        self.open = not (paused or limits.max_running or limits.max_starts_per_second)
+        self.open = not paused and not limits.any
         if not limits.max_starts_per_second or not had_rate:
             self.last = None
         else:
@@ -102,6 +102,17 @@ class TypeGate:
         if now is not None and self.limits.max_starts_per_second:
             self.tokens = self.tokens_at(now) - 1.0
             self.last = now if self.last is None else max(self.last, now)
+
+    def started_all(self, records: list[TaskRecord]) -> None:
+        """Tasks of an open type entered RUNNING (no token, no limit to
+        check between them)."""
+        self.running += len(records)
+        by_key = self.by_key
+        for record in records:
+            key = record.concurrency_key
+            if key is not None:
+                slot = (record.tenant, key)
+                by_key[slot] = by_key.get(slot, 0) + 1
 
     def stopped(self, record: TaskRecord) -> tuple[bool, KeySlot | None]:
         """A task of the type left RUNNING. Returns whether the type was at

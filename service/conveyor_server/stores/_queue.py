@@ -62,6 +62,11 @@ class DueQueue:
         if len(queues) == 1:
             [only] = queues
             gate = only.gate
+            if gate.open:  # the common case: nothing to check between tasks
+                while len(due) < limit and only.head() is not None:
+                    due.append(only.pop())
+                gate.started_all(due)
+                return due
             while len(due) < limit and gate.admits(now) and only.head() is not None:
                 record = only.pop()
                 gate.started(record, now)
@@ -89,7 +94,11 @@ class DueQueue:
     def stopped(self, record: TaskRecord) -> bool:
         """A task left RUNNING. Returns whether that frees a limit that
         held due tasks back (a place of its type or of its key)."""
-        was_full, key_slot = self.gate(record.type).stopped(record)
+        gate = self._gates[record.type]
+        if gate.open and record.concurrency_key is None:
+            gate.running -= 1
+            return False
+        was_full, key_slot = gate.stopped(record)
         if key_slot is None:
             return was_full
         queue = self._types.get(record.type)

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 
 from conveyor_server._ids import new_task_id
 from conveyor_server.stores._book import LocalBook, Saved
-from conveyor_server.stores._dependencies import Dependents, dependency_failure
+from conveyor_server.stores._dependencies import (
+    Dependents,
+    dependency_failure,
+    take_waiting,
+    wait_for,
+)
 from conveyor_server.stores._errors import (
     IdempotencyConflict,
     InvalidTransition,
@@ -105,7 +110,7 @@ class MemoryStore:
         self._unfinished = 0
         # Unfinished tasks per type; the running ones are the gates' count.
         self._unfinished_by_type: dict[str, int] = {}
-        self._dependents = Dependents()
+        self._dependents: Dependents = {}
         self._keys: dict[tuple[str, str], TaskRecord] = {}
         self._feed = ChangeFeed()
         self._position = 0
@@ -144,14 +149,22 @@ class MemoryStore:
         dependencies = self._dependencies_of(tasks, plan)
 
         records: list[TaskRecord] = []
-        for new, repeats, depends in zip(tasks, plan, dependencies, strict=True):
+        for index, (new, repeats) in enumerate(zip(tasks, plan, strict=True)):
             if isinstance(repeats, TaskRecord):
                 records.append(repeats)
             elif isinstance(repeats, int):
                 records.append(records[repeats])
+            elif dependencies is not None and dependencies[index]:
+                found = [records[d] if isinstance(d, int) else d for d in dependencies[index]]
+                records.append(self._add_dependent(new, found, now))
             else:
-                found = [records[d] if isinstance(d, int) else d for d in depends]
-                records.append(self._add(new, found, now))
+                self._seq += 1
+                record = new.record(new_task_id(), now, new.scheduled_time(now), self._seq)
+                self._register(record)
+                self._count_unfinished(record, 1)
+                self._queue.push(record, now)
+                self._publish(record)
+                records.append(record)
         return records
 
     def _plan(self, tasks: Sequence[NewTask]) -> list[_Repeat]:
@@ -181,10 +194,12 @@ class MemoryStore:
 
     def _dependencies_of(
         self, tasks: Sequence[NewTask], plan: list[_Repeat]
-    ) -> list[_Dependencies]:
+    ) -> list[_Dependencies] | None:
         """Per request, the dependencies of the new task it makes (none for
-        a repeat); raises UnknownDependency for an id that is no task of the
-        request's tenant."""
+        a repeat), or None when no request names any; raises
+        UnknownDependency for an id that is no task of the request's tenant."""
+        if not any(new.depends_on or new.depends_on_requests for new in tasks):
+            return None
         found: list[_Dependencies] = []
         for index, (new, repeats) in enumerate(zip(tasks, plan, strict=True)):
             depends: _Dependencies = []
@@ -198,22 +213,22 @@ class MemoryStore:
             found.append(depends)
         return found
 
-    def _add(self, new: NewTask, dependencies: list[TaskRecord], now: float) -> TaskRecord:
-        """Make the task of a request: queued, waiting for its dependencies,
-        or, when one of them failed already, CANCELLED."""
+    def _add_dependent(
+        self, new: NewTask, dependencies: list[TaskRecord], now: float
+    ) -> TaskRecord:
+        """Make the task of a request with dependencies: waiting for those
+        unfinished, queued when none is, or, when one of them failed
+        already, CANCELLED."""
         self._seq += 1
         unique = list({d.id: d for d in dependencies}.values())
-        depends_on = tuple(d.id for d in unique) if unique else None
+        depends_on = tuple(d.id for d in unique)
         record = new.record(new_task_id(), now, new.scheduled_time(now), self._seq, depends_on)
-        failure = self._dependents.wait(record, unique) if unique else None
+        failure = wait_for(self._dependents, record, unique)
         if failure is not None:
             record.state = State.CANCELLED
             record.error = failure
             record.end_time = now
-        self._tasks[record.id] = record
-        self._index.add(record)
-        if new.idempotency_key is not None:
-            self._keys[(new.tenant, new.idempotency_key)] = record
+        self._register(record)
         if failure is None:
             self._count_unfinished(record, 1)
             if not record.waiting:
@@ -222,6 +237,13 @@ class MemoryStore:
         if failure is not None:
             self._retire(record)
         return record
+
+    def _register(self, record: TaskRecord) -> None:
+        """Hold a new record: by id, in the listing index, by idempotency key."""
+        self._tasks[record.id] = record
+        self._index.add(record)
+        if record.idempotency_key is not None:
+            self._keys[(record.tenant, record.idempotency_key)] = record
 
     async def claim(self, limit: int, now: float, types: Collection[str]) -> list[TaskRecord]:
         claimed = self._queue.pop_due(limit, now, types)
@@ -493,10 +515,7 @@ class MemoryStore:
         for record in sorted(records, key=lambda r: r.seq):
             if record.state is State.PENDING and record.waiting and self._wait_again(record, now):
                 changed.append(record)
-            self._tasks[record.id] = record
-            self._index.add(record)
-            if record.idempotency_key is not None:
-                self._keys[(record.tenant, record.idempotency_key)] = record
+            self._register(record)
             self._seq = max(self._seq, record.seq)
             if record.state.is_terminal:
                 finished.append(record)
@@ -523,7 +542,7 @@ class MemoryStore:
         (those dropped since have ended, and counted); returns True when one
         failed, and the task is cancelled."""
         dependencies = [d for i in record.depends_on or () if (d := self._tasks.get(i))]
-        failure = self._dependents.wait(record, dependencies)
+        failure = wait_for(self._dependents, record, dependencies)
         if failure is None:
             return False
         record.state = State.CANCELLED
@@ -572,7 +591,7 @@ class MemoryStore:
         ended = [record]
         while ended:
             dependency = ended.pop()
-            for dependent in self._dependents.take(dependency):
+            for dependent in take_waiting(self._dependents, dependency):
                 failure = dependency_failure(dependency, dependent.run_on_dependency_failure)
                 if failure is not None:
                     dependent.error = failure
@@ -607,7 +626,8 @@ class MemoryStore:
 
     def _count_unfinished(self, record: TaskRecord, delta: int) -> None:
         self._unfinished += delta
-        self._tenants.count(record.tenant, delta)
+        if self._tenants.quota is not None:
+            self._tenants.count(record.tenant, delta)
         by_type = self._unfinished_by_type
         count = by_type.get(record.type, 0) + delta
         if count:
