@@ -4,6 +4,7 @@ started again do not fire again what was fired."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ def assert_each_fire_once(counts: Counter[str]) -> None:
     assert counts and max(counts.values()) == 1, counts.most_common(3)
     times = sorted(datetime.fromisoformat(label).timestamp() for label in counts)
     # One task per second, none missed between the first and the last.
-    assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [1] * (len(times) - 1)
+    assert [round(b - a) for a, b in itertools.pairwise(times)] == [1] * (len(times) - 1)
 
 
 def test_every_fire_makes_one_task_across_replicas_workers_and_restarts(
