@@ -120,6 +120,10 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(factory(), self.loop).result(timeout)
 
     def stop(self, grace: float = 0.5) -> None:
+        """Stop the server and its loop; a second call does nothing (a test
+        may stop a server that its fixture stops again)."""
+        if self.loop.is_closed():
+            return
         if self.server is not None:
             server = self.server
             self.call(lambda: server.stop(grace))
