@@ -1,24 +1,28 @@
-"""What limits and fair turns cost the claim path of the Redis store.
+"""What limits and fair turns cost the claim path of each store.
 
-Measures RedisStore directly, on a private redis-server, in one run, two
-workloads side by side (alternating, each `--repeat` times on a fresh
-prefix):
+Measures the stores directly (no gRPC, no handler threads), in one run, two
+workloads side by side on each store (alternating, each `--repeat` times on
+a fresh store):
 
-  off  one tenant, no concurrency key, no limits: the claim path as before
-       fair queues (one FIFO in turn).
+  off  one tenant, no concurrency key, no limits: the claim path as it was
+       before limits (one FIFO in turn).
   on   TENANTS tenants with KEYS concurrency keys each, tasks spread over
        them in turn, and every limit set (max_running, max_running_per_key,
        max_starts_per_second with its bucket) high enough never to bind: the
        whole path runs (rotations of tenants and keys, counts, bucket).
 
-Each creates TASKS tasks (not timed), then runs rounds as a worker with 8
+Each creates TASKS tasks (not timed), then runs rounds as a runner with 8
 threads does: `settle` the previous round's 8 outcomes and claim 8, one
-script call per round, until nothing is left. It prints claim+complete
-tasks/s, and the CPU time per task of redis-server (from /proc/<pid>/stat)
-and of this process, each the median of the runs.
+store call per round, until nothing is left. It prints claim+complete
+tasks/s and CPU time per task: of this process (the store's own work for
+memory and SQLite, the client's for Redis) and of redis-server (from
+/proc/<pid>/stat), each the median of the runs.
 
     .venv/bin/python bench/claim_limits.py
-    .venv/bin/python bench/claim_limits.py --tasks 50000 --repeat 5
+    .venv/bin/python bench/claim_limits.py --tasks 50000 --repeat 5 --out bench/results/claim_limits.json
+
+`--src DIR --workloads off` runs the "off" workload on another checkout's
+stores (one without limits), for a before-and-after on the same machine.
 """
 
 from __future__ import annotations
@@ -35,14 +39,6 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-sys.path[:0] = [str(BENCH.parent / "client"), str(BENCH.parent / "service")]
-
-from _peers_processes import Processes, free_port  # noqa: E402
-from redis_cost import cpu_seconds, own_cpu, wait_for_redis  # noqa: E402
-
-from conveyor_server.stores import NewTask, Outcome, RedisStore, TaskRecord  # noqa: E402
-
 ROUND = 8
 TYPE = "echo"
 LIMITS = {
@@ -51,9 +47,14 @@ LIMITS = {
     "max_starts_per_second": 1e9,
     "burst": 1_000_000_000,
 }
+STORES = ("memory", "sqlite", "redis")
 
 
-def task(tenant: str, key: str | None) -> NewTask:
+def new_task(tenant: str, key: str | None) -> Any:
+    from conveyor_server.stores import NewTask
+
+    # Only a store with limits knows concurrency keys (see --src).
+    extra = {} if key is None else {"concurrency_key": key}
     return NewTask(
         type=TYPE,
         payload=b"",
@@ -65,28 +66,42 @@ def task(tenant: str, key: str | None) -> NewTask:
         idempotency_key=None,
         fingerprint=None,
         tenant=tenant,
-        concurrency_key=key,
+        **extra,
     )
 
 
+def open_store(kind: str, tasks: int, where: str) -> Any:
+    from conveyor_server.stores import MemoryStore, RedisStore, SqliteStore
+
+    if kind == "memory":
+        return MemoryStore(max_queue=tasks + 1, retention_count=1000)
+    if kind == "sqlite":
+        return SqliteStore(where, max_queue=tasks + 1, retention_count=1000)
+    return RedisStore(where, max_queue=tasks + 1, retention_count=1000, lease_seconds=300.0)
+
+
 async def run_once(
-    url: str, redis_pid: int, tasks: int, fair: bool, tenants: int, keys: int
+    kind: str, where: str, redis_pid: int | None, tasks: int, on: bool, tenants: int, keys: int
 ) -> dict[str, float]:
-    store = RedisStore(url, max_queue=tasks + 1, retention_count=1000, lease_seconds=300.0)
+    from conveyor_server.stores import Outcome, TaskRecord
+    from redis_cost import cpu_seconds, own_cpu
+
+    store = open_store(kind, tasks, where)
     try:
         now = time.time()
-        if fair:
+        if on:
             await store.update_type(TYPE, now, limits=LIMITS)
         for start in range(0, tasks, 1000):
             batch = []
             for n in range(start, min(start + 1000, tasks)):
-                if fair:
-                    batch.append(task(f"tenant-{n % tenants}", f"key-{(n // tenants) % keys}"))
+                if on:
+                    batch.append(new_task(f"tenant-{n % tenants}", f"key-{(n // tenants) % keys}"))
                 else:
-                    batch.append(task("", None))
+                    batch.append(new_task("", None))
             await store.create(batch, now)
 
-        redis_before, own_before, started = cpu_seconds(redis_pid), own_cpu(), time.perf_counter()
+        redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
+        own_before, started = own_cpu(), time.perf_counter()
         done = 0
         claimed: list[TaskRecord] = []
         while True:
@@ -96,30 +111,46 @@ async def run_once(
             if not claimed:
                 break
         elapsed = time.perf_counter() - started
-        redis_cpu, own = cpu_seconds(redis_pid) - redis_before, own_cpu() - own_before
+        own = own_cpu() - own_before
+        redis_cpu = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
         assert done == tasks, f"{done} of {tasks} tasks ran"
         assert await store.depth() == 0
-        return {
-            "tasks_per_s": tasks / elapsed,
-            "redis_us_per_task": redis_cpu / tasks * 1e6,
-            "client_us_per_task": own / tasks * 1e6,
-        }
+        figures = {"tasks_per_s": tasks / elapsed, "own_us_per_task": own / tasks * 1e6}
+        if redis_pid:
+            figures["redis_us_per_task"] = redis_cpu / tasks * 1e6
+        return figures
     finally:
         await store.close()
 
 
-async def measure(args: argparse.Namespace, port: int, redis_pid: int) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
-    for n in range(args.repeat):
-        for name in ("off", "on"):
-            url = f"redis://127.0.0.1:{port}/0?prefix=claim-{name}-{n}"
-            runs[name].append(
-                await run_once(url, redis_pid, args.tasks, name == "on", args.tenants, args.keys)
-            )
-    return {
-        name: {key: statistics.median(r[key] for r in results) for key in results[0]}
-        for name, results in runs.items()
-    }
+async def measure(
+    args: argparse.Namespace, tmp: Path, redis_port: int | None, redis_pid: int | None
+) -> dict[str, dict[str, dict[str, float]]]:
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for kind in args.stores:
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in args.workloads}
+        for n in range(args.repeat):
+            for name in args.workloads:
+                if kind == "redis":
+                    where = f"redis://127.0.0.1:{redis_port}/0?prefix=claim-{name}-{n}"
+                else:
+                    where = str(tmp / f"claim-{name}-{n}.db")
+                runs[name].append(
+                    await run_once(
+                        kind,
+                        where,
+                        redis_pid if kind == "redis" else None,
+                        args.tasks,
+                        name == "on",
+                        args.tenants,
+                        args.keys,
+                    )
+                )
+        figures[kind] = {
+            name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+            for name, results in runs.items()
+        }
+    return figures
 
 
 def main() -> None:
@@ -128,33 +159,49 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tenants", type=int, default=10)
     parser.add_argument("--keys", type=int, default=10, help="concurrency keys per tenant")
+    parser.add_argument("--stores", type=lambda s: s.split(","), default=list(STORES))
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["off", "on"])
+    parser.add_argument("--src", type=Path, default=BENCH.parent, help="the checkout to measure")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
+    sys.path[:0] = [str(args.src / "client"), str(args.src / "service"), str(BENCH)]
+
+    from _peers_processes import Processes, free_port
+    from redis_cost import wait_for_redis
+
     with tempfile.TemporaryDirectory() as tmp, Processes(Path(tmp)) as processes:
-        port = free_port()
-        redis = processes.start(
-            "redis",
-            [
-                shutil.which("redis-server") or "redis-server",
-                *("--port", str(port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", tmp),
-            ],
-        )
-        wait_for_redis(port)
-        figures = asyncio.run(measure(args, port, redis.pid))
+        port = pid = None
+        if "redis" in args.stores:
+            port = free_port()
+            redis = processes.start(
+                "redis",
+                [
+                    shutil.which("redis-server") or "redis-server",
+                    *("--port", str(port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", tmp),
+                ],
+            )
+            wait_for_redis(port)
+            pid = redis.pid
+        figures = asyncio.run(measure(args, Path(tmp), port, pid))
     print(
         f"{args.tasks} tasks, rounds of {ROUND}, median of {args.repeat};"
         f" on: {args.tenants} tenants x {args.keys} keys, every limit set\n"
     )
-    print("| claim path | tasks/s | Redis CPU µs/task | client CPU µs/task |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, row in figures.items():
-        print(
-            f"| limits and fairness {name} | {row['tasks_per_s']:,.0f}"
-            f" | {row['redis_us_per_task']:.1f} | {row['client_us_per_task']:.1f} |"
-        )
+    print("| store | limits and fairness | tasks/s | this process µs/task | Redis µs/task |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for kind, rows in figures.items():
+        for name, row in rows.items():
+            redis_cpu = f"{row['redis_us_per_task']:.1f}" if "redis_us_per_task" in row else "-"
+            print(
+                f"| {kind} | {name} | {row['tasks_per_s']:,.0f}"
+                f" | {row['own_us_per_task']:.1f} | {redis_cpu} |"
+            )
     if args.out is not None:
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": None}, **figures}, indent=2))
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        settings.pop("out")
+        settings.pop("src")
+        args.out.write_text(json.dumps({"args": settings, **figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

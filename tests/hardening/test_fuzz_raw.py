@@ -1,4 +1,4 @@
-"""Every TaskService method fed bytes that are not what the client library
+"""Every TaskService and ScheduleService method fed bytes that are not what the client library
 would send: random bytes, and real requests with bytes flipped, cut,
 inserted or repeated. The server parses them itself; whatever it makes of
 them, the answer is a clean status and, when OK, a response a client can
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conveyor.v1 import schedule_service_pb2 as spb
 from conveyor.v1 import task_service_pb2 as pb
 from tests.support.fuzz import (
     FUZZ,
@@ -32,9 +33,18 @@ pytestmark = pytest.mark.slow
 
 RAW_EXAMPLES = 2200
 Metadata = tuple[tuple[str, str | bytes], ...]
+# Method name -> (its path, whether it streams, its response type).
 METHODS = {
-    method.name: (method.server_streaming, getattr(pb, method.output_type.name))
-    for method in pb.DESCRIPTOR.services_by_name["TaskService"].methods
+    method.name: (
+        f"/{service.full_name}/{method.name}",
+        method.server_streaming,
+        getattr(module, method.output_type.name),
+    )
+    for module, service in (
+        (pb, pb.DESCRIPTOR.services_by_name["TaskService"]),
+        (spb, spb.DESCRIPTOR.services_by_name["ScheduleService"]),
+    )
+    for method in service.methods
 }
 
 
@@ -49,6 +59,10 @@ def seeds(fuzz_api: Api) -> dict[str, list[bytes]]:
     )
     submit.payload.update({"text": "h\u00e9llo", "list": [1, 2.5, None, True], "nested": {"a": {}}})
     submit.timeout.seconds = 30
+    schedule = spb.Schedule(
+        id="raw", cron="0 3 * * *", time_zone="Europe/Paris", task=pb.SubmitTaskRequest(type="echo")
+    )
+    schedule.catch_up_window.seconds = 600
     requests: dict[str, list[Any]] = {
         "SubmitTask": [submit, pb.SubmitTaskRequest(type="echo")],
         "BatchSubmitTasks": [pb.BatchSubmitTasksRequest(requests=[submit, submit])],
@@ -68,6 +82,33 @@ def seeds(fuzz_api: Api) -> dict[str, list[bytes]]:
         "RetryTask": [pb.RetryTaskRequest(id=failed.id)],
         "ListTaskTypes": [pb.ListTaskTypesRequest()],
         "ListWorkers": [pb.ListWorkersRequest()],
+        "BatchCancelTasks": [
+            pb.BatchCancelTasksRequest(ids=[done.id, failed.id]),
+            pb.BatchCancelTasksRequest(filter=pb.TaskFilter(type="echo", labels={"raw": "yes"})),
+        ],
+        "BatchRetryTasks": [
+            pb.BatchRetryTasksRequest(filter=pb.TaskFilter(states=[4], type="fail_permanently"))
+        ],
+        # Types no other request uses: the fuzz must not limit or pause echo.
+        "UpdateTaskType": [
+            pb.UpdateTaskTypeRequest(
+                name="fuzz_limited",
+                limits=pb.TaskTypeLimits(max_running=4, max_starts_per_second=2.5, burst=3),
+                update_mask={"paths": ["max_running", "max_starts_per_second", "burst"]},
+            )
+        ],
+        "PauseTaskType": [pb.PauseTaskTypeRequest(name="fuzz_paused")],
+        "ResumeTaskType": [pb.ResumeTaskTypeRequest(name="fuzz_paused")],
+        "CreateSchedule": [spb.CreateScheduleRequest(schedule=schedule)],
+        "GetSchedule": [spb.GetScheduleRequest(id="raw")],
+        "ListSchedules": [spb.ListSchedulesRequest(page_size=2)],
+        "UpdateSchedule": [
+            spb.UpdateScheduleRequest(schedule=schedule, update_mask={"paths": ["cron"]})
+        ],
+        "DeleteSchedule": [spb.DeleteScheduleRequest(id="raw-gone")],
+        "PauseSchedule": [spb.PauseScheduleRequest(id="raw")],
+        "ResumeSchedule": [spb.ResumeScheduleRequest(id="raw")],
+        "TriggerSchedule": [spb.TriggerScheduleRequest(id="raw", request_id="r-1")],
     }
     assert set(requests) == set(METHODS)
     return {name: [r.SerializeToString() for r in found] for name, found in requests.items()}
@@ -97,8 +138,7 @@ def mutations(draw: st.DrawFn, seed: bytes) -> bytes:
 def call_raw(
     channel: grpc.Channel, method: str, body: bytes, metadata: Metadata
 ) -> Callable[[], list[bytes]]:
-    path = f"/conveyor.v1.TaskService/{method}"
-    streaming, _ = METHODS[method]
+    path, streaming, _ = METHODS[method]
     if method == "WatchTasks":
         # A WatchTasks stream that was accepted runs until cancelled: its
         # response headers say it was; then it is cancelled, with what came.
@@ -143,7 +183,7 @@ def test_raw_bytes_fuzz(
         answer: Answer = answer_of(call_raw(fuzz_api.channel, method, body, metadata))
         check_clean(answer)
         if answer.code is Code.OK:
-            _, response_type = METHODS[method]
+            _, _, response_type = METHODS[method]
             for message in answer.response:
                 response_type.FromString(message)  # a client can read what it got
 
