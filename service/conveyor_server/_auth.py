@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
-from conveyor_server._config import ServerConfig
+from conveyor_server._config import TENANT_NAME, ServerConfig
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 HASH_PREFIX = "sha256:"
 MIN_TOKEN_LENGTH = 16
 # Tenants end up in logs and page-token digests: keep them plain.
-_TENANT = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 # What an HTTP/2 header value may carry, without spaces.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -97,7 +96,7 @@ class TokenTable:
 
 
 def _entry(token: str, tenant: str, where: str) -> tuple[bytes, str]:
-    if not _TENANT.fullmatch(tenant):
+    if not TENANT_NAME.fullmatch(tenant):
         raise ValueError(f"{where}: tenant {tenant!r} must be 1-128 letters, digits or . _ @ -")
     if token.startswith(HASH_PREFIX):
         hex_digest = token[len(HASH_PREFIX) :].lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -11,6 +12,8 @@ MIB = 1024 * KIB
 # Room in a message for a task's fields beside its payload and result
 # (labels, error, progress, times).
 TASK_OVERHEAD = 64 * KIB
+# What a tenant may be called (in token files and --operator-tenants).
+TENANT_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,11 @@ class ServerConfig:
     """Bearer tokens as TOKEN=TENANT or sha256:HEX=TENANT pairs, separated by
     commas; like --auth-tokens-file. Environment only, so that tokens never
     show in the process list."""
+    operator_tenants: str = ""
+    """Tenants (comma-separated) whose tokens may change task types
+    (UpdateTaskType, PauseTaskType, ResumeTaskType): their limits and pause
+    hold for every tenant. With tokens and none named, no token may; without
+    tokens, every caller may."""
     smtp_url: str = field(default="", repr=False)
     """SMTP server of the send_email task type: smtp://host[:port] (port 25;
     STARTTLS when the server offers it, or always with ?starttls=required),
@@ -189,6 +197,11 @@ class ServerConfig:
             problems.append("tls_cert and tls_key go together: give both or neither")
         if self.tls_client_ca and not self.tls_cert:
             problems.append("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
+        for tenant in self.operator_set:
+            if not TENANT_NAME.fullmatch(tenant):
+                problems.append(
+                    f"operator_tenants: tenant {tenant!r} must be 1-128 letters, digits or . _ @ -"
+                )
         if self.smtp_url:
             # Imported here, as the configuration is read before anything
             # else of the server is imported.
@@ -200,6 +213,11 @@ class ServerConfig:
                 problems.append(str(exc))
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def operator_set(self) -> frozenset[str]:
+        """The tenants of `operator_tenants`."""
+        return frozenset(t.strip() for t in self.operator_tenants.split(",") if t.strip())
 
     @property
     def address(self) -> str:

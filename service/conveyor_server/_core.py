@@ -136,6 +136,7 @@ class TaskCore:
         max_watchers: int,
         max_watchers_per_tenant: int | None = None,
         explain_waits: bool = False,
+        operators: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.time,
         observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
@@ -152,6 +153,8 @@ class TaskCore:
         self.slots = WatcherSlots(max_watchers, max_watchers_per_tenant)
         self.feed = TaskFeed(store, self.slots)
         self._clock = clock
+        # Tenants that may change task types (UpdateTaskType, Pause, Resume).
+        self._operators = operators
         self._pending = PendingExplainer(store, catalog, clock)
         self._batch = BatchActions(store, store_error, self._cancelled_pending, clock)
 
@@ -378,8 +381,9 @@ class TaskCore:
         return task_types_response(entries, settings, counts)
 
     async def update_task_type(
-        self, request: pb.UpdateTaskTypeRequest
+        self, request: pb.UpdateTaskTypeRequest, tenant: str
     ) -> pb.UpdateTaskTypeResponse:
+        self._check_operator(tenant)
         change = limits_change(request)
         settings = await self.store.update_type(
             request.name, self._clock(), limits=change.limits, restore=change.restore
@@ -388,7 +392,10 @@ class TaskCore:
         await self._fill_task_type(response.task_type, settings)
         return response
 
-    async def pause_task_type(self, request: pb.PauseTaskTypeRequest) -> pb.PauseTaskTypeResponse:
+    async def pause_task_type(
+        self, request: pb.PauseTaskTypeRequest, tenant: str
+    ) -> pb.PauseTaskTypeResponse:
+        self._check_operator(tenant)
         check_type_name(request.name)
         settings = await self.store.update_type(request.name, self._clock(), paused=True)
         response = pb.PauseTaskTypeResponse()
@@ -396,13 +403,25 @@ class TaskCore:
         return response
 
     async def resume_task_type(
-        self, request: pb.ResumeTaskTypeRequest
+        self, request: pb.ResumeTaskTypeRequest, tenant: str
     ) -> pb.ResumeTaskTypeResponse:
+        self._check_operator(tenant)
         check_type_name(request.name)
         settings = await self.store.update_type(request.name, self._clock(), paused=False)
         response = pb.ResumeTaskTypeResponse()
         await self._fill_task_type(response.task_type, settings)
         return response
+
+    def _check_operator(self, tenant: str) -> None:
+        """Task types are shared by every tenant: only the operators change
+        them. The tenant is "" when authentication is off, where every
+        caller is the operator."""
+        if tenant and tenant not in self._operators:
+            raise ServiceError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"tenant {tenant!r} may not change task types: their limits and pause hold for "
+                "every tenant; the server's --operator-tenants names the tenants that may",
+            )
 
     async def _fill_task_type(self, message: pb.TaskType, settings: TypeSettings) -> None:
         """One type as ListTaskTypes tells of it, with its settings as just changed."""

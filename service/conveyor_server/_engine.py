@@ -118,6 +118,7 @@ class TaskEngine:
             max_watchers=config.max_watchers,
             max_watchers_per_tenant=config.max_watchers_per_tenant or None,
             explain_waits=config.accept_unserved_types and self.store.shared,
+            operators=config.operator_set,
             observer=self.observer,
         )
 

@@ -331,16 +331,26 @@ class HttpApi:
         request[_ROUTE] = "PATCH /v1/taskTypes/{name}"
         name = request.match_info["name"]
         text = await _body_text(request)
-        return _message(await self._core.update_task_type(update_type_request(text, name)))
+        return _message(
+            await self._core.update_task_type(update_type_request(text, name), request[_TENANT])
+        )
 
     async def _task_type_post(self, request: web.Request) -> web.StreamResponse:
         name, colon, verb = request.match_info["name"].rpartition(":")
         if colon and verb == "pause":
             request[_ROUTE] = "POST /v1/taskTypes/{name}:pause"
-            return _message(await self._core.pause_task_type(pb.PauseTaskTypeRequest(name=name)))
+            return _message(
+                await self._core.pause_task_type(
+                    pb.PauseTaskTypeRequest(name=name), request[_TENANT]
+                )
+            )
         if colon and verb == "resume":
             request[_ROUTE] = "POST /v1/taskTypes/{name}:resume"
-            return _message(await self._core.resume_task_type(pb.ResumeTaskTypeRequest(name=name)))
+            return _message(
+                await self._core.resume_task_type(
+                    pb.ResumeTaskTypeRequest(name=name), request[_TENANT]
+                )
+            )
         raise ServiceError(
             grpc.StatusCode.NOT_FOUND,
             f"no route POST {request.path}: a task type takes POST "

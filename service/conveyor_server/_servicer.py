@@ -158,17 +158,17 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def UpdateTaskType(
         self, request: pb.UpdateTaskTypeRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.UpdateTaskTypeResponse:
-        return await self.core.update_task_type(request)
+        return await self.core.update_task_type(request, current_tenant())
 
     async def PauseTaskType(
         self, request: pb.PauseTaskTypeRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.PauseTaskTypeResponse:
-        return await self.core.pause_task_type(request)
+        return await self.core.pause_task_type(request, current_tenant())
 
     async def ResumeTaskType(
         self, request: pb.ResumeTaskTypeRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.ResumeTaskTypeResponse:
-        return await self.core.resume_task_type(request)
+        return await self.core.resume_task_type(request, current_tenant())
 
 
 class Malformed:
