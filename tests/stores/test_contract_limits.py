@@ -335,6 +335,12 @@ async def test_pending_reason_names_the_first_limit_that_holds(
         PendingReason.KEY_CONCURRENCY_LIMIT,
         "concurrency key k of task type echo allows 1 running tasks and 1 are running",
     )
+    # A key at its limit comes before an empty bucket, as the enum orders them.
+    await store.update_type("echo", now, limits={"max_starts_per_second": 1})
+    [other] = await store.create([new_task(tenant="acme")], now)
+    other_id = other.id
+    assert await claim_ids(store, now) == [other_id]  # took the bucket's one token
+    assert (await reason())[0] is PendingReason.KEY_CONCURRENCY_LIMIT
 
 
 async def test_pending_reason_tells_when_the_next_token_comes(store: TaskStore, now: float) -> None:

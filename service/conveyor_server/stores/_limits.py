@@ -6,10 +6,10 @@ hands out a task of the type, and tells it of every start and every end.
 
 from __future__ import annotations
 
+from conveyor_server.stores._reasons import LimitFigures, explain
 from conveyor_server.stores._records import (
     NO_LIMITS,
     PendingExplanation,
-    PendingReason,
     TaskRecord,
     TypeLimits,
 )
@@ -54,18 +54,10 @@ class TypeGate:
         type's own limits tell (a key's limit is asked apart)."""
         if self.open:
             return True
-        return self._holding(now) is None
-
-    def _holding(self, now: float) -> PendingReason | None:
-        """The first of the type's own limits that holds its tasks back."""
         limits = self.limits
-        if self.paused:
-            return PendingReason.TYPE_PAUSED
-        if limits.max_running and self.running >= limits.max_running:
-            return PendingReason.CONCURRENCY_LIMIT
-        if limits.max_starts_per_second and self.tokens_at(now) < 1.0:
-            return PendingReason.RATE_LIMIT
-        return None
+        if self.paused or (limits.max_running and self.running >= limits.max_running):
+            return False
+        return not limits.max_starts_per_second or self.tokens_at(now) >= 1.0
 
     def tokens_at(self, now: float) -> float:
         size = self.limits.bucket_size
@@ -137,32 +129,15 @@ class TypeGate:
 
     def explain(self, record: TaskRecord, now: float) -> PendingExplanation:
         """Why the due task `record` of this type waits, limits first."""
-        limits, name = self.limits, self.type
-        reason = self._holding(now)
         key = record.concurrency_key
-        if reason is None and key is not None and self.key_full(record.tenant, key):
-            reason = PendingReason.KEY_CONCURRENCY_LIMIT
-        if reason is PendingReason.TYPE_PAUSED:
-            message = f"task type {name} is paused"
-        elif reason is PendingReason.CONCURRENCY_LIMIT:
-            message = (
-                f"task type {name} allows {limits.max_running} running tasks "
-                f"and {self.running} are running"
+        return explain(
+            LimitFigures(
+                task_type=self.type,
+                limits=self.limits,
+                paused=self.paused,
+                running=self.running,
+                key=key,
+                key_running=0 if key is None else self.by_key.get((record.tenant, key), 0),
+                tokens=self.tokens_at(now),
             )
-        elif reason is PendingReason.KEY_CONCURRENCY_LIMIT:
-            running = self.by_key.get((record.tenant, key or ""), 0)
-            message = (
-                f"concurrency key {key} of task type {name} allows "
-                f"{limits.max_running_per_key} running tasks and {running} are running"
-            )
-        elif reason is PendingReason.RATE_LIMIT:
-            rate = limits.max_starts_per_second
-            wait = (1.0 - self.tokens_at(now)) / rate
-            message = (
-                f"task type {name} starts at most {rate:g} tasks per second; "
-                f"the next start is allowed in {max(round(wait, 1), 0.1):g} s"
-            )
-        else:
-            reason = PendingReason.QUEUED
-            message = f"due, waiting for a free worker of type {name}"
-        return PendingExplanation(reason, message)
+        )
