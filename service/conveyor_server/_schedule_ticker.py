@@ -61,6 +61,11 @@ class ScheduleTicker:
         # Schedules whose last fire was refused (queue full, type no longer
         # served): said once, not every tick, until a fire goes through.
         self._refused: set[tuple[str, str]] = set()
+        # Per schedule, its next fire time as last computed, and the
+        # (fired_until, update_time) it was computed from: until then, or
+        # until either changes, a tick reads nothing more of it (no spec to
+        # parse, no cron to walk), however many schedules the store holds.
+        self._next: dict[tuple[str, str], tuple[float, float, int]] = {}
         self._loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -87,8 +92,13 @@ class ScheduleTicker:
     async def tick(self) -> None:
         """Fire what is due now on the clock, for every unpaused schedule."""
         now = to_millis(self.clock())
-        for record in await self._store.list_schedules(None):
-            if record.paused:
+        schedules = await self._store.list_schedules(None)
+        if len(self._next) > len(schedules):
+            # Forget deleted schedules.
+            live = {(r.tenant, r.id) for r in schedules}
+            self._next = {slot: at for slot, at in self._next.items() if slot in live}
+        for record in schedules:
+            if record.paused or self._not_yet(record, now):
                 continue
             try:
                 await self._fire_due(record, now)
@@ -111,6 +121,13 @@ class ScheduleTicker:
         oldest = now - to_millis(catch_up_seconds(spec) + self._every)
         due = times.latest(max(fired_until, oldest - 1), now, MAX_CATCH_UP_FIRES)
         if not due and not _missed(times, fired_until, oldest):
+            following = times.following(now, 1)
+            if following:
+                self._next[(record.tenant, record.id)] = (
+                    record.fired_until,
+                    record.update_time,
+                    following[0],
+                )
             return
         handled = now
         for fire in due:
@@ -119,6 +136,19 @@ class ScheduleTicker:
                 handled = fire - 1
                 break
         await self._store.advance_schedule(record.tenant, record.id, handled / 1000)
+
+    def _not_yet(self, record: ScheduleRecord, now: int) -> bool:
+        """Whether the schedule's next fire, as computed at an earlier tick
+        from the same stored state, is still ahead."""
+        known = self._next.get((record.tenant, record.id))
+        if known is None:
+            return False
+        fired_until, update_time, following = known
+        return (
+            fired_until == record.fired_until
+            and update_time == record.update_time
+            and now < following
+        )
 
     async def _fire(self, record: ScheduleRecord, spec: spb.Schedule, fire: int) -> bool:
         """Submit one fire, or skip it by the overlap policy; False when the

@@ -383,3 +383,37 @@ def test_a_bad_id_and_an_unknown_schedule_are_refused(sdk: Client) -> None:
     assert caught.value.field_violations[0][0] == "schedule.id"
     with pytest.raises(TaskNotFound):
         sdk.update_schedule("never-made", interval=10)
+
+
+def test_ticks_between_fires_read_no_spec_until_the_schedule_changes(
+    make_server: Callable[..., ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor_server import _schedule_ticker
+
+    read: list[str] = []
+    real = _schedule_ticker.read_spec
+
+    def counted(record: Any) -> Any:
+        read.append(record.id)
+        return real(record)
+
+    monkeypatch.setattr(_schedule_ticker, "read_spec", counted)
+    thread = make_server(schedule_tick_seconds=0)
+    clock = FakeClock(thread)
+    start = clock.now
+    with Client(thread.address, timeout=5) as client:
+        client.create_schedule("hourly", "echo", interval=3600, overlap=OverlapPolicy.ALLOW)
+        clock.tick(start + 1)
+        assert read == ["hourly"]
+        for later in range(2, 60):
+            clock.tick(start + later)
+        assert read == ["hourly"]  # its next fire is an hour away
+        client.update_schedule("hourly", interval=30)
+        clock.tick(start + 61)
+        assert fire_times(runs(client, "hourly")) == [
+            at(start + 30),
+            at(start + 60),
+        ]
+        clock.tick(start + 89)
+        clock.tick(start + 90)
+        assert fire_times(runs(client, "hourly"))[-1] == at(start + 90)
