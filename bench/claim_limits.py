@@ -83,8 +83,9 @@ def open_store(kind: str, tasks: int, where: str) -> Any:
 async def run_once(
     kind: str, where: str, redis_pid: int | None, tasks: int, on: bool, tenants: int, keys: int
 ) -> dict[str, float]:
-    from conveyor_server.stores import Outcome, TaskRecord
     from redis_cost import cpu_seconds, own_cpu
+
+    from conveyor_server.stores import Outcome, TaskRecord
 
     store = open_store(kind, tasks, where)
     try:

@@ -55,7 +55,7 @@ def test_with_tokens_and_no_operator_nobody_changes_task_types(
     with Client(server.address, token=tokens["team-a"], timeout=5) as client:
         with pytest.raises(PermissionDenied):
             client.pause_task_type("echo")
-        assert not [t for t in client.task_types() if t.name == "echo"][0].paused
+        assert not next(t for t in client.task_types() if t.name == "echo").paused
 
 
 def test_an_operator_tenant_name_is_checked(make_server: Callable[..., ServerThread]) -> None:
