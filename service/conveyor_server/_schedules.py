@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -49,6 +49,8 @@ from conveyor_server.stores import (
 
 NEXT_FIRE_TIMES = 5
 RECENT_RUNS = 10
+# Tries of a change that other changes of the same schedule keep overtaking.
+CHANGE_ATTEMPTS = 5
 
 
 def schedule_not_found(schedule_id: str) -> ServiceError:
@@ -138,14 +140,18 @@ class ScheduleCore:
     ) -> spb.UpdateScheduleResponse:
         schedule_id = request.schedule.id
         paths = mask_paths(request.update_mask.paths)
-        record = await self._find(schedule_id, tenant, "schedule.id")
-        spec = merged(read_spec(record), request.schedule, paths)
-        await self._check(spec, schedule_id, tenant)
-        changed = dataclasses.replace(
-            record, spec=spec.SerializeToString(deterministic=True), update_time=self._now()
-        )
+
+        async def change(record: ScheduleRecord) -> ScheduleRecord:
+            spec = merged(read_spec(record), request.schedule, paths)
+            await self._check(spec, schedule_id, tenant)
+            return dataclasses.replace(
+                record, spec=spec.SerializeToString(deterministic=True), update_time=self._now()
+            )
+
         response = spb.UpdateScheduleResponse()
-        await self._fill(response.schedule, await self._replace(changed))
+        await self._fill(
+            response.schedule, await self._change(schedule_id, tenant, change, "schedule.id")
+        )
         return response
 
     async def delete(
@@ -159,27 +165,29 @@ class ScheduleCore:
     async def pause(
         self, request: spb.PauseScheduleRequest, tenant: str
     ) -> spb.PauseScheduleResponse:
-        record = await self._find(request.id, tenant)
-        if not record.paused:
-            record = await self._replace(
-                dataclasses.replace(record, paused=True, update_time=self._now())
-            )
+        async def change(record: ScheduleRecord) -> ScheduleRecord | None:
+            if record.paused:
+                return None
+            return dataclasses.replace(record, paused=True, update_time=self._now())
+
         response = spb.PauseScheduleResponse()
-        await self._fill(response.schedule, record)
+        await self._fill(response.schedule, await self._change(request.id, tenant, change))
         return response
 
     async def resume(
         self, request: spb.ResumeScheduleRequest, tenant: str
     ) -> spb.ResumeScheduleResponse:
-        record = await self._find(request.id, tenant)
-        if record.paused:
+        async def change(record: ScheduleRecord) -> ScheduleRecord | None:
+            if not record.paused:
+                return None
             now = self._now()
             # Fires that fell while paused are skipped: the schedule counts
             # as fired until now before it is seen unpaused.
             await self._store.advance_schedule(tenant, record.id, now)
-            record = await self._replace(dataclasses.replace(record, paused=False, update_time=now))
+            return dataclasses.replace(record, paused=False, update_time=now)
+
         response = spb.ResumeScheduleResponse()
-        await self._fill(response.schedule, record)
+        await self._fill(response.schedule, await self._change(request.id, tenant, change))
         return response
 
     async def trigger(
@@ -212,11 +220,30 @@ class ScheduleCore:
             raise schedule_not_found(schedule_id)
         return record
 
-    async def _replace(self, record: ScheduleRecord) -> ScheduleRecord:
-        stored = await self._store.replace_schedule(record)
-        if stored is None:  # deleted meanwhile
-            raise schedule_not_found(record.id)
-        return stored
+    async def _change(
+        self,
+        schedule_id: str,
+        tenant: str,
+        change: Callable[[ScheduleRecord], Awaitable[ScheduleRecord | None]],
+        field: str = "id",
+    ) -> ScheduleRecord:
+        """Read the schedule, make `change` of it (None: nothing to change)
+        and store it, unless another change was stored since the read: then
+        read it again and make the change of that, so that a pause and an
+        update made at once both hold. Returns the schedule as stored."""
+        for _ in range(CHANGE_ATTEMPTS):
+            record = await self._find(schedule_id, tenant, field)
+            changed = await change(record)
+            if changed is None:
+                return record
+            stored = await self._store.replace_schedule(changed, record.update_time)
+            if stored is not None:
+                return stored
+        raise ServiceError(
+            grpc.StatusCode.ABORTED,
+            f"schedule {schedule_id!r} changed {CHANGE_ATTEMPTS} times while this change was "
+            "made; try again",
+        )
 
     async def _check(self, spec: spb.Schedule, schedule_id: str, tenant: str) -> None:
         """Refuse a schedule that could not fire: bad timing, or a task

@@ -55,14 +55,31 @@ async def test_replace_keeps_the_create_time_and_fired_until(store: TaskStore) -
         update_time=T0 + 10,
         fired_until=T0 - 100,
     )
-    stored = await store.replace_schedule(changed)
+    read = await store.get_schedule("", "nightly")
+    assert read is not None
+    stored = await store.replace_schedule(changed, read.update_time)
     expected = dataclasses.replace(
         schedule("nightly", spec=b"every 2m"), paused=True, update_time=T0 + 10, fired_until=T0 + 60
     )
     assert stored == expected
     assert await store.get_schedule("", "nightly") == expected
-    assert await store.replace_schedule(schedule("no-such-schedule")) is None
+    assert await store.replace_schedule(schedule("no-such-schedule"), T0) is None
     assert await store.get_schedule("", "no-such-schedule") is None
+
+
+async def test_replace_refuses_a_change_made_from_a_copy_read_before_another(
+    store: TaskStore,
+) -> None:
+    await store.create_schedule(schedule("nightly"))
+    read = await store.get_schedule("", "nightly")
+    assert read is not None
+    paused = dataclasses.replace(read, paused=True, update_time=T0 + 10)
+    assert await store.replace_schedule(paused, read.update_time) is not None
+    # An update made from the copy read before the pause would undo it.
+    updated = dataclasses.replace(read, spec=b"every 2m", update_time=T0 + 11)
+    assert await store.replace_schedule(updated, read.update_time) is None
+    kept = await store.get_schedule("", "nightly")
+    assert kept is not None and kept.paused and kept.spec == read.spec
 
 
 async def test_fired_until_only_grows(store: TaskStore) -> None:

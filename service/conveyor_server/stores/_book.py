@@ -95,9 +95,11 @@ class LocalBook:
         found.sort(key=lambda s: (s.tenant, s.id))
         return found
 
-    def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+    def replace_schedule(
+        self, schedule: ScheduleRecord, read_update_time: float
+    ) -> ScheduleRecord | None:
         current = self.schedules.get((schedule.tenant, schedule.id))
-        if current is None:
+        if current is None or current.update_time != read_update_time:
             return None
         stored = dataclasses.replace(
             current,

@@ -255,10 +255,14 @@ class TaskStore(Protocol):
         """The schedules of `tenant` (of every tenant when None), by id."""
         ...
 
-    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+    async def replace_schedule(
+        self, schedule: ScheduleRecord, read_update_time: float
+    ) -> ScheduleRecord | None:
         """Replace a schedule's spec, paused flag and update time, keeping
-        its create time and `fired_until` as stored; returns it as stored
-        after, None when it does not exist."""
+        its create time and `fired_until` as stored, if its update time is
+        still `read_update_time` (that of the copy the change was made
+        from: two changes made at once never undo one another). Returns it
+        as stored after; None when it does not exist or changed since."""
         ...
 
     async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:

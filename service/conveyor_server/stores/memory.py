@@ -473,8 +473,10 @@ class MemoryStore:
     async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
         return self._book.list_schedules(tenant)
 
-    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
-        return self._book.replace_schedule(schedule)
+    async def replace_schedule(
+        self, schedule: ScheduleRecord, read_update_time: float
+    ) -> ScheduleRecord | None:
+        return self._book.replace_schedule(schedule, read_update_time)
 
     async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
         self._book.advance_schedule(tenant, schedule_id, fired_until)

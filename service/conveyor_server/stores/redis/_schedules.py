@@ -66,7 +66,9 @@ class ScheduleBook:
         """The schedules of `tenant` (of every tenant when None), by tenant and id."""
         return [_schedule(values) for values in await self._run(["list", opt(tenant)])]
 
-    async def replace(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+    async def replace(
+        self, schedule: ScheduleRecord, read_update_time: float
+    ) -> ScheduleRecord | None:
         stored = await self._run(
             [
                 "replace",
@@ -75,6 +77,7 @@ class ScheduleBook:
                 schedule.spec,
                 _flag(schedule.paused),
                 number(schedule.update_time),
+                number(read_update_time),
             ]
         )
         return _schedule(stored) if stored else None

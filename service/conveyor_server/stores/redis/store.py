@@ -417,8 +417,10 @@ class RedisStore:
     async def list_schedules(self, tenant: str | None = None) -> list[ScheduleRecord]:
         return await self._schedules.find(tenant)
 
-    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
-        return await self._schedules.replace(schedule)
+    async def replace_schedule(
+        self, schedule: ScheduleRecord, read_update_time: float
+    ) -> ScheduleRecord | None:
+        return await self._schedules.replace(schedule, read_update_time)
 
     async def advance_schedule(self, tenant: str, schedule_id: str, fired_until: float) -> None:
         await self._schedules.advance(tenant, schedule_id, fired_until)

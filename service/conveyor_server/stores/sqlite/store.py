@@ -348,9 +348,11 @@ class SqliteStore:
         self._check()
         return await self._memory.list_schedules(tenant)
 
-    async def replace_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord | None:
+    async def replace_schedule(
+        self, schedule: ScheduleRecord, read_update_time: float
+    ) -> ScheduleRecord | None:
         self._check()
-        stored = await self._memory.replace_schedule(schedule)
+        stored = await self._memory.replace_schedule(schedule, read_update_time)
         await self._flushed()
         return stored
 

@@ -8,8 +8,9 @@
 --   "get", tenant, id: the schedule, or false;
 --   "list", tenant ("" for every tenant, "=" .. tenant for one): the
 --     schedules, by tenant then id;
---   "replace", tenant, id, spec, paused, update_time: the schedule after,
---     or false when there is none;
+--   "replace", tenant, id, spec, paused, update_time, read_update_time: the
+--     schedule after, or false when there is none or its update_time is no
+--     longer read_update_time (both spelled as Python's repr of a float);
 --   "advance", tenant, id, fired_until: raises fired_until, never lowers it;
 --   "delete", tenant, id: 1, or 0 when there was none.
 -- A schedule is {id, tenant, spec, paused ("1"/"0"), create_time,
@@ -54,7 +55,7 @@ if operation == 'create' then
 elseif operation == 'get' then
   return read(key)
 elseif operation == 'replace' then
-  if redis.call('EXISTS', key) == 0 then return false end
+  if redis.call('HGET', key, 'update_time') ~= ARGV[8] then return false end
   redis.call('HSET', key, 'spec', ARGV[5], 'paused', ARGV[6], 'update_time', ARGV[7])
   return read(key)
 elseif operation == 'advance' then
