@@ -19,6 +19,7 @@ from conveyor import Client, TaskState
 from conveyor_server.stores import (
     CancelOutcome,
     ErrorCode,
+    FeedFilter,
     IdempotencyConflict,
     ListQuery,
     Outcome,
@@ -30,6 +31,7 @@ from conveyor_server.stores import (
     TaskFailure,
     TaskRecord,
 )
+from conveyor_server.stores.redis import _feed_stream
 from tests.support.server import ServerThread, free_port
 from tests.support.stores import (
     TYPES,
@@ -518,3 +520,44 @@ def test_task_submitted_to_one_replica_runs_on_another(api_and_worker: Client) -
     assert handle.result(timeout=10) == 3
     task = api_and_worker.get(handle.id)
     assert (task.attempt, task.progress.percent) == (1, 100.0)
+
+
+async def test_a_reader_joining_as_the_follower_goes_idle_is_still_served(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The follower of the change feed stops reading once nobody here
+    # watches. A reader on its way in (the stream is followed, the reader
+    # not yet in the feed) watches already: were the follower to stop in
+    # that gap, the reader would wait for changes forever.
+
+    here = RedisStore(redis_url, max_queue=100, retention_count=100, lease_seconds=30.0)
+    there = RedisStore(redis_url, max_queue=100, retention_count=100, lease_seconds=30.0)
+    try:
+        first = await here.follow(FeedFilter())
+        first.close()  # nobody watches now: the follower stops at its next read
+        ready = _feed_stream.FeedStream.ready
+
+        async def slow_ready(stream: _feed_stream.FeedStream) -> None:
+            await ready(stream)
+            # A change ends the follower's blocking read in the gap.
+            await there.create([new_task()], time.time())
+            await asyncio.sleep(0.3)
+
+        monkeypatch.setattr(_feed_stream.FeedStream, "ready", slow_ready)
+        reader = await here.follow(FeedFilter())
+        try:
+            [made] = await there.create([new_task()], time.time())
+            change = await asyncio.wait_for(_last_of(reader, made.id), 5.0)
+            assert change == made.id
+        finally:
+            reader.close()
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def _last_of(reader: Any, task_id: str) -> str:
+    while True:
+        change = await reader.next()
+        if change.record is not None and change.record.id == task_id:
+            return str(change.record.id)

@@ -22,7 +22,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from conveyor_server.stores._errors import StoreUnavailable
-from conveyor_server.stores._feed import ChangeFeed, Position
+from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader, Position
 from conveyor_server.stores._records import TaskRecord
 from conveyor_server.stores.redis import scripts as lua
 from conveyor_server.stores.redis._connection import DOWN
@@ -97,6 +97,10 @@ class FeedStream:
         self._ready: asyncio.Event | None = None
         self._wanted: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        # Readers on their way in (`follow`): between the stream being
+        # followed and their joining the feed, they count as watching, or
+        # the follower could stop in that gap and leave them unserved.
+        self._joining = 0
         self._closed = False
 
     def start(self) -> None:
@@ -115,7 +119,17 @@ class FeedStream:
             self._task = asyncio.create_task(self._follow(), name="conveyor-redis-feed")
 
     def _watched(self) -> bool:
-        return self.feed.readers > 0 or bool(self.feed.subscriptions)
+        return self._joining > 0 or self.feed.readers > 0 or bool(self.feed.subscriptions)
+
+    async def follow(self, feed_filter: FeedFilter, cursor: str | None) -> FeedReader:
+        """A reader of the feed (`ChangeFeed.follow`), once the stream is
+        followed."""
+        self._joining += 1
+        try:
+            await self.ready()
+            return await self.feed.follow(feed_filter, cursor)
+        finally:
+            self._joining -= 1
 
     async def ready(self) -> None:
         """Wait until the stream is followed: every change made from now on

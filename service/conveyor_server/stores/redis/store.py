@@ -569,8 +569,7 @@ class RedisStore:
         return subscription
 
     async def follow(self, feed_filter: FeedFilter, cursor: str | None = None) -> FeedReader:
-        await self._stream.ready()
-        return await self._stream.feed.follow(feed_filter, cursor)
+        return await self._stream.follow(feed_filter, cursor)
 
     async def close(self) -> None:
         self._closed = True
