@@ -174,9 +174,11 @@ class TaskContext:
         call (which waits for it), then remembered: the tasks are finished.
 
         >>> def total(ctx, payload):
-        ...     parts = ctx.dependencies()
-        ...     failed = [d.id for d in parts.values() if not d.succeeded]
-        ...     return {"sum": sum(d.result["count"] for d in parts.values() if d.succeeded)}
+        ...     parts = ctx.dependencies().values()
+        ...     return {
+        ...         "sum": sum(d.result["count"] for d in parts if d.succeeded),
+        ...         "failed": [d.id for d in parts if not d.succeeded],
+        ...     }
         """
         if self._dependencies is None:
             read = self._read_dependencies
