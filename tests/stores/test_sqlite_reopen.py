@@ -45,8 +45,14 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_by_seq ON tasks (seq);
 """
-# The columns version 5 added.
-V5_COLUMNS = ("concurrency_key", "depends_on", "waiting", "run_on_dependency_failure")
+# The columns versions 5 and 6 added.
+V5_COLUMNS = (
+    "concurrency_key",
+    "depends_on",
+    "waiting",
+    "run_on_dependency_failure",
+    "traceparent",
+)
 # The columns each older version has, of today's.
 COLUMNS = {
     1: [name for name in schema.COLUMNS if name not in ("claim", "reply_to", *V5_COLUMNS)],

@@ -124,7 +124,7 @@ def test_every_task_field_has_a_column() -> None:
         "depends_on", "end_time", "error", "fingerprint", "id", "idempotency_key", "labels",
         "max_attempts", "payload", "priority", "progress", "reply_to", "result",
         "run_on_dependency_failure", "scheduled_time", "seq", "start_time", "state", "tenant",
-        "timeout", "type", "update_time", "version", "waiting",
+        "timeout", "traceparent", "type", "update_time", "version", "waiting",
     }  # fmt: skip
     assert set(TaskRecord.__slots__) == stored, (
         "a new TaskRecord field needs a column in _sqlite_schema (and a schema version)"

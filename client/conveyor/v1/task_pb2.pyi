@@ -241,6 +241,7 @@ class Task(_message.Message):
     RUN_ON_DEPENDENCY_FAILURE_FIELD_NUMBER: _builtins.int
     PENDING_REASON_FIELD_NUMBER: _builtins.int
     PENDING_MESSAGE_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier; stable for the life of the task."""
     type: _builtins.str
@@ -275,6 +276,11 @@ class Task(_message.Message):
     pending_message: _builtins.str
     """The reason in words, with the figures behind it, such as "type email
     allows 10 running tasks and 10 are running".
+    """
+    traceparent: _builtins.str
+    """The W3C trace context (`traceparent` header value) of the call that
+    submitted the task, when the caller sent one: the handler's span joins
+    that trace.
     """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
@@ -349,11 +355,51 @@ class Task(_message.Message):
         run_on_dependency_failure: _builtins.bool = ...,
         pending_reason: Global___PendingReason.ValueType = ...,
         pending_message: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "payload", b"payload", "progress", b"progress", "result", b"result", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "create_time", b"create_time", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "pending_message", b"pending_message", "pending_reason", b"pending_reason", "priority", b"priority", "progress", b"progress", "reply_to", b"reply_to", "result", b"result", "run_on_dependency_failure", b"run_on_dependency_failure", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "concurrency_key", b"concurrency_key", "create_time", b"create_time", "depends_on", b"depends_on", "end_time", b"end_time", "error", b"error", "id", b"id", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "pending_message", b"pending_message", "pending_reason", b"pending_reason", "priority", b"priority", "progress", b"progress", "reply_to", b"reply_to", "result", b"result", "run_on_dependency_failure", b"run_on_dependency_failure", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "traceparent", b"traceparent", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class LogLine(_message.Message):
+    """One line a handler wrote through its context's logger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """The attempt that wrote it, from 1."""
+    sequence: _builtins.int
+    """Its number within the attempt, from 1, counting lines dropped by the
+    bound as well.
+    """
+    level: _builtins.str
+    """"DEBUG", "INFO", "WARNING", "ERROR" or "CRITICAL"."""
+    message: _builtins.str
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        sequence: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        level: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "level", b"level", "message", b"message", "sequence", b"sequence", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogLine: _TypeAlias = LogLine  # noqa: Y015

@@ -1284,3 +1284,97 @@ class Worker(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Worker: _TypeAlias = Worker  # noqa: Y015
+
+@_typing.final
+class GetTaskLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    attempt: _builtins.int
+    """Only this attempt's lines; 0 means every attempt's, in attempt order."""
+    page_size: _builtins.int
+    """At most this many lines; 0 means 100; values over 1,000 are coerced to
+    1,000.
+    """
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "id", b"id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaskLogsRequest: _TypeAlias = GetTaskLogsRequest  # noqa: Y015
+
+@_typing.final
+class GetTaskLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Continues after the last line returned. While the task is unfinished
+    it is set even when no more lines are there yet: call again with it to
+    follow the task's logs. Empty once the task is finished and every line
+    was returned.
+    """
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.LogLine]: ...
+    @_builtins.property
+    def dropped(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptLogsDropped]:
+        """The attempts some of whose earliest lines were dropped to keep within
+        the bound, with how many were dropped.
+        """
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[_task_pb2.LogLine] | None = ...,
+        next_page_token: _builtins.str = ...,
+        dropped: _abc.Iterable[Global___AttemptLogsDropped] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "lines", b"lines", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaskLogsResponse: _TypeAlias = GetTaskLogsResponse  # noqa: Y015
+
+@_typing.final
+class AttemptLogsDropped(_message.Message):
+    """Lines an attempt wrote that were dropped to keep within the bound."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    lines: _builtins.int
+    """How many of its earliest lines were dropped."""
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        lines: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "lines", b"lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptLogsDropped: _TypeAlias = AttemptLogsDropped  # noqa: Y015

@@ -120,6 +120,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.FromString,
                 _registered_method=True)
+        self.GetTaskLogs = channel.unary_unary(
+                '/conveyor.v1.TaskService/GetTaskLogs',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.GetTaskLogsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.GetTaskLogsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -274,6 +279,16 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskLogs(self, request, context):
+        """Returns the lines the task's handler wrote through its context's
+        logger, oldest first, a page at a time. Each attempt keeps its latest
+        lines up to a bound; the lines go when the task is dropped.
+        HTTP: GET /v1/tasks/{id}/logs?attempt=..&page_size=..&page_token=..
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +366,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ResumeTaskType,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.SerializeToString,
+            ),
+            'GetTaskLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskLogs,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.GetTaskLogsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.GetTaskLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -769,6 +789,33 @@ class TaskService:
             '/conveyor.v1.TaskService/ResumeTaskType',
             conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/GetTaskLogs',
+            conveyor_dot_v1_dot_task__service__pb2.GetTaskLogsRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.GetTaskLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

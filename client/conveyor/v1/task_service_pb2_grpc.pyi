@@ -122,6 +122,12 @@ class TaskServiceStub:
     """Resumes a paused task type.
     HTTP: POST /v1/taskTypes/{name}:resume
     """
+    GetTaskLogs: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskLogsRequest, _task_service_pb2.GetTaskLogsResponse]
+    """Returns the lines the task's handler wrote through its context's
+    logger, oldest first, a page at a time. Each attempt keeps its latest
+    lines up to a bound; the lines go when the task is dropped.
+    HTTP: GET /v1/tasks/{id}/logs?attempt=..&page_size=..&page_token=..
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -216,6 +222,12 @@ class TaskServiceAsyncStub(TaskServiceStub):
     ResumeTaskType: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ResumeTaskTypeRequest, _task_service_pb2.ResumeTaskTypeResponse]  # type: ignore[assignment]
     """Resumes a paused task type.
     HTTP: POST /v1/taskTypes/{name}:resume
+    """
+    GetTaskLogs: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskLogsRequest, _task_service_pb2.GetTaskLogsResponse]  # type: ignore[assignment]
+    """Returns the lines the task's handler wrote through its context's
+    logger, oldest first, a page at a time. Each attempt keeps its latest
+    lines up to a bound; the lines go when the task is dropped.
+    HTTP: GET /v1/tasks/{id}/logs?attempt=..&page_size=..&page_token=..
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -398,6 +410,18 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.ResumeTaskTypeResponse, _abc.Awaitable[_task_service_pb2.ResumeTaskTypeResponse]]:
         """Resumes a paused task type.
         HTTP: POST /v1/taskTypes/{name}:resume
+        """
+
+    @_abc_1.abstractmethod
+    def GetTaskLogs(
+        self,
+        request: _task_service_pb2.GetTaskLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.GetTaskLogsResponse, _abc.Awaitable[_task_service_pb2.GetTaskLogsResponse]]:
+        """Returns the lines the task's handler wrote through its context's
+        logger, oldest first, a page at a time. Each attempt keeps its latest
+        lines up to a bound; the lines go when the task is dropped.
+        HTTP: GET /v1/tasks/{id}/logs?attempt=..&page_size=..&page_token=..
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

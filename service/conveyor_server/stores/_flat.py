@@ -106,13 +106,14 @@ FIELDS: tuple[FlatField, ...] = (
     _field("version", Kind.INT),
     # Last, in the order schema versions added them, by ALTER TABLE, which
     # appends: 2 the claim number, 3 the reply_to, 5 the concurrency key
-    # and dependencies.
+    # and dependencies, 6 the trace context.
     _field("claim", Kind.INT),
     _field("reply_to", Kind.TEXT, optional=True),
     _field("concurrency_key", Kind.TEXT, optional=True),
     _field("depends_on", Kind.IDS, optional=True),
     _field("waiting", Kind.INT),
     _field("run_on_dependency_failure", Kind.FLAG),
+    _field("traceparent", Kind.TEXT, optional=True),
 )
 
 NAMES = tuple(f.name for f in FIELDS)

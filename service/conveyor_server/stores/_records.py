@@ -89,6 +89,7 @@ class TaskRecord:
         "state",
         "tenant",
         "timeout",
+        "traceparent",
         "type",
         "update_time",
         "version",
@@ -115,6 +116,7 @@ class TaskRecord:
         concurrency_key: str | None = None,
         depends_on: tuple[str, ...] | None = None,
         run_on_dependency_failure: bool = False,
+        traceparent: str | None = None,
     ) -> None:
         self.id = id
         self.type = type
@@ -163,6 +165,9 @@ class TaskRecord:
         # Run when a dependency ends FAILED or CANCELLED, instead of being
         # cancelled with DEPENDENCY_FAILED.
         self.run_on_dependency_failure = run_on_dependency_failure
+        # The W3C trace context of the submitting call, for the handler's
+        # span. Not part of `fingerprint`.
+        self.traceparent = traceparent
 
     def copy(self) -> TaskRecord:
         clone = TaskRecord.__new__(TaskRecord)
@@ -199,6 +204,7 @@ class NewTask:
         "run_on_dependency_failure",
         "tenant",
         "timeout",
+        "traceparent",
         "type",
     )
 
@@ -219,6 +225,7 @@ class NewTask:
         depends_on: tuple[str, ...] = (),
         depends_on_requests: tuple[int, ...] = (),
         run_on_dependency_failure: bool = False,
+        traceparent: str | None = None,
     ) -> None:
         self.type = type
         self.payload = payload
@@ -239,6 +246,7 @@ class NewTask:
         self.depends_on = depends_on
         self.depends_on_requests = depends_on_requests
         self.run_on_dependency_failure = run_on_dependency_failure
+        self.traceparent = traceparent
 
     def scheduled_time(self, now: float) -> float:
         """When a task created at `now` becomes due."""
@@ -272,6 +280,7 @@ class NewTask:
             concurrency_key=self.concurrency_key,
             depends_on=depends_on,
             run_on_dependency_failure=self.run_on_dependency_failure,
+            traceparent=self.traceparent,
         )
 
 

@@ -250,6 +250,7 @@ def create_values(new: NewTask, task_id: str, due: float, now: float) -> tuple[b
         " ".join(new.depends_on).encode(),
         " ".join(str(index) for index in new.depends_on_requests).encode(),
         b"1" if new.run_on_dependency_failure else b"0",
+        opt(new.traceparent),
     )
 
 

@@ -1,9 +1,9 @@
 """The SQLite schema of `sqlite:///path` and the mapping of a task to a row.
 
-Schema version 5:
+Schema version 6:
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        'schema_version' -> '5'
+        'schema_version' -> '6'
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
@@ -19,7 +19,8 @@ Schema version 5:
         epoch; then the columns later versions added, in order: `claim`, the
         fencing token (version 2), `reply_to` (version 3, NULL for none), and
         `concurrency_key`, `depends_on` (ids, space-separated), `waiting` and
-        `run_on_dependency_failure` (version 5)
+        `run_on_dependency_failure` (version 5), and `traceparent` (version 6,
+        NULL for none)
     task_types(type PRIMARY KEY, the four declared limits, overrides (JSON),
                paused, update_time)
         one row per type with declared defaults or run-time settings
@@ -46,7 +47,7 @@ from typing import Any, TypeVar
 from conveyor_server.stores import _flat
 from conveyor_server.stores._records import TaskRecord
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # The CREATE statements, run at every open.
 CREATE_SCHEMA = (
@@ -100,6 +101,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         _create_table("task_types"),
         _create_table("schedules"),
     ),
+    # The trace context of the submitting call: none before version 6.
+    5: ("ALTER TABLE tasks ADD COLUMN traceparent TEXT",),
 }
 
 T = TypeVar("T")

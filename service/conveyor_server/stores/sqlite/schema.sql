@@ -1,4 +1,4 @@
--- The schema of `sqlite:///path`, version 5 (schema.SCHEMA_VERSION); its
+-- The schema of `sqlite:///path`, version 6 (schema.SCHEMA_VERSION); its
 -- tables and columns are described in schema.py. Run at every open: every
 -- statement is IF NOT EXISTS. A change of a table here needs a new schema
 -- version and a migration of the files written by the old one.
@@ -41,13 +41,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     cancel_requested INTEGER NOT NULL,
     version INTEGER NOT NULL,
     -- Added by later versions, last, where ALTER TABLE puts them in a
-    -- migrated file: version 2, then version 3, then version 5.
+    -- migrated file: version 2, then version 3, then version 5, then 6.
     claim INTEGER NOT NULL,
     reply_to TEXT,
     concurrency_key TEXT,
     depends_on TEXT,
     waiting INTEGER NOT NULL DEFAULT 0,
-    run_on_dependency_failure INTEGER NOT NULL DEFAULT 0
+    run_on_dependency_failure INTEGER NOT NULL DEFAULT 0,
+    traceparent TEXT
 );
 -- Version 5: the settings of task types, one row per type: the limits its
 -- handlers declare, the run-time overrides (JSON: limit name -> value) and

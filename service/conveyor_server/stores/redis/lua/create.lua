@@ -6,11 +6,12 @@
 -- once when one ended FAILED or CANCELLED and it does not run on failure.
 --
 -- ARGV: prefix, max_queue, quota per tenant (0: none), owner, then per
--- batch: now, lengths, values: 17 per task: id, type, payload, labels?,
+-- batch: now, lengths, values: 18 per task: id, type, payload, labels?,
 -- max_attempts, priority, timeout?, key?, fingerprint?, scheduled_time,
 -- tenant, delayed ("1"/"0"), reply_to?, concurrency_key?, depends_on (ids,
 -- space-separated), depends_on_requests (0-based indexes of earlier tasks
--- of the batch, space-separated), run_on_dependency_failure ("1"/"0").
+-- of the batch, space-separated), run_on_dependency_failure ("1"/"0"),
+-- traceparent?.
 -- Returns per batch {"ok", per task: seq (new without dependencies),
 -- -index (repeat of an earlier request of the batch, 1-based) or the stored
 -- record (a repeat of a stored task, or new with dependencies)},
@@ -25,7 +26,7 @@ local max_queue, quota, owner = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local unfinished_known = nil
 
 -- Values per task.
-local N = 17
+local N = 18
 
 -- The first id of task `i`'s depends_on that is no task of its tenant, as
 -- {"unknown", ...}; nil when all are.
@@ -164,6 +165,7 @@ local function create(now_s, v)
       field('timeout', opt(v[base + 6]))
       field('fingerprint', opt(v[base + 8]))
       field('concurrency_key', opt(v[base + 13]))
+      field('traceparent', opt(v[base + 17]))
       if idempotency_key then
         field('idempotency_key', idempotency_key)
         redis.call('HSET', IDEMPOTENCY, tenant .. '\0' .. idempotency_key, id)
