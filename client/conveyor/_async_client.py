@@ -13,7 +13,7 @@ from typing import Any, Self, TypeVar
 import grpc
 import grpc.aio
 
-from conveyor import _batch_actions, _core, _flows, _schedules, _type_settings
+from conveyor import _batch_actions, _core, _flows, _schedules, _trace, _type_settings
 from conveyor._coalesce_asyncio import AsyncSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
@@ -82,7 +82,9 @@ class AsyncClient:
         reply_to = _core.new_reply_to()
         self._submitter = AsyncSubmitter(self._run, timeout, reply_to) if coalesce_submits else None
         self._results = ResultStreamTask(
-            lambda request: self._stub.WatchTasks(request, metadata=self._metadata),
+            lambda request: self._stub.WatchTasks(
+                request, metadata=_trace.outgoing_metadata(self._metadata)
+            ),
             lambda task_id, timeout: self._run(_flows.wait(task_id, timeout)),
             self._snapshot,
             reply_to,
@@ -425,7 +427,11 @@ class AsyncClient:
                     case _flows.OpenWatch(request, timeout, method):
                         open_stream = getattr(self._stub, method)
                         stream = run.opened(
-                            open_stream(request, timeout=timeout, metadata=self._metadata)
+                            open_stream(
+                                request,
+                                timeout=timeout,
+                                metadata=_trace.outgoing_metadata(self._metadata),
+                            )
                         )
                     case _flows.Emit(task):
                         yield task
@@ -434,4 +440,6 @@ class AsyncClient:
         stub = self._schedule_stub if step.method in _flows.SCHEDULE_METHODS else self._stub
         method = getattr(stub, step.method)
         timeout = self._timeout if step.rpc_timeout is None else step.rpc_timeout
-        return await method(step.request, timeout=timeout, metadata=self._metadata)
+        return await method(
+            step.request, timeout=timeout, metadata=_trace.outgoing_metadata(self._metadata)
+        )

@@ -12,7 +12,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
-from conveyor import _batch_actions, _core, _flows, _schedules, _type_settings
+from conveyor import _batch_actions, _core, _flows, _schedules, _trace, _type_settings
 from conveyor._coalesce_threads import ThreadSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
@@ -116,7 +116,9 @@ class Client:
         reply_to = _core.new_reply_to()
         self._submitter = ThreadSubmitter(self._run, timeout, reply_to) if coalesce else None
         self._results = ResultStreamThread(
-            lambda request: self._stub.WatchTasks(request, metadata=self._metadata),
+            lambda request: self._stub.WatchTasks(
+                request, metadata=_trace.outgoing_metadata(self._metadata)
+            ),
             lambda task_id, timeout: self._run(_flows.wait(task_id, timeout)),
             self._snapshot,
             reply_to,
@@ -453,7 +455,11 @@ class Client:
                     case _flows.OpenWatch(request, timeout, method):
                         open_stream = getattr(self._stub, method)
                         stream = run.opened(
-                            open_stream(request, timeout=timeout, metadata=self._metadata)
+                            open_stream(
+                                request,
+                                timeout=timeout,
+                                metadata=_trace.outgoing_metadata(self._metadata),
+                            )
                         )
                     case _flows.Emit(task):
                         yield task
@@ -462,4 +468,6 @@ class Client:
         stub = self._schedule_stub if step.method in _flows.SCHEDULE_METHODS else self._stub
         method = getattr(stub, step.method)
         timeout = self._timeout if step.rpc_timeout is None else step.rpc_timeout
-        return method(step.request, timeout=timeout, metadata=self._metadata)
+        return method(
+            step.request, timeout=timeout, metadata=_trace.outgoing_metadata(self._metadata)
+        )

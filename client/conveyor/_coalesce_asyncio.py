@@ -10,6 +10,7 @@ taken out of the queue: its task is never created.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,13 +26,15 @@ __all__ = ["AsyncSubmitter"]
 
 
 class _Waiting(QueuedSubmit):
-    __slots__ = ("answered",)
+    __slots__ = ("answered", "context")
 
     def __init__(
         self, spec: TaskSpec, rpc_timeout: float | None, default_timeout: float, reply_to: str
     ) -> None:
         super().__init__(spec, rpc_timeout, default_timeout, time.monotonic(), reply_to)
         self.answered: asyncio.Future[None] | None = None
+        # A wave goes out in the context of its first caller (its trace).
+        self.context = contextvars.copy_context()
 
 
 class AsyncSubmitter:
@@ -80,7 +83,7 @@ class AsyncSubmitter:
     def _hand_on(self) -> None:
         wave = self._queue.next_wave()
         if wave:
-            task = asyncio.get_running_loop().create_task(self._send(wave))
+            task = asyncio.get_running_loop().create_task(self._send(wave), context=wave[0].context)
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 

@@ -14,6 +14,7 @@ from conveyor_server._context import TaskCancelled, TaskContext
 from conveyor_server._convert import ResultNotJSON, payload_to_python, result_to_bytes
 from conveyor_server._handlers import InvalidPayload, NonRetryableError, Registration
 from conveyor_server._logging import task_fields
+from conveyor_server._tracing import attempt_trace
 from conveyor_server.stores import ErrorCode, Progress, State, TaskFailure, TaskRecord
 
 logger = logging.getLogger("conveyor_server._runner")
@@ -49,6 +50,7 @@ class RunningAttempt:
         "task_id",
         "tenant",
         "timeout_timer",
+        "traceparent",
     )
 
     def __init__(self, record: TaskRecord, ctx: TaskContext) -> None:
@@ -58,6 +60,8 @@ class RunningAttempt:
         # What the store knows this attempt by in its reports (fencing).
         self.claim = record.claim
         self.max_attempts = record.max_attempts
+        # The submitting call's trace context: the attempt's span continues it.
+        self.traceparent = record.traceparent
         self.ctx = ctx
         # Set once the store has been told how the attempt ended, perhaps
         # before the handler's thread returns (timeout, cancel, shutdown).
@@ -157,11 +161,14 @@ def run_handler(
     """
     result: bytes | None = None
     failure: TaskFailure | None = None
+    trace = attempt_trace(running)
+    post = trace.ending(post)
     try:
         arguments = payload_to_python(payload)
         if registration.validate is not None:
             registration.validate(arguments)
-        value = registration.handler(running.ctx, arguments)
+        with trace.active():
+            value = registration.handler(running.ctx, arguments)
         result = result_to_bytes(value)
         if len(result) > max_result_bytes:
             # Capped as payloads are: a task must stay readable in one

@@ -47,6 +47,8 @@ def fill_task(task: task_pb2.Task, record: TaskRecord, *, full: bool = True) -> 
         task.idempotency_key = record.idempotency_key
     if record.reply_to is not None:
         task.reply_to = record.reply_to
+    if record.traceparent is not None:
+        task.traceparent = record.traceparent
     if record.concurrency_key is not None:
         task.concurrency_key = record.concurrency_key
     if record.depends_on:

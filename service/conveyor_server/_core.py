@@ -51,6 +51,7 @@ from conveyor_server.stores import (
     IdempotencyConflict,
     InvalidTransition,
     ListQuery,
+    NewTask,
     QueueFull,
     StoreUnavailable,
     TaskRecord,
@@ -163,10 +164,14 @@ class TaskCore:
         """Open watch streams, of every kind and face."""
         return self.slots.open
 
-    async def submit(self, request: pb.SubmitTaskRequest, tenant: str) -> pb.SubmitTaskResponse:
+    async def submit(
+        self, request: pb.SubmitTaskRequest, tenant: str, traceparent: str | None = None
+    ) -> pb.SubmitTaskResponse:
+        """Create a task; `traceparent` is the submitting call's trace context."""
         self._gate.check()
         remote = await self._catalog.remote_types([request.type])
         new = self._validator.submit(request, tenant, remote)
+        new.traceparent = traceparent
         now = self._clock()
         records = await self.store.create([new], now)
         self.observer.tasks_submitted(records, now)
@@ -185,13 +190,16 @@ class TaskCore:
         return self._validator.problems(request, prefix, tenant, remote)
 
     async def batch_submit(
-        self, request: pb.BatchSubmitTasksRequest, tenant: str
+        self, request: pb.BatchSubmitTasksRequest, tenant: str, traceparent: str | None = None
     ) -> pb.BatchSubmitTasksResponse:
+        """Create tasks; each keeps `traceparent`, the call's trace context."""
         self._gate.check()
         remote = await self._catalog.remote_types({r.type for r in request.requests})
         if request.partial_success:
-            return await self._submit_each(request, tenant, remote)
+            return await self._submit_each(request, tenant, remote, traceparent)
         tasks = self._validator.batch(request, tenant, remote)
+        for new in tasks:
+            new.traceparent = traceparent
         now = self._clock()
         try:
             records = await self.store.create(tasks, now)
@@ -205,9 +213,16 @@ class TaskCore:
         return response
 
     async def _submit_each(
-        self, request: pb.BatchSubmitTasksRequest, tenant: str, remote: frozenset[str]
+        self,
+        request: pb.BatchSubmitTasksRequest,
+        tenant: str,
+        remote: frozenset[str],
+        traceparent: str | None,
     ) -> pb.BatchSubmitTasksResponse:
         checked = self._validator.each(request, tenant, remote)
+        for new in checked:
+            if isinstance(new, NewTask):
+                new.traceparent = traceparent
         now = self._clock()
         outcomes = await create_each(self.store, checked, now, store_error)
         records = [outcome for outcome in outcomes if not isinstance(outcome, ServiceError)]

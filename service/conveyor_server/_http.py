@@ -42,6 +42,7 @@ from conveyor_server._http_json import (
 from conveyor_server._observer import TaskObserver
 from conveyor_server._schedules import ScheduleCore
 from conveyor_server._stats import Throughput, task_stats
+from conveyor_server._tracing import TRACEPARENT, submit_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -230,12 +231,14 @@ class HttpApi:
     async def _submit(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "POST /v1/tasks"
         body = await _body(request, pb.SubmitTaskRequest())
-        return _message(await self._core.submit(body, request[_TENANT]))
+        traceparent = submit_traceparent(request.headers.get(TRACEPARENT))
+        return _message(await self._core.submit(body, request[_TENANT], traceparent))
 
     async def _batch_submit(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "POST /v1/tasks:batchSubmit"
         body = await _body(request, pb.BatchSubmitTasksRequest())
-        return _message(await self._core.batch_submit(body, request[_TENANT]))
+        traceparent = submit_traceparent(request.headers.get(TRACEPARENT))
+        return _message(await self._core.batch_submit(body, request[_TENANT], traceparent))
 
     async def _batch_cancel(self, request: web.Request) -> web.StreamResponse:
         request[_ROUTE] = "POST /v1/tasks:batchCancel"

@@ -29,6 +29,7 @@ from conveyor_server._schedule_ticker import ScheduleTicker
 from conveyor_server._schedules import ScheduleCore
 from conveyor_server._servicer import TaskServicer, service_handler
 from conveyor_server._tls import http_ssl_context, server_credentials
+from conveyor_server._tracing import rpc_interceptors
 from conveyor_server.stores import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,14 @@ class ConveyorServer:
         self.ticker = ScheduleTicker(core, config.schedule_tick_seconds)
         servicer = self.servicer = TaskServicer(core)
         interceptors = (
-            [] if self._tokens is None else [TokenAuthInterceptor(self._tokens, engine.observer)]
-        ) + self._interceptors
+            rpc_interceptors()
+            + (
+                []
+                if self._tokens is None
+                else [TokenAuthInterceptor(self._tokens, engine.observer)]
+            )
+            + self._interceptors
+        )
         quiet_undecodable_metadata()
         server = aio.server(options=grpc_server_options(config), interceptors=interceptors)
         server.add_generic_rpc_handlers(

@@ -20,6 +20,7 @@ from conveyor_server._auth import current_tenant
 from conveyor_server._core import STORE_ERRORS, Gate, TaskCore, store_error
 from conveyor_server._errors import ServiceError, invalid_argument
 from conveyor_server._observer import TaskObserver
+from conveyor_server._tracing import submit_traceparent, traceparent_in
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ CURSOR_HEADER = "conveyor-cursor"
 
 async def _abort(context: aio.ServicerContext[Any, Any], error: ServiceError) -> None:
     await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+
+
+def _traceparent(context: aio.ServicerContext[Any, Any]) -> str | None:
+    """The trace context a task submitted by this call keeps."""
+    return submit_traceparent(traceparent_in(context.invocation_metadata()))
 
 
 class TaskServicer(pb_grpc.TaskServiceServicer):
@@ -47,12 +53,12 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.SubmitTaskResponse:
-        return await self.core.submit(request, current_tenant())
+        return await self.core.submit(request, current_tenant(), _traceparent(context))
 
     async def BatchSubmitTasks(
         self, request: pb.BatchSubmitTasksRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.BatchSubmitTasksResponse:
-        return await self.core.batch_submit(request, current_tenant())
+        return await self.core.batch_submit(request, current_tenant(), _traceparent(context))
 
     async def GetTask(
         self, request: pb.GetTaskRequest, context: aio.ServicerContext[Any, Any]
