@@ -4,7 +4,9 @@ OpenTelemetry is an optional extra (`conveyor[otel]`). The SDK never
 imports it on its own: a process traces only once something in it has
 imported `opentelemetry.trace` (the application's own tracing set-up, or
 auto-instrumentation). Until then every call goes out exactly as without
-the extra, and importing `conveyor` costs nothing more.
+the extra, and importing `conveyor` costs nothing more. (Some libraries
+load OpenTelemetry's API on their own when it is installed, redis-py 8 among
+them; then a call carries the current context, if there is one.)
 """
 
 from __future__ import annotations

@@ -45,6 +45,13 @@ _SERVER_ERRORS = frozenset(
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
+def provider_set() -> bool:
+    """Whether the process set a tracer provider: before that, spans record
+    nothing, and making them would only cost time."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def current_traceparent() -> str | None:
     """The W3C `traceparent` of the current span, or None without one."""
     carrier: dict[str, str] = {}

@@ -3,10 +3,13 @@
 The `traceparent` a submitting call sends is kept with its task whatever
 is installed: it is a string, checked for its W3C shape, and a malformed
 one is dropped rather than refused (a tracing bug upstream must not stop
-work). Spans are made only when the process traces, that is once
-something in it has imported `opentelemetry.trace` (a `--tasks` module that
-sets up a tracer provider, or `opentelemetry-instrument`); until then
-nothing of OpenTelemetry is imported and every hook here is a no-op.
+work). Spans are made only when the process traces: OpenTelemetry's API
+is loaded and a tracer provider is set (by a `--tasks` module, or by
+`opentelemetry-instrument`). Conveyor itself never imports OpenTelemetry
+first: until something else has, every hook here is a no-op that costs a
+dictionary lookup. (Some libraries load the API on their own when it is
+installed, redis-py 8 among them; without a provider that still makes no
+spans.)
 """
 
 from __future__ import annotations
@@ -65,9 +68,13 @@ def traceparent_in(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | 
 
 
 def tracing_in_use() -> bool:
-    """Whether this process traces: nothing makes spans before some code
-    has imported OpenTelemetry's tracing API."""
-    return "opentelemetry.trace" in sys.modules
+    """Whether this process traces: OpenTelemetry's tracing API is loaded
+    (by someone else) and a tracer provider is set."""
+    if "opentelemetry.trace" not in sys.modules:
+        return False
+    from conveyor_server import _otel
+
+    return _otel.provider_set()
 
 
 def submit_traceparent(incoming: str | None) -> str | None:
