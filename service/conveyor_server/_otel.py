@@ -99,6 +99,16 @@ def _rpc_span(method: str, context: aio.ServicerContext[Any, Any]) -> trace.Span
     )
 
 
+def _current(span: trace.Span) -> contextlib.AbstractContextManager[Any]:
+    """`span` made current. Its status is set from the call's code or the
+    attempt's outcome, not from an exception: an abort raises one for every
+    refusal, and a handler's is already an outcome."""
+    current: contextlib.AbstractContextManager[Any] = trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
+    return current
+
+
 def _end_rpc(span: trace.Span, context: aio.ServicerContext[Any, Any], failed: bool) -> None:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -121,9 +131,7 @@ def _traced(handler: Handler, method: str) -> Handler:
             span = _rpc_span(method, context)
             failed = True
             try:
-                with trace.use_span(
-                    span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-                ):
+                with _current(span):
                     response = await unary(request, context)
                 failed = False
                 return response
@@ -146,9 +154,14 @@ def _traced(handler: Handler, method: str) -> Handler:
             # Attached for the generator's own steps only: a context token
             # held across a yield would be detached in another context.
             try:
-                async with contextlib.aclosing(
-                    _in_span(span, stream(request, context))
-                ) as responses:
+                behaviour = stream(request, context)
+                if not hasattr(behaviour, "__aiter__"):
+                    # A refusal (no token): a coroutine that aborts the call.
+                    with _current(span):
+                        await behaviour
+                    failed = False
+                    return
+                async with contextlib.aclosing(_in_span(span, behaviour)) as responses:
                     async for response in responses:
                         yield response
                 failed = False
@@ -223,9 +236,7 @@ class AttemptSpan:
         )
 
     def active(self) -> contextlib.AbstractContextManager[Any]:
-        return trace.use_span(
-            self._span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-        )
+        return _current(self._span)
 
     def ending(self, post: Callable[[HandlerReturned], None]) -> Callable[[HandlerReturned], None]:
         span = self._span

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -12,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conveyor import AsyncClient, Client, TaskState
+from conveyor import AsyncClient, Client, TaskState, Unauthenticated
 from tests.support.http import Http
 from tests.support.procs import wait_until
 from tests.support.server import ServerThread
@@ -175,3 +176,34 @@ def test_http_submit_keeps_a_valid_traceparent_header_and_ignores_a_malformed_on
     reply = Http(server).post("/v1/tasks", {"type": "echo"}, headers={"traceparent": header})
     assert reply.status == 200, reply.body
     assert reply.body["task"].get("traceparent", "") == kept
+
+
+def test_a_watch_stream_has_its_span_and_so_has_a_refused_one(
+    make_server: Callable[..., ServerThread],
+    spans: InMemorySpanExporter,
+    tracer: trace.Tracer,
+    tmp_path: Path,
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("token-of-team-a-0123456789 team-a\n")
+    thread = make_server(auth_tokens_file=str(tokens))
+    with (
+        Client(thread.address, token="token-of-team-a-0123456789") as client,
+        tracer.start_as_current_span("follow"),
+    ):
+        task = client.submit("echo")
+        assert [t.state for t in client.watch(task.id)][-1] is TaskState.SUCCEEDED
+    with Client(thread.address) as anonymous, pytest.raises(Unauthenticated):
+        list(anonymous.watch(task.id))
+    watch = "conveyor.v1.TaskService/WatchTask"
+    wait_until(lambda: len(named(spans.get_finished_spans(), watch)) == 2, 10, "both watch spans")
+    finished = spans.get_finished_spans()
+    caller = one(finished, "follow")
+    served, refused = sorted(
+        named(finished, watch), key=lambda span: dict(span.attributes or {})["rpc.grpc.status_code"]
+    )
+    assert served.parent is not None and served.parent.span_id == caller.context.span_id
+    assert dict(served.attributes or {})["rpc.grpc.status_code"] == 0
+    assert dict(refused.attributes or {})["rpc.grpc.status_code"] == 16  # UNAUTHENTICATED
+    process = one(finished, "process echo")
+    assert dict(process.attributes or {})["conveyor.task.tenant"] == "team-a"
