@@ -4,6 +4,7 @@ the handler's span make one trace, on every store; a retry links back."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -217,3 +218,32 @@ def test_a_watch_stream_has_its_span_and_so_has_a_refused_one(
     assert dict(refused.attributes or {})["rpc.grpc.status_code"] == 16  # UNAUTHENTICATED
     [process] = attempts(finished, task.id)
     assert dict(process.attributes or {})["conveyor.task.tenant"] == "team-a"
+
+
+def test_concurrent_submits_each_keep_their_own_trace_and_share_calls_within_one(
+    make_server: Callable[..., ServerThread], spans: InMemorySpanExporter, tracer: trace.Tracer
+) -> None:
+    """Submits from many threads are coalesced only within a trace: each
+    task's attempt lands in the trace of the thread that submitted it."""
+    thread = make_server()
+    traces: dict[str, int] = {}
+    start = threading.Barrier(8)
+
+    def submit_in_own_trace(client: Client, index: int) -> None:
+        with tracer.start_as_current_span(f"request-{index}") as span:
+            start.wait()
+            handles = [client.submit("echo", {"i": index, "n": n}) for n in range(5)]
+        for handle in handles:
+            traces[handle.id] = span.get_span_context().trace_id
+
+    with Client(thread.address) as client:
+        workers = [threading.Thread(target=submit_in_own_trace, args=(client, i)) for i in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        client.wait_all(list(traces), timeout=30)
+    finished = spans.get_finished_spans()
+    for task_id, trace_id in traces.items():
+        [process] = attempts(finished, task_id)
+        assert process.context.trace_id == trace_id, task_id
