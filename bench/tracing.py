@@ -12,8 +12,13 @@ runs TASKS no-op `sleep {"seconds": 0}` tasks through it, in two workloads:
   batch          `submit_batch` of 500 tasks at a time, each batch in one
                  span when tracing is on, then waiting for all.
 
+Three modes: `off` (no tracing anywhere), `on` (the server traces and
+every submit is made in a span of the caller's), and `server-only` (the
+server traces, the callers make no spans), which parts the cost of the
+spans from that of the coalescing a trace per submit gives up.
+
 The figure is the server process's CPU time (user + system, from
-/proc/<pid>/stat) per task; off and on rounds alternate, and the median of
+/proc/<pid>/stat) per task; the modes' rounds alternate, and the median of
 ROUNDS rounds each is reported.
 
     .venv/bin/python bench/tracing.py                 # writes bench/results/tracing.json
@@ -122,11 +127,15 @@ def batch(client: conveyor.Client, tasks: int, threads: int, span: Callable[[], 
 WORKLOADS = {"one-at-a-time": one_at_a_time, "batch": batch}
 
 
-def round_of(workload: str, traced: bool, tasks: int, threads: int) -> dict[str, float]:
+MODES = ("off", "on", "server-only")
+
+
+def round_of(workload: str, mode: str, tasks: int, threads: int) -> dict[str, float]:
     tracer = trace.get_tracer("bench")
     span: Callable[[], Any] = (
-        (lambda: tracer.start_as_current_span("request")) if traced else _no_span
+        (lambda: tracer.start_as_current_span("request")) if mode == "on" else _no_span
     )
+    traced = mode != "off"
     with server(traced) as (address, pid), conveyor.Client(address, timeout=60) as client:
         before = cpu_seconds(pid)
         started = time.perf_counter()
@@ -156,10 +165,10 @@ def main() -> None:
     trace.set_tracer_provider(TracerProvider())
     results: dict[str, Any] = {}
     for workload in WORKLOADS:
-        samples: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
         for _ in range(args.rounds):
-            for mode in ("off", "on"):
-                samples[mode].append(round_of(workload, mode == "on", args.tasks, args.threads))
+            for mode in MODES:
+                samples[mode].append(round_of(workload, mode, args.tasks, args.threads))
         summary = {
             mode: {
                 key: round(statistics.median(sample[key] for sample in runs), 4)
@@ -167,9 +176,11 @@ def main() -> None:
             }
             for mode, runs in samples.items()
         }
-        off, on = (summary[mode]["server_cpu_ms_per_task"] for mode in ("off", "on"))
-        summary["extra_server_cpu_ms_per_task"] = round(on - off, 4)
-        summary["extra_percent"] = round((on - off) / off * 100, 1)
+        off = summary["off"]["server_cpu_ms_per_task"]
+        for mode in MODES[1:]:
+            extra = summary[mode]["server_cpu_ms_per_task"] - off
+            summary[mode]["extra_server_cpu_ms_per_task"] = round(extra, 4)
+            summary[mode]["extra_percent"] = round(extra / off * 100, 1)
         results[workload] = summary
         print(workload, json.dumps(summary), flush=True)
     report = {
