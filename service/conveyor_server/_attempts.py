@@ -17,6 +17,7 @@ from conveyor_server._logging import task_fields
 from conveyor_server.stores import ErrorCode, Progress, State, TaskFailure, TaskRecord
 
 logger = logging.getLogger("conveyor_server._runner")
+task_logger = logging.getLogger("conveyor_server.tasks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,10 @@ def run_handler(
     except ResultNotJSON as exc:
         failure = TaskFailure(ErrorCode.INVALID_RESULT, str(exc), type(exc).__name__)
     except Exception as exc:
-        running.ctx.logger.info("handler raised %s", type(exc).__name__, exc_info=True)
+        # Not through ctx.logger: the task's logs hold its handler's lines only.
+        task_logger.info(
+            "handler raised %s", type(exc).__name__, exc_info=True, extra=running.log_fields()
+        )
         message = str(exc) or type(exc).__name__
         failure = TaskFailure(ErrorCode.HANDLER_ERROR, message[:4096], type(exc).__name__)
     finally:

@@ -33,8 +33,10 @@ from conveyor_server._attempts import (
 from conveyor_server._context import Dependency, TaskContext
 from conveyor_server._handlers import HandlerRegistry, Registration
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
+from conveyor_server._task_logs import AttemptLines, LinesPosted
 from conveyor_server.stores import (
     ErrorCode,
+    LogBatch,
     Outcome,
     Progress,
     StoreError,
@@ -110,7 +112,7 @@ class TaskRunner(StoreListener):
         # Threads occupied by a handler; can exceed len(_running) while a
         # handler that was given up on (timeout, cancel) has not returned.
         self._busy = 0
-        self._from_threads: deque[ProgressPosted | HandlerReturned] = deque()
+        self._from_threads: deque[ProgressPosted | LinesPosted | HandlerReturned] = deque()
         self._signalled = False
         self._local_outcomes: list[Outcome] = []
         self._wake = asyncio.Event()
@@ -269,6 +271,7 @@ class TaskRunner(StoreListener):
         self._signalled = False
         outcomes, self._local_outcomes = self._local_outcomes, []
         progress: dict[str, tuple[str, int, Progress]] = {}
+        lines: list[LogBatch] = []
         now = self._clock()
         while events:
             event = events.popleft()
@@ -277,6 +280,9 @@ class TaskRunner(StoreListener):
                 running.progress_posted = False
                 if running.progress is not None and not running.finished:
                     progress[running.task_id] = (running.task_id, running.claim, running.progress)
+            elif isinstance(event, LinesPosted):
+                if (batch := event.lines.take()) is not None:
+                    lines.append(batch)
             else:
                 outcome = self._on_thread_done(event, now)
                 if outcome is not None:
@@ -287,6 +293,10 @@ class TaskRunner(StoreListener):
         ended: list[TaskRecord] = []
         claimed: list[TaskRecord] = []
         try:
+            # Before the outcomes: an attempt's lines are stored once it ends.
+            # Like progress, lines a failed write held are dropped.
+            if lines:
+                await self._store.append_logs(lines)
             if progress:
                 await self._store.set_progress(list(progress.values()), now)
             if free > 0:
@@ -321,6 +331,7 @@ class TaskRunner(StoreListener):
             tenant=record.tenant,
             depends_on=record.depends_on or (),
             read_dependencies=self._dependencies_from_thread,
+            lines=AttemptLines(record.id, record.attempt, self._lines_from_thread),
         )
         running = RunningAttempt(record, ctx)
         registration = self._registry.get(record.type)
@@ -420,7 +431,7 @@ class TaskRunner(StoreListener):
 
     # -- handler threads ------------------------------------------------
 
-    def _post(self, event: ProgressPosted | HandlerReturned) -> None:
+    def _post(self, event: ProgressPosted | LinesPosted | HandlerReturned) -> None:
         self._from_threads.append(event)
         if not self._signalled:
             self._signalled = True
@@ -437,6 +448,9 @@ class TaskRunner(StoreListener):
         if not running.progress_posted:
             running.progress_posted = True
             self._post(ProgressPosted(running))
+
+    def _lines_from_thread(self, lines: AttemptLines) -> None:
+        self._post(LinesPosted(lines))
 
     def _dependencies_from_thread(self, ctx: TaskContext) -> list[Dependency]:
         """A handler asks for its dependencies: read on the event loop, like

@@ -14,6 +14,7 @@ def test_exported_names_are_pinned() -> None:
         "FailedPrecondition",
         "InvalidArgument",
         "JSONValue",
+        "LogLine",
         "OverlapPolicy",
         "PendingReason",
         "PermissionDenied",

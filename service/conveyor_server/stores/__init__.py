@@ -21,6 +21,7 @@ from conveyor_server.stores._errors import (
     UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedChange, FeedFilter, FeedReader
+from conveyor_server.stores._logs import LogBatch, LogCursor, LogEntry, LogPage
 from conveyor_server.stores._open import open_store
 from conveyor_server.stores._protocol import StoreListener, TaskStore, TaskSubscription
 from conveyor_server.stores._records import (
@@ -56,6 +57,10 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidTransition",
     "ListQuery",
+    "LogBatch",
+    "LogCursor",
+    "LogEntry",
+    "LogPage",
     "MemoryStore",
     "NewTask",
     "Outcome",

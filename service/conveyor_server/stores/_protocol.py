@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from conveyor_server.stores._feed import FeedFilter, FeedReader
+from conveyor_server.stores._logs import LogBatch, LogCursor, LogPage
 from conveyor_server.stores._records import (
     Cancellation,
     ListQuery,
@@ -191,6 +192,21 @@ class TaskStore(Protocol):
         matching `feed_filter`, the latest per task, after `cursor` (a
         message's) or from now on; close the reader when done. Changes made
         once this returns are all seen."""
+        ...
+
+    # -- task logs ------------------------------------------------------------
+
+    async def append_logs(self, batches: Sequence[LogBatch]) -> None:
+        """Keep lines handlers wrote, in a ring of the latest
+        `MAX_LINES_PER_ATTEMPT` per attempt (see `_logs`); lines of a task
+        that is gone are dropped. Dropping a task (retention, purge) drops
+        its lines."""
+        ...
+
+    async def read_logs(self, task_id: str, attempt: int, after: LogCursor, limit: int) -> LogPage:
+        """Up to `limit` lines of the task after `after`, in (attempt,
+        sequence) order, of attempt `attempt` only unless it is 0. The
+        caller checks the task is visible to its tenant."""
         ...
 
     # -- limits, per task type --------------------------------------------

@@ -38,6 +38,7 @@ from conveyor_server.stores._errors import (
     UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedFilter, FeedReader
+from conveyor_server.stores._logs import LogBatch, LogCursor, LogPage
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._reasons import LimitFigures, explain
 from conveyor_server.stores._records import (
@@ -65,6 +66,7 @@ from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
 from conveyor_server.stores.redis._list_index import ListIndexBuild
 from conveyor_server.stores.redis._schedules import ScheduleBook
+from conveyor_server.stores.redis._task_logs import RedisLogs
 from conveyor_server.stores.redis._workers import WorkerRegistry
 from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
@@ -140,6 +142,11 @@ class RedisStore:
         schedules = script(lua.SCHEDULES)
         self._schedules = ScheduleBook(lambda args: self._run(schedules, [prefix, *args]))
         self._signing_key: bytes | None = None
+        append_logs, read_logs = script(lua.APPEND_LOGS), script(lua.READ_LOGS)
+        self._logs = RedisLogs(
+            lambda args: self._run(append_logs, [prefix, *args]),
+            lambda args: self._run(read_logs, [prefix, *args]),
+        )
 
         self._creates = GroupCommit(self._send_creates)
         self._gets = GroupCommit(self._send_gets)
@@ -396,6 +403,12 @@ class RedisStore:
                 return purged
 
     # -- workers ------------------------------------------------------------
+
+    async def append_logs(self, batches: Sequence[LogBatch]) -> None:
+        await self._logs.append(batches)
+
+    async def read_logs(self, task_id: str, attempt: int, after: LogCursor, limit: int) -> LogPage:
+        return await self._logs.read(task_id, attempt, after, limit)
 
     async def register_worker(self, worker: WorkerInfo) -> None:
         await self._workers.register(worker)
