@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -16,40 +15,10 @@ import pytest
 from conveyor import Client, TaskNotFound, TaskState
 from conveyor.v1 import task_service_pb2 as pb
 from conveyor.v1 import task_service_pb2_grpc as pb_grpc
-from conveyor_server import HandlerRegistry, TaskContext
 from conveyor_server.stores import LogCursor
 from conveyor_server.stores._logs import MAX_LINES_PER_ATTEMPT, MAX_MESSAGE_BYTES
+from tests.support.log_tasks import gates, registry
 from tests.support.server import ServerThread, test_config
-
-registry = HandlerRegistry()
-# Gates a "gated" task waits on, by the name in its payload.
-_gates: dict[str, threading.Event] = {}
-
-
-@registry.task("chatty")
-def chatty(ctx: TaskContext, payload: dict[str, Any]) -> Any:
-    for number in range(1, int(payload.get("lines", 3)) + 1):
-        ctx.logger.info("attempt %d line %d", ctx.attempt, number)
-    if ctx.attempt < int(payload.get("fail_until", 0)):
-        ctx.logger.error("giving up on attempt %d", ctx.attempt)
-        raise RuntimeError("not yet")
-    return None
-
-
-@registry.task("long_line")
-def long_line(ctx: TaskContext, payload: dict[str, Any]) -> Any:
-    ctx.logger.warning("é" * MAX_MESSAGE_BYTES)
-    try:
-        raise ValueError("bad row")
-    except ValueError:
-        ctx.logger.exception("row %d failed", 7)
-
-
-@registry.task("gated")
-def gated(ctx: TaskContext, payload: dict[str, Any]) -> Any:
-    ctx.logger.info("started")
-    _gates[payload["gate"]].wait(30)
-    ctx.logger.info("finishing")
 
 
 @pytest.fixture
@@ -141,7 +110,7 @@ def test_pages_continue_after_the_last_line(client: Client, stub: pb_grpc.TaskSe
 
 
 def test_follow_reads_until_the_task_ends(client: Client, stub: pb_grpc.TaskServiceStub) -> None:
-    gate = _gates[name := uuid.uuid4().hex] = threading.Event()
+    gate = gates[name := uuid.uuid4().hex] = threading.Event()
     handle = client.submit("gated", {"gate": name})
     following = client.follow_logs(handle.id, poll_interval=0.02)
     assert next(following).message == "started"
