@@ -76,5 +76,5 @@ def _line(entry: LogEntry) -> task_pb2.LogLine:
     line = task_pb2.LogLine(
         attempt=entry.attempt, sequence=entry.sequence, level=entry.level, message=entry.message
     )
-    line.time.FromNanoseconds(round(entry.time * 1e9))
+    line.time.FromMicroseconds(round(entry.time * 1e6))
     return line
