@@ -26,6 +26,8 @@ from typing import Any
 from conveyor_server.stores import LogBatch, LogEntry
 from conveyor_server.stores._logs import MAX_LINES_PER_ATTEMPT, cut_message
 
+_FIRST_LINE_LOCK = threading.Lock()
+
 # The level names a line carries; others are named by the standard level at
 # or below them.
 _LEVELS = (
@@ -49,13 +51,21 @@ class AttemptLines:
         self.task_id = task_id
         self.attempt = attempt
         self._on_ready = on_ready
-        self._lock = threading.Lock()
-        self._pending: deque[LogEntry] = deque(maxlen=MAX_LINES_PER_ATTEMPT)
+        # Made by the first line: most attempts log nothing.
+        self._lock: threading.Lock | None = None
+        self._pending: deque[LogEntry] = deque(maxlen=0)
         self._sequence = 0
         self._posted = False
 
     def add(self, level: str, message: str, when: float) -> None:
-        with self._lock:
+        lock = self._lock
+        if lock is None:
+            with _FIRST_LINE_LOCK:
+                if self._lock is None:
+                    self._pending = deque(maxlen=MAX_LINES_PER_ATTEMPT)
+                    self._lock = threading.Lock()
+                lock = self._lock
+        with lock:
             self._sequence += 1
             self._pending.append(
                 LogEntry(self.attempt, self._sequence, when, level, cut_message(message))
@@ -67,7 +77,10 @@ class AttemptLines:
 
     def take(self) -> LogBatch | None:
         """The lines waiting; the next line posts the attempt again."""
-        with self._lock:
+        lock = self._lock
+        if lock is None:
+            return None
+        with lock:
             entries = tuple(self._pending)
             self._pending.clear()
             self._posted = False
