@@ -24,6 +24,7 @@ from conveyor_server.stores._feed import FeedChange, FeedFilter, FeedReader
 from conveyor_server.stores._open import open_store
 from conveyor_server.stores._protocol import StoreListener, TaskStore, TaskSubscription
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     CancelOutcome,
     ErrorCode,
@@ -47,6 +48,7 @@ from conveyor_server.stores.redis import RedisStore
 from conveyor_server.stores.sqlite import SqliteStore
 
 __all__ = [
+    "BacklogGauge",
     "CancelOutcome",
     "Cancellation",
     "ErrorCode",

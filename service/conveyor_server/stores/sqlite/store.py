@@ -64,6 +64,7 @@ from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     ListQuery,
     NewTask,
@@ -328,6 +329,10 @@ class SqliteStore:
     async def type_counts(self) -> dict[str, TypeCounts]:
         self._check()
         return await self._memory.type_counts()
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        self._check()
+        return await self._memory.backlog(now)
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
         self._check()
