@@ -299,3 +299,21 @@ def test_many_async_tasks_run_at_once_on_two_threads(connect: Callable[..., Clie
     gates["many"].open()
     done = client.wait_all(handles, timeout=30)
     assert {task.state for task in done} == {TaskState.SUCCEEDED}
+
+
+@pytest.mark.stores("sqlite", "redis")
+def test_shutdown_cancels_the_coroutine_and_hands_the_task_back(store_url: str) -> None:
+    server = ServerThread(test_config(store=store_url), registry).start()
+    with Client(server.address, timeout=10.0) as client:
+        handle = client.submit("a_park", {"gate": "shutdown"})
+        wait_progress(client, handle.id, "parked")
+    server.stop(grace=0.1)
+    assert gates.cancelled == {"shutdown": "shutdown"}
+    # A server that runs nothing reads the task as the first one left it.
+    reader = ServerThread(test_config(store=store_url, workers=0), registry).start()
+    try:
+        with Client(reader.address, timeout=10.0) as client:
+            back = client.get(handle.id)
+    finally:
+        reader.stop()
+    assert (back.state, back.attempt) == (TaskState.PENDING, 0)
