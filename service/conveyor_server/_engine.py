@@ -79,6 +79,7 @@ class TaskEngine:
             ),
             stop_grace=config.stop_grace_seconds,
             max_result_bytes=config.max_result_bytes,
+            async_tasks=config.async_tasks,
             observer=self.observer,
         )
         # A process that runs tasks registers in the store, so that API

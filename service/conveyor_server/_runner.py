@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 
 from conveyor_server._attempts import (
@@ -31,6 +31,7 @@ from conveyor_server._attempts import (
     run_handler,
 )
 from conveyor_server._context import Dependency, TaskContext
+from conveyor_server._handler_loop import HandlerLoop
 from conveyor_server._handlers import HandlerRegistry, Registration
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server.stores import (
@@ -82,6 +83,7 @@ class TaskRunner(StoreListener):
         retry_policy: RetryPolicy,
         stop_grace: float,
         max_result_bytes: int,
+        async_tasks: int = 500,
         clock: Callable[[], float] = time.time,
         observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
@@ -91,6 +93,14 @@ class TaskRunner(StoreListener):
         # A runner claims only the types it has handlers for; other workers
         # on a shared store run the rest.
         self._types = tuple(registry.types())
+        # `async def` handlers run on a loop of their own, up to a capacity
+        # of their own: claimed apart from the thread pool's types, so
+        # coroutines waiting on I/O never hold back sync handlers.
+        self._async_types = frozenset(r.type for r in registry if r.is_async)
+        self._sync_types = tuple(t for t in self._types if t not in self._async_types)
+        self._handler_loop = HandlerLoop(
+            capacity=async_tasks, post=self._post, max_result_bytes=max_result_bytes
+        )
         self._workers = workers
         self._retry = retry_policy
         self._stop_grace = stop_grace
@@ -171,6 +181,7 @@ class TaskRunner(StoreListener):
         now = self._clock()
         for running in list(self._running.values()):
             running.ctx.request_stop("shutdown")
+            self._handler_loop.cancel(running)
             self._finish_locally(running)
             try:
                 if await self._store.requeue(running.task_id, running.claim, now) is not None:
@@ -199,6 +210,7 @@ class TaskRunner(StoreListener):
         # Threads of handlers that ignore their stop request are not joined:
         # the process must be able to exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._handler_loop.close()
 
     # -- attempts lost to another process ---------------------------------
 
@@ -215,6 +227,7 @@ class TaskRunner(StoreListener):
             extra=running.log_fields(),
         )
         running.ctx.request_stop("lost")
+        self._handler_loop.cancel(running)
         self._finish_locally(running)
         if not self._running:
             self._idle.set()
@@ -283,14 +296,15 @@ class TaskRunner(StoreListener):
                     progress.pop(outcome.task_id, None)
                     outcomes.append(outcome)
         # Counted after the outcomes above freed their threads.
-        free = self._workers - self._busy if self._claiming else 0
+        claims = self._claims()
         ended: list[TaskRecord] = []
         claimed: list[TaskRecord] = []
         try:
             if progress:
                 await self._store.set_progress(list(progress.values()), now)
-            if free > 0:
-                ended, claimed = await self._store.settle(outcomes, free, now, self._types)
+            if claims:
+                free, types = claims[0]
+                ended, claimed = await self._store.settle(outcomes, free, now, types)
             elif outcomes:
                 ended = await self._store.complete(outcomes, now)
         except StoreError:
@@ -303,12 +317,32 @@ class TaskRunner(StoreListener):
             self._observer.attempts_ended(ended, now)
             log_ended(ended)
         if claimed:
-            self._observer.tasks_started(claimed, now)
-            log_started(claimed)
-            for record in claimed:
-                self._start(record)
+            self._start_claimed(claimed, now)
+        # Sync and async types each fill a capacity of their own; tasks
+        # claimed above run even if this claim fails.
+        for free, types in claims[1:]:
+            if claimed := await self._store.claim(free, now, types):
+                self._start_claimed(claimed, now)
         if not self._running:
             self._idle.set()
+
+    def _start_claimed(self, claimed: list[TaskRecord], now: float) -> None:
+        self._observer.tasks_started(claimed, now)
+        log_started(claimed)
+        for record in claimed:
+            self._start(record)
+
+    def _claims(self) -> list[tuple[int, Collection[str]]]:
+        """How many tasks of which types to claim now: the free threads for
+        sync handlers, the free places on the handler loop for async ones."""
+        if not self._claiming:
+            return []
+        claims: list[tuple[int, Collection[str]]] = []
+        if self._sync_types and self._workers > self._busy:
+            claims.append((self._workers - self._busy, self._sync_types))
+        if self._async_types and self._handler_loop.free > 0:
+            claims.append((self._handler_loop.free, self._async_types))
+        return claims
 
     def _start(self, record: TaskRecord) -> None:
         ctx = TaskContext(
@@ -341,15 +375,19 @@ class TaskRunner(StoreListener):
             self._wake.set()
             return
         self._running[record.id] = running
-        self._busy += 1
-        self._jobs.put((running, registration, record.payload))
+        if record.type in self._async_types:
+            self._handler_loop.start(running, registration, record.payload)
+        else:
+            self._busy += 1
+            self._jobs.put((running, registration, record.payload))
         if record.timeout is not None:
             assert self._loop is not None
             running.timeout_timer = self._loop.call_later(record.timeout, self._on_timeout, running)
 
     def _on_thread_done(self, done: HandlerReturned, now: float) -> Outcome | None:
         running, result, failure = done.running, done.result, done.failure
-        self._busy -= 1
+        if not self._handler_loop.returned(running):
+            self._busy -= 1
         for timer in (running.timeout_timer, running.stop_timer):
             if timer is not None:
                 timer.cancel()
@@ -393,6 +431,8 @@ class TaskRunner(StoreListener):
         if running.finished:
             return
         running.ctx.request_stop("timeout")
+        # A coroutine is cancelled at its timeout; a thread cannot be.
+        self._handler_loop.cancel(running)
         self._arm_stop_timer(running, self._timeout_outcome(running, self._clock()))
 
     def _arm_stop_timer(self, running: RunningAttempt, outcome: Outcome) -> None:
@@ -414,6 +454,7 @@ class TaskRunner(StoreListener):
             self._stop_grace,
             extra=running.log_fields(),
         )
+        self._handler_loop.cancel(running)
         self._finish_locally(running)
         self._local_outcomes.append(outcome)
         self._wake.set()
