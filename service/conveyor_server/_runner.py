@@ -132,6 +132,8 @@ class TaskRunner(StoreListener):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._store_down = False
+        # Callers of until_idle, released by the first quiet round.
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     @property
     def running_count(self) -> int:
@@ -194,6 +196,16 @@ class TaskRunner(StoreListener):
                 )
         return handed_back
 
+    async def until_idle(self) -> None:
+        """Return after a round that changed nothing, with nothing running
+        and nothing posted by handler threads: every task this runner can
+        claim now has run (a task due later stays pending). What a test
+        waits for instead of sleeping (conveyor.testing)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
     def end_grace(self) -> None:
         """Stop waiting for running tasks: `drain` hands them back now."""
         self._grace_ended = True
@@ -206,6 +218,8 @@ class TaskRunner(StoreListener):
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._due_timer is not None:
             self._due_timer.cancel()
+        for waiter in self._idle_waiters:
+            waiter.cancel()
         self._release_workers()
         # Threads of handlers that ignore their stop request are not joined:
         # the process must be able to exit.
@@ -239,7 +253,9 @@ class TaskRunner(StoreListener):
         while not self._stopped:
             self._wake.clear()
             try:
-                await self._round()
+                changed = await self._round()
+                if self._idle_waiters:
+                    self._release_idle_waiters(changed)
                 due = await self._store.next_due_time() if self._claiming else None
                 if self._store_down:
                     self._store_down = False
@@ -268,16 +284,31 @@ class TaskRunner(StoreListener):
                 continue
             await self._wake.wait()
 
+    def _release_idle_waiters(self, changed: bool) -> None:
+        """Release until_idle's callers once a round changed nothing; after
+        a round that did, run one more, since what it settled may have made
+        more work due."""
+        if self._running or self._from_threads or self._local_outcomes or self._wake.is_set():
+            return  # another round is coming
+        if changed:
+            self._wake.set()
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _due(self) -> None:
         self._due_timer = None
         self._due_at = None
         self._wake.set()
 
-    async def _round(self) -> None:
+    async def _round(self) -> bool:
         """Apply what handler threads posted (progress, how attempts ended)
         and claim due tasks for the free threads: outcomes and the claim go
         to the store in one call, so a busy runner costs one store round
-        trip per round however many tasks ended and started in it."""
+        trip per round however many tasks ended and started in it. Returns
+        whether the round changed anything."""
         events = self._from_threads
         self._signalled = False
         outcomes, self._local_outcomes = self._local_outcomes, []
@@ -325,6 +356,7 @@ class TaskRunner(StoreListener):
                 self._start_claimed(claimed, now)
         if not self._running:
             self._idle.set()
+        return bool(outcomes or progress or claimed)
 
     def _start_claimed(self, claimed: list[TaskRecord], now: float) -> None:
         self._observer.tasks_started(claimed, now)
