@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.testing import _plugin
+from tests.support.plugin import plugin_arguments
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 # The marker before each file of the example names the file.
@@ -32,6 +32,6 @@ def test_the_documented_example_passes(pytester: pytest.Pytester) -> None:
         pytester.path.joinpath(name).write_text(code, encoding="utf-8")
     pytester.syspathinsert()
 
-    outcome = pytester.runpytest("-p", _plugin.__name__, "-p", "no:cacheprovider")
+    outcome = pytester.runpytest(*plugin_arguments(), "-p", "no:cacheprovider")
 
     outcome.assert_outcomes(passed=4)

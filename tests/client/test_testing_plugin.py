@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.testing import _plugin
+from tests.support.plugin import plugin_arguments
 
 USER_CONFTEST = """
 import pytest
@@ -60,7 +61,7 @@ def test_the_fixtures_run_a_users_handlers(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(USER_CONFTEST)
     pytester.makepyfile(test_user=USER_TESTS)
 
-    outcome = pytester.runpytest("-p", _plugin.__name__, "-p", "no:cacheprovider")
+    outcome = pytester.runpytest(*plugin_arguments(), "-p", "no:cacheprovider")
 
     outcome.assert_outcomes(passed=3, failed=1)
     outcome.stdout.fnmatch_lines(["*test_a_user_test_can_fail*", "*Goodbye*"])
