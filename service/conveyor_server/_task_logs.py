@@ -43,12 +43,27 @@ class AttemptLines:
     latest `MAX_LINES_PER_ATTEMPT` (a store keeps no more); earlier ones are
     dropped, and counted by the numbering."""
 
-    __slots__ = ("_lock", "_on_ready", "_pending", "_posted", "_sequence", "attempt", "task_id")
+    __slots__ = (
+        "_clock",
+        "_lock",
+        "_on_ready",
+        "_pending",
+        "_posted",
+        "_sequence",
+        "attempt",
+        "task_id",
+    )
 
     def __init__(
-        self, task_id: str, attempt: int, on_ready: Callable[[AttemptLines], None]
+        self,
+        task_id: str,
+        attempt: int,
+        on_ready: Callable[[AttemptLines], None],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.task_id = task_id
+        # The runner's: a line's time agrees with the task's times.
+        self._clock = clock
         self.attempt = attempt
         self._on_ready = on_ready
         # Made by the first line: most attempts log nothing.
@@ -57,7 +72,7 @@ class AttemptLines:
         self._sequence = 0
         self._posted = False
 
-    def add(self, level: str, message: str, when: float) -> None:
+    def add(self, level: str, message: str) -> None:
         lock = self._lock
         if lock is None:
             with _FIRST_LINE_LOCK:
@@ -68,7 +83,7 @@ class AttemptLines:
         with lock:
             self._sequence += 1
             self._pending.append(
-                LogEntry(self.attempt, self._sequence, when, level, cut_message(message))
+                LogEntry(self.attempt, self._sequence, self._clock(), level, cut_message(message))
             )
             post = not self._posted
             self._posted = True
@@ -108,7 +123,7 @@ class TaskLogger(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         lines = self._lines
         if lines is not None and (level >= logging.INFO or self.logger.isEnabledFor(level)):
-            lines.add(level_name(level), render(msg, args, kwargs.get("exc_info")), time.time())
+            lines.add(level_name(level), render(msg, args, kwargs.get("exc_info")))
         # Records name the handler's line, not this method's.
         kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
         super().log(level, msg, *args, **kwargs)

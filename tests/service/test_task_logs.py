@@ -59,6 +59,12 @@ def test_lines_of_each_attempt_in_order(client: Client) -> None:
     ]
 
 
+def test_async_handlers_lines_are_kept(client: Client) -> None:
+    task = client.submit("async_chatty", {}).wait(timeout=10)
+    assert task.state is TaskState.SUCCEEDED
+    assert [line.message for line in client.logs(task.id)] == ["awaiting", "awaited"]
+
+
 def test_an_attempt_keeps_its_latest_lines_and_counts_the_dropped(
     client: Client, stub: pb_grpc.TaskServiceStub
 ) -> None:

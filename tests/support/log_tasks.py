@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -37,3 +38,10 @@ def gated(ctx: TaskContext, payload: dict[str, Any]) -> Any:
     ctx.logger.info("started")
     gates[payload["gate"]].wait(30)
     ctx.logger.info("finishing")
+
+
+@registry.task("async_chatty")
+async def async_chatty(ctx: TaskContext, payload: dict[str, Any]) -> Any:
+    ctx.logger.info("awaiting")
+    await asyncio.sleep(0)
+    ctx.logger.info("awaited")

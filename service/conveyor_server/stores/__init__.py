@@ -25,6 +25,7 @@ from conveyor_server.stores._logs import LogBatch, LogCursor, LogEntry, LogPage
 from conveyor_server.stores._open import open_store
 from conveyor_server.stores._protocol import StoreListener, TaskStore, TaskSubscription
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     CancelOutcome,
     ErrorCode,
@@ -48,6 +49,7 @@ from conveyor_server.stores.redis import RedisStore
 from conveyor_server.stores.sqlite import SqliteStore
 
 __all__ = [
+    "BacklogGauge",
     "CancelOutcome",
     "Cancellation",
     "ErrorCode",

@@ -17,6 +17,7 @@ from typing import Protocol
 from conveyor_server.stores._feed import FeedFilter, FeedReader
 from conveyor_server.stores._logs import LogBatch, LogCursor, LogPage
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     ListQuery,
     NewTask,
@@ -248,6 +249,14 @@ class TaskStore(Protocol):
     async def type_counts(self) -> dict[str, TypeCounts]:
         """Running and pending tasks per type, across tenants (types with
         none may be left out)."""
+        ...
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        """The unfinished tasks per (type, tenant) at `now`, every
+        process's: pending, due, running and the oldest due time, for the
+        autoscaling gauges; pairs with none are left out. Read at scrape
+        time, never on the path of a claim: a store answers from what it
+        keeps anyway, with work bounded however many tenants there are."""
         ...
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from conveyor_server._ids import new_task_id
+from conveyor_server.stores._backlog import count_backlog
 from conveyor_server.stores._book import LocalBook, Saved
 from conveyor_server.stores._dependencies import (
     Dependents,
@@ -35,6 +36,7 @@ from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._queue import DueQueue
 from conveyor_server.stores._quota import TenantDepths
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     CancelOutcome,
     ListQuery,
@@ -478,6 +480,9 @@ class MemoryStore:
             task_type: TypeCounts(running.get(task_type, 0), count - running.get(task_type, 0))
             for task_type, count in self._unfinished_by_type.items()
         }
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        return count_backlog(self._index.in_states((State.PENDING, State.RUNNING)), now)
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
         return self._queue.gate(record.type).explain(record, now)

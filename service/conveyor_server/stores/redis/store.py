@@ -43,6 +43,7 @@ from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._reasons import LimitFigures, explain
 from conveyor_server.stores._records import (
     LIMIT_NAMES,
+    BacklogGauge,
     Cancellation,
     CancelOutcome,
     ListQuery,
@@ -73,6 +74,9 @@ from conveyor_server.stores.redis.scripts import existing_record, pack, progress
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_SECONDS = 2.0
+# How many tenants (and key groups of a tenant, and late delayed tasks) one
+# read of the backlog gauges looks at, so that it holds Redis briefly.
+BACKLOG_MAX_TENANTS = 1000
 # How long the earliest due time a claim read stands in for next_due_time.
 DUE_HINT_SECONDS = 0.05
 
@@ -130,6 +134,7 @@ class RedisStore:
         self._reap = script(lua.REAP)
         self._purge = script(lua.PURGE)
         self._depth = script(lua.DEPTH)
+        self._backlog = script(lua.BACKLOG)
         self._work_due = script(lua.WORK)
         self._reason = script(lua.REASON)
         self._declare = script(lua.DECLARE)
@@ -553,6 +558,23 @@ class RedisStore:
             )
             for task_type in sorted(running.keys() | pending.keys())
         }
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        flat = await self._run(self._backlog, [self._prefix, now, BACKLOG_MAX_TENANTS])
+        gauges = []
+        for i in range(0, len(flat), 6):
+            task_type, tenant, pending, due, running, oldest = flat[i : i + 6]
+            gauges.append(
+                BacklogGauge(
+                    task_type.decode(),
+                    tenant.decode(),
+                    int(pending),
+                    int(due),
+                    int(running),
+                    float(oldest) if oldest else None,
+                )
+            )
+        return sorted(gauges, key=lambda g: (g.type, g.tenant))
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
         key = record.concurrency_key

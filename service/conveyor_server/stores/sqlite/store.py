@@ -66,6 +66,7 @@ from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._logs import KeptLogs, LogBatch, LogCursor, LogPage
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     ListQuery,
     NewTask,
@@ -342,6 +343,10 @@ class SqliteStore:
     async def type_counts(self) -> dict[str, TypeCounts]:
         self._check()
         return await self._memory.type_counts()
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        self._check()
+        return await self._memory.backlog(now)
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
         self._check()
