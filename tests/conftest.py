@@ -11,6 +11,9 @@ import pytest
 
 from tests.support.server import ServerThread, drop_redis_prefix, need_server, test_config
 
+# Runs pytest inside a test: how conveyor.testing's plugin is tried as its users run it.
+pytest_plugins = ("pytester",)
+
 # Servers started as processes serve their HTTP API on a free port, not on
 # the default 8080 that another server on this machine may hold.
 os.environ.setdefault("CONVEYOR_HTTP_PORT", "0")

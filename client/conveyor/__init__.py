@@ -26,6 +26,7 @@ from conveyor._errors import (
     WaitTimeout,
 )
 from conveyor._handle import AsyncTaskHandle, TaskHandle
+from conveyor._task_logs import LogLine
 from conveyor._tls import tls
 from conveyor._types import (
     BatchCancelResult,
@@ -59,6 +60,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "JSONValue",
+    "LogLine",
     "OverlapPolicy",
     "PendingReason",
     "PermissionDenied",

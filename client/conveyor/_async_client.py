@@ -13,13 +13,14 @@ from typing import Any, Self, TypeVar
 import grpc
 import grpc.aio
 
-from conveyor import _batch_actions, _core, _flows, _schedules, _trace, _type_settings
+from conveyor import _batch_actions, _core, _flows, _schedules, _task_logs, _trace, _type_settings
 from conveyor._coalesce_asyncio import AsyncSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
 from conveyor._handle import AsyncTaskHandle
 from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
 from conveyor._results_async import ResultStreamTask
+from conveyor._task_logs import LogLine
 from conveyor._types import (
     BatchCancelResult,
     BatchRetryResult,
@@ -186,6 +187,16 @@ class AsyncClient:
         return self._drive(_flows.FlowRun(flow))
 
     # `timeout` mirrors Client.wait.
+    @shares_doc(_task_logs.logs)
+    def logs(self, id: str, *, attempt: int = 0) -> AsyncIterator[LogLine]:
+        return self._drive(_flows.FlowRun(_task_logs.logs(id, attempt, False, 0.0)))
+
+    @shares_doc(_task_logs.logs)
+    def follow_logs(
+        self, id: str, *, attempt: int = 0, poll_interval: float = 0.5
+    ) -> AsyncIterator[LogLine]:
+        return self._drive(_flows.FlowRun(_task_logs.logs(id, attempt, True, poll_interval)))
+
     @documented(WAIT_DOC)
     async def wait(self, id: str, *, timeout: float | None = None) -> Task:  # noqa: ASYNC109
         return await self._results.wait(id, timeout)

@@ -12,6 +12,7 @@ from conveyor import _cli_fleet as fleet
 from conveyor import _cli_live as live
 from conveyor import _cli_render as render
 from conveyor._cli_filters import TaskFilters, filter_options
+from conveyor._cli_logs import logs
 from conveyor._cli_payload import label_option, read_payload
 from conveyor._cli_schedules import schedule
 from conveyor._cli_settings import (
@@ -333,3 +334,4 @@ def workers() -> None:
 
 
 cli.add_command(schedule)
+cli.add_command(logs)

@@ -12,13 +12,14 @@ from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 
-from conveyor import _batch_actions, _core, _flows, _schedules, _trace, _type_settings
+from conveyor import _batch_actions, _core, _flows, _schedules, _task_logs, _trace, _type_settings
 from conveyor._coalesce_threads import ThreadSubmitter
 from conveyor._errors import ConveyorError
 from conveyor._flows import shares_doc
 from conveyor._handle import TaskHandle
 from conveyor._results import AS_COMPLETED_DOC, WAIT_ALL_DOC, WAIT_DOC, documented, targets
 from conveyor._results_sync import ResultStreamThread
+from conveyor._task_logs import LogLine
 from conveyor._types import (
     BatchCancelResult,
     BatchRetryResult,
@@ -218,6 +219,16 @@ class Client:
     ) -> Iterator[TaskChange]:
         flow = _flows.watch_tasks(states, type, labels, ids, cursor, include_current)
         return self._drive(_flows.FlowRun(flow))
+
+    @shares_doc(_task_logs.logs)
+    def logs(self, id: str, *, attempt: int = 0) -> Iterator[LogLine]:
+        return self._drive(_flows.FlowRun(_task_logs.logs(id, attempt, False, 0.0)))
+
+    @shares_doc(_task_logs.logs)
+    def follow_logs(
+        self, id: str, *, attempt: int = 0, poll_interval: float = 0.5
+    ) -> Iterator[LogLine]:
+        return self._drive(_flows.FlowRun(_task_logs.logs(id, attempt, True, poll_interval)))
 
     @documented(WAIT_DOC)
     def wait(self, id: str, *, timeout: float | None = None) -> Task:

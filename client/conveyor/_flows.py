@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeAlias, TypeVar, get_args
 
 from google.protobuf import message
 
@@ -28,6 +28,9 @@ from conveyor import _core
 from conveyor._errors import ConveyorError, DeadlineExceeded, WaitTimeout, translate_rpc_errors
 from conveyor._types import Task, TaskChange, TaskSpec, TaskState, TaskType, TaskView, Worker
 from conveyor.v1 import task_service_pb2
+
+if TYPE_CHECKING:
+    from conveyor._task_logs import LogLine
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ UnaryMethod: TypeAlias = Literal[
     "UpdateTaskType",
     "PauseTaskType",
     "ResumeTaskType",
+    "GetTaskLogs",
 ]
 
 
@@ -108,9 +112,10 @@ class Receive:
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Hand this task (or change) to the caller of a streaming method."""
+    """Hand this task (or change, or log line) to the caller of a streaming
+    method."""
 
-    task: Task | TaskChange
+    task: Task | TaskChange | LogLine
 
 
 Step: TypeAlias = Call | Sleep | OpenWatch | Receive | Emit

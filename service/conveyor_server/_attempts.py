@@ -18,6 +18,7 @@ from conveyor_server._tracing import attempt_trace
 from conveyor_server.stores import ErrorCode, Progress, State, TaskFailure, TaskRecord
 
 logger = logging.getLogger("conveyor_server._runner")
+task_logger = logging.getLogger("conveyor_server.tasks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,34 +165,57 @@ def run_handler(
     trace = attempt_trace(running)
     post = trace.ending(post)
     try:
-        arguments = payload_to_python(payload)
-        if registration.validate is not None:
-            registration.validate(arguments)
+        arguments = checked_arguments(registration, payload)
         with trace.active():
             value = registration.handler(running.ctx, arguments)
-        result = result_to_bytes(value)
-        if len(result) > max_result_bytes:
-            # Capped as payloads are: a task must stay readable in one
-            # message, alone and on a page of ListTasks. Not retried: the
-            # same handler would return the same result.
-            failure = TaskFailure(
-                ErrorCode.INVALID_RESULT,
-                f"the result is {len(result)} bytes serialized; the limit is "
-                f"{max_result_bytes} bytes (--max-result-bytes): store large outputs "
-                "elsewhere and return a reference",
-            )
-            result = None
-    except InvalidPayload as exc:
-        failure = TaskFailure(ErrorCode.INVALID_PAYLOAD, str(exc), type(exc).__name__)
-    except NonRetryableError as exc:
-        failure = TaskFailure(ErrorCode.NON_RETRYABLE, str(exc), type(exc).__name__)
-    except TaskCancelled as exc:
-        failure = TaskFailure(ErrorCode.INTERRUPTED, str(exc), type(exc).__name__)
-    except ResultNotJSON as exc:
-        failure = TaskFailure(ErrorCode.INVALID_RESULT, str(exc), type(exc).__name__)
+        result, failure = encode_result(value, max_result_bytes)
     except Exception as exc:
-        running.ctx.logger.info("handler raised %s", type(exc).__name__, exc_info=True)
-        message = str(exc) or type(exc).__name__
-        failure = TaskFailure(ErrorCode.HANDLER_ERROR, message[:4096], type(exc).__name__)
+        failure = failure_of(exc, running.ctx)
     finally:
         post(HandlerReturned(running, result, failure))
+
+
+def checked_arguments(registration: Registration, payload: bytes) -> dict[str, Any]:
+    """The payload as the handler receives it, once its type's check passed."""
+    arguments = payload_to_python(payload)
+    if registration.validate is not None:
+        registration.validate(arguments)
+    return arguments
+
+
+def encode_result(value: Any, max_result_bytes: int) -> tuple[bytes | None, TaskFailure | None]:
+    """A handler's return value as stored, or why it cannot be."""
+    result = result_to_bytes(value)
+    if len(result) > max_result_bytes:
+        # Capped as payloads are: a task must stay readable in one
+        # message, alone and on a page of ListTasks. Not retried: the
+        # same handler would return the same result.
+        return None, TaskFailure(
+            ErrorCode.INVALID_RESULT,
+            f"the result is {len(result)} bytes serialized; the limit is "
+            f"{max_result_bytes} bytes (--max-result-bytes): store large outputs "
+            "elsewhere and return a reference",
+        )
+    return result, None
+
+
+def failure_of(exc: Exception, ctx: TaskContext) -> TaskFailure:
+    """How an attempt failed, from what its handler (or the payload check,
+    or the result's encoding) raised; the code decides whether it is retried."""
+    if isinstance(exc, InvalidPayload):
+        return TaskFailure(ErrorCode.INVALID_PAYLOAD, str(exc), type(exc).__name__)
+    if isinstance(exc, NonRetryableError):
+        return TaskFailure(ErrorCode.NON_RETRYABLE, str(exc), type(exc).__name__)
+    if isinstance(exc, TaskCancelled):
+        return TaskFailure(ErrorCode.INTERRUPTED, str(exc), type(exc).__name__)
+    if isinstance(exc, ResultNotJSON):
+        return TaskFailure(ErrorCode.INVALID_RESULT, str(exc), type(exc).__name__)
+    # Not through ctx.logger: the task's logs hold its handler's lines only.
+    task_logger.info(
+        "handler raised %s",
+        type(exc).__name__,
+        exc_info=exc,
+        extra={"task_id": ctx.task_id, "task_type": ctx.type, "attempt": ctx.attempt},
+    )
+    message = str(exc) or type(exc).__name__
+    return TaskFailure(ErrorCode.HANDLER_ERROR, message[:4096], type(exc).__name__)

@@ -30,8 +30,13 @@ class ServerConfig:
     port: int = 50051
     """Port to listen on; 0 picks a free one."""
     workers: int = 16
-    """Handler threads: how many tasks run at once. 0 serves the API only
-    and runs no tasks (a replica on a shared store, with worker processes)."""
+    """Handler threads: how many plain (not async) handlers run at once. 0
+    serves the API only and runs no tasks, async ones included (a replica on
+    a shared store, with worker processes)."""
+    async_tasks: int = 500
+    """Handlers written as `async def` that run at once, as coroutines on
+    one event loop of their own, beside the --workers threads: a coroutine
+    waiting on I/O holds no thread, so this can be far larger."""
     store: str = "memory://"
     """Where tasks live, as a URL: memory://, sqlite:///path/to/tasks.db or
     redis://host:port/db (query: prefix=name for the key prefix)."""
@@ -166,6 +171,7 @@ class ServerConfig:
             "max_watchers",
             "retention_count",
             "default_max_attempts",
+            "async_tasks",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")

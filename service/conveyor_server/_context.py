@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor_server._convert import result_to_python
+from conveyor_server._task_logs import AttemptLines, TaskLogger
 from conveyor_server.stores import Progress, State, TaskFailure, TaskRecord
 
 logger = logging.getLogger("conveyor_server.tasks")
@@ -65,6 +66,7 @@ class TaskContext:
 
     __slots__ = (
         "_dependencies",
+        "_lines",
         "_logger",
         "_on_progress",
         "_read_dependencies",
@@ -92,6 +94,7 @@ class TaskContext:
         tenant: str = "",
         depends_on: tuple[str, ...] = (),
         read_dependencies: DependencyReader | None = None,
+        lines: AttemptLines | None = None,
     ) -> None:
         self.task_id = task_id
         # The tenant that submitted the task ("" without auth tenants).
@@ -105,6 +108,8 @@ class TaskContext:
         self._read_dependencies = read_dependencies
         self._dependencies: dict[str, Dependency] | None = None
         self._on_progress = on_progress
+        # Where the lines of `logger` are kept for the task's logs.
+        self._lines = lines
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         # Most handlers never wait on their context, so the Event (a lock and
         # a condition) is made only when one does.
@@ -114,10 +119,14 @@ class TaskContext:
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose records carry the task id, type and attempt."""
+        """A logger whose records carry the task id, type and attempt; its
+        lines are kept with the task, per attempt (GetTaskLogs): never log
+        secrets through it."""
         if self._logger is None:
-            self._logger = logging.LoggerAdapter(
-                logger, {"task_id": self.task_id, "task_type": self.type, "attempt": self.attempt}
+            self._logger = TaskLogger(
+                logger,
+                {"task_id": self.task_id, "task_type": self.type, "attempt": self.attempt},
+                self._lines,
             )
         return self._logger
 

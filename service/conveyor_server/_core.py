@@ -31,6 +31,7 @@ from conveyor_server._catalog import (
 from conveyor_server._convert import fill_task
 from conveyor_server._errors import ServiceError, invalid_argument, not_found
 from conveyor_server._list_page import fill_page, full_view
+from conveyor_server._log_reader import TaskLogReader
 from conveyor_server._logging import task_fields
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
 from conveyor_server._page_token import BadPageToken, PageTokens
@@ -149,6 +150,8 @@ class TaskCore:
         self._validator = validator
         self._catalog = catalog
         self.page_tokens = page_tokens
+        # GetTaskLogs, for the gRPC and HTTP faces.
+        self.logs = TaskLogReader(store, page_tokens)
         self._gate = gate
         # Every watch stream, WatchTask or WatchTasks, gRPC or HTTP, counts.
         self.slots = WatcherSlots(max_watchers, max_watchers_per_tenant)

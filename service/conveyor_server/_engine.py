@@ -59,8 +59,13 @@ class TaskEngine:
         config: ServerConfig,
         registry: HandlerRegistry | None = None,
         store: TaskStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        # What "now" is for every task time: the wall clock, or a clock a
+        # test moves (conveyor.testing) to make delays and backoffs due.
+        self.clock = clock
         self.registry = build_registry(config, registry)
         self.store: TaskStore = store if store is not None else open_store(config)
         # Without --metrics-port no metrics are recorded; the throughput
@@ -79,7 +84,9 @@ class TaskEngine:
             ),
             stop_grace=config.stop_grace_seconds,
             max_result_bytes=config.max_result_bytes,
+            async_tasks=config.async_tasks,
             observer=self.observer,
+            clock=clock,
         )
         # A process that runs tasks registers in the store, so that API
         # replicas know which types live workers serve.
@@ -89,6 +96,7 @@ class TaskEngine:
                 self.registry,
                 threads=config.workers,
                 running=lambda: self.runner.running_count,
+                clock=clock,
             )
             if config.workers > 0
             else None
@@ -114,11 +122,12 @@ class TaskEngine:
             ),
             PageTokens(await self.store.signing_key()),
             gate,
-            TaskTypeCatalog(self.registry, self.store),
+            TaskTypeCatalog(self.registry, self.store, clock=self.clock),
             max_watchers=config.max_watchers,
             max_watchers_per_tenant=config.max_watchers_per_tenant or None,
             explain_waits=config.accept_unserved_types and self.store.shared,
             operators=config.operator_set,
+            clock=self.clock,
             observer=self.observer,
         )
 
@@ -176,7 +185,7 @@ class TaskEngine:
         background, as the runner does."""
         defaults = {registration.type: registration.limits for registration in self.registry}
         try:
-            await self.store.declare_type_defaults(defaults, time.time())
+            await self.store.declare_type_defaults(defaults, self.clock())
         except StoreError as exc:
             logger.warning(
                 "could not declare the task types' limits (%s); retrying every %gs",
@@ -191,7 +200,7 @@ class TaskEngine:
         while True:
             await asyncio.sleep(DECLARE_RETRY_SECONDS)
             try:
-                await self.store.declare_type_defaults(defaults, time.time())
+                await self.store.declare_type_defaults(defaults, self.clock())
             except StoreError:
                 continue
             logger.info("declared the task types' limits")
@@ -201,6 +210,6 @@ class TaskEngine:
         while True:
             await asyncio.sleep(RETENTION_SWEEP_SECONDS)
             try:
-                await self.store.purge(time.time() - self.config.retention_seconds)
+                await self.store.purge(self.clock() - self.config.retention_seconds)
             except Exception:
                 logger.exception("retention sweep failed")

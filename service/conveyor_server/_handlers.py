@@ -26,7 +26,9 @@ TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 
 
 class TaskHandler(Protocol):
-    """`handler(ctx, payload) -> JSON-compatible result`, run on a worker thread."""
+    """`handler(ctx, payload) -> JSON-compatible result`, run on a worker
+    thread; or `async def handler(ctx, payload)`, run on the runner's loop
+    for async handlers."""
 
     def __call__(self, ctx: TaskContext, payload: dict[str, Any], /) -> JSONValue: ...
 
@@ -67,10 +69,22 @@ class Registration:
     limits: TypeLimits = field(default_factory=TypeLimits)
 
     @property
+    def is_async(self) -> bool:
+        """True for an `async def` handler, run on the runner's handler loop."""
+        return is_async_handler(self.handler)
+
+    @property
     def description(self) -> str:
         """The first paragraph of the handler's docstring, on one line."""
         doc = inspect.getdoc(self.handler) or ""
         return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def is_async_handler(handler: Callable[..., Any]) -> bool:
+    """True for an `async def` function, or an object whose `__call__` is one."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - the method, not callability
+    )
 
 
 H = TypeVar("H", bound=TaskHandler)

@@ -33,6 +33,7 @@ from conveyor_server._http_json import (
     integer_parameter,
     list_request,
     list_schedules_request,
+    logs_request,
     parse_body,
     status_json,
     to_json,
@@ -131,6 +132,7 @@ class HttpApi:
         add("GET", "/v1/tasks:watch", self._watch_tasks)
         add("GET", "/v1/tasks/{name}", self._task_get)
         add("POST", "/v1/tasks/{name}", self._task_post)
+        add("GET", "/v1/tasks/{name}/logs", self._task_logs)
         add("GET", "/v1/taskTypes", self._task_types)
         add("PATCH", "/v1/taskTypes/{name}", self._task_type_patch)
         add("POST", "/v1/taskTypes/{name}", self._task_type_post)
@@ -264,6 +266,13 @@ class HttpApi:
             return await self._watch(request, name.removesuffix(":watch"))
         request[_ROUTE] = "GET /v1/tasks/{id}"
         return _message(await self._core.get(pb.GetTaskRequest(id=name), request[_TENANT]))
+
+    async def _task_logs(self, request: web.Request) -> web.StreamResponse:
+        request[_ROUTE] = "GET /v1/tasks/{id}/logs"
+        query = request.query
+        multi = {name: query.getall(name) for name in query}
+        message = logs_request(request.match_info["name"], dict(query), multi)
+        return _message(await self._core.logs.read(message, request[_TENANT]))
 
     async def _task_post(self, request: web.Request) -> web.StreamResponse:
         task_id, colon, verb = request.match_info["name"].rpartition(":")

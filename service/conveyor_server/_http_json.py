@@ -68,6 +68,7 @@ def parse_body(text: str, message: M) -> M:
 
 _LIST_SINGLE = ("type", "page_size", "page_token", "view", "created_after", "created_before")
 LIST_PARAMETERS = ("states", "labels", *_LIST_SINGLE)
+_LOGS_SINGLE = ("attempt", "page_size", "page_token")
 _WATCH_SINGLE = ("type", "cursor", "include_current", "reply_to")
 WATCH_PARAMETERS = ("states", "labels", "ids", *_WATCH_SINGLE)
 
@@ -118,6 +119,17 @@ def list_schedules_request(
     """A ListSchedulesRequest from query parameters, each given once."""
     request = spb.ListSchedulesRequest()
     _from_query(request, "GET /v1/schedules", ("page_size", "page_token"), (), query, multi)
+    return request
+
+
+def logs_request(
+    task_id: str, query: Mapping[str, str], multi: Mapping[str, list[str]]
+) -> pb.GetTaskLogsRequest:
+    """A GetTaskLogsRequest for the task of the path, from query parameters
+    `attempt`, `page_size` and `page_token`, each given once."""
+    request = pb.GetTaskLogsRequest()
+    _from_query(request, "GET /v1/tasks/{id}/logs", _LOGS_SINGLE, (), query, multi)
+    request.id = task_id
     return request
 
 

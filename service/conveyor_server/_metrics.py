@@ -35,6 +35,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from conveyor_server._backlog_gauges import BacklogGauges
 from conveyor_server.stores import State, TaskRecord, TaskStore
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class ServerMetrics:
         self._depth: int | None = None
         self._running: Callable[[], int] | None = None
         self._watchers: Callable[[], int] | None = None
+        self._backlog: BacklogGauges | None = None
         self._http: WSGIServer | None = None
         self._http_thread: Thread | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -291,6 +293,8 @@ class ServerMetrics:
             "Open WatchTask and WatchTasks streams, gRPC and HTTP event streams alike.",
             self._watchers() if self._watchers is not None else None,
         )
+        if self._backlog is not None:
+            yield from self._backlog.families()
 
     # -- the endpoint ---------------------------------------------------
 
@@ -310,6 +314,7 @@ class ServerMetrics:
         """
         self._running = running
         self._watchers = watchers
+        self._backlog = BacklogGauges(store, asyncio.get_running_loop())
         try:
             self._http, self._http_thread = start_http_server(
                 port, addr=bind_host(host), registry=self.registry

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 
 from conveyor_server._attempts import (
@@ -31,10 +31,13 @@ from conveyor_server._attempts import (
     run_handler,
 )
 from conveyor_server._context import Dependency, TaskContext
+from conveyor_server._handler_loop import HandlerLoop
 from conveyor_server._handlers import HandlerRegistry, Registration
 from conveyor_server._observer import NULL_OBSERVER, TaskObserver
+from conveyor_server._task_logs import AttemptLines, LinesPosted
 from conveyor_server.stores import (
     ErrorCode,
+    LogBatch,
     Outcome,
     Progress,
     StoreError,
@@ -82,6 +85,7 @@ class TaskRunner(StoreListener):
         retry_policy: RetryPolicy,
         stop_grace: float,
         max_result_bytes: int,
+        async_tasks: int = 500,
         clock: Callable[[], float] = time.time,
         observer: TaskObserver = NULL_OBSERVER,
     ) -> None:
@@ -91,6 +95,14 @@ class TaskRunner(StoreListener):
         # A runner claims only the types it has handlers for; other workers
         # on a shared store run the rest.
         self._types = tuple(registry.types())
+        # `async def` handlers run on a loop of their own, up to a capacity
+        # of their own: claimed apart from the thread pool's types, so
+        # coroutines waiting on I/O never hold back sync handlers.
+        self._async_types = frozenset(r.type for r in registry if r.is_async)
+        self._sync_types = tuple(t for t in self._types if t not in self._async_types)
+        self._handler_loop = HandlerLoop(
+            capacity=async_tasks, post=self._post, max_result_bytes=max_result_bytes
+        )
         self._workers = workers
         self._retry = retry_policy
         self._stop_grace = stop_grace
@@ -110,7 +122,7 @@ class TaskRunner(StoreListener):
         # Threads occupied by a handler; can exceed len(_running) while a
         # handler that was given up on (timeout, cancel) has not returned.
         self._busy = 0
-        self._from_threads: deque[ProgressPosted | HandlerReturned] = deque()
+        self._from_threads: deque[ProgressPosted | LinesPosted | HandlerReturned] = deque()
         self._signalled = False
         self._local_outcomes: list[Outcome] = []
         self._wake = asyncio.Event()
@@ -122,6 +134,8 @@ class TaskRunner(StoreListener):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._store_down = False
+        # Callers of until_idle, released by the first quiet round.
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     @property
     def running_count(self) -> int:
@@ -171,6 +185,7 @@ class TaskRunner(StoreListener):
         now = self._clock()
         for running in list(self._running.values()):
             running.ctx.request_stop("shutdown")
+            self._handler_loop.cancel(running)
             self._finish_locally(running)
             try:
                 if await self._store.requeue(running.task_id, running.claim, now) is not None:
@@ -182,6 +197,16 @@ class TaskRunner(StoreListener):
                     extra=running.log_fields(),
                 )
         return handed_back
+
+    async def until_idle(self) -> None:
+        """Return after a round that changed nothing, with nothing running
+        and nothing posted by handler threads: every task this runner can
+        claim now has run (a task due later stays pending). What a test
+        waits for instead of sleeping (conveyor.testing)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(waiter)
+        self._wake.set()
+        await waiter
 
     def end_grace(self) -> None:
         """Stop waiting for running tasks: `drain` hands them back now."""
@@ -195,10 +220,13 @@ class TaskRunner(StoreListener):
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         if self._due_timer is not None:
             self._due_timer.cancel()
+        for waiter in self._idle_waiters:
+            waiter.cancel()
         self._release_workers()
         # Threads of handlers that ignore their stop request are not joined:
         # the process must be able to exit.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._handler_loop.close()
 
     # -- attempts lost to another process ---------------------------------
 
@@ -215,6 +243,7 @@ class TaskRunner(StoreListener):
             extra=running.log_fields(),
         )
         running.ctx.request_stop("lost")
+        self._handler_loop.cancel(running)
         self._finish_locally(running)
         if not self._running:
             self._idle.set()
@@ -226,7 +255,9 @@ class TaskRunner(StoreListener):
         while not self._stopped:
             self._wake.clear()
             try:
-                await self._round()
+                changed = await self._round()
+                if self._idle_waiters:
+                    self._release_idle_waiters(changed)
                 due = await self._store.next_due_time() if self._claiming else None
                 if self._store_down:
                     self._store_down = False
@@ -255,20 +286,36 @@ class TaskRunner(StoreListener):
                 continue
             await self._wake.wait()
 
+    def _release_idle_waiters(self, changed: bool) -> None:
+        """Release until_idle's callers once a round changed nothing; after
+        a round that did, run one more, since what it settled may have made
+        more work due."""
+        if self._running or self._from_threads or self._local_outcomes or self._wake.is_set():
+            return  # another round is coming
+        if changed:
+            self._wake.set()
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _due(self) -> None:
         self._due_timer = None
         self._due_at = None
         self._wake.set()
 
-    async def _round(self) -> None:
+    async def _round(self) -> bool:
         """Apply what handler threads posted (progress, how attempts ended)
         and claim due tasks for the free threads: outcomes and the claim go
         to the store in one call, so a busy runner costs one store round
-        trip per round however many tasks ended and started in it."""
+        trip per round however many tasks ended and started in it. Returns
+        whether the round changed anything."""
         events = self._from_threads
         self._signalled = False
         outcomes, self._local_outcomes = self._local_outcomes, []
         progress: dict[str, tuple[str, int, Progress]] = {}
+        lines: list[LogBatch] = []
         now = self._clock()
         while events:
             event = events.popleft()
@@ -277,20 +324,28 @@ class TaskRunner(StoreListener):
                 running.progress_posted = False
                 if running.progress is not None and not running.finished:
                     progress[running.task_id] = (running.task_id, running.claim, running.progress)
+            elif isinstance(event, LinesPosted):
+                if (batch := event.lines.take()) is not None:
+                    lines.append(batch)
             else:
                 outcome = self._on_thread_done(event, now)
                 if outcome is not None:
                     progress.pop(outcome.task_id, None)
                     outcomes.append(outcome)
         # Counted after the outcomes above freed their threads.
-        free = self._workers - self._busy if self._claiming else 0
+        claims = self._claims()
         ended: list[TaskRecord] = []
         claimed: list[TaskRecord] = []
         try:
+            # Before the outcomes: an attempt's lines are stored once it ends.
+            # Like progress, lines a failed write held are dropped.
+            if lines:
+                await self._store.append_logs(lines)
             if progress:
                 await self._store.set_progress(list(progress.values()), now)
-            if free > 0:
-                ended, claimed = await self._store.settle(outcomes, free, now, self._types)
+            if claims:
+                free, types = claims[0]
+                ended, claimed = await self._store.settle(outcomes, free, now, types)
             elif outcomes:
                 ended = await self._store.complete(outcomes, now)
         except StoreError:
@@ -303,12 +358,33 @@ class TaskRunner(StoreListener):
             self._observer.attempts_ended(ended, now)
             log_ended(ended)
         if claimed:
-            self._observer.tasks_started(claimed, now)
-            log_started(claimed)
-            for record in claimed:
-                self._start(record)
+            self._start_claimed(claimed, now)
+        # Sync and async types each fill a capacity of their own; tasks
+        # claimed above run even if this claim fails.
+        for free, types in claims[1:]:
+            if claimed := await self._store.claim(free, now, types):
+                self._start_claimed(claimed, now)
         if not self._running:
             self._idle.set()
+        return bool(outcomes or progress or claimed)
+
+    def _start_claimed(self, claimed: list[TaskRecord], now: float) -> None:
+        self._observer.tasks_started(claimed, now)
+        log_started(claimed)
+        for record in claimed:
+            self._start(record)
+
+    def _claims(self) -> list[tuple[int, Collection[str]]]:
+        """How many tasks of which types to claim now: the free threads for
+        sync handlers, the free places on the handler loop for async ones."""
+        if not self._claiming:
+            return []
+        claims: list[tuple[int, Collection[str]]] = []
+        if self._sync_types and self._workers > self._busy:
+            claims.append((self._workers - self._busy, self._sync_types))
+        if self._async_types and self._handler_loop.free > 0:
+            claims.append((self._handler_loop.free, self._async_types))
+        return claims
 
     def _start(self, record: TaskRecord) -> None:
         ctx = TaskContext(
@@ -321,6 +397,7 @@ class TaskRunner(StoreListener):
             tenant=record.tenant,
             depends_on=record.depends_on or (),
             read_dependencies=self._dependencies_from_thread,
+            lines=AttemptLines(record.id, record.attempt, self._lines_from_thread, self._clock),
         )
         running = RunningAttempt(record, ctx)
         registration = self._registry.get(record.type)
@@ -341,15 +418,19 @@ class TaskRunner(StoreListener):
             self._wake.set()
             return
         self._running[record.id] = running
-        self._busy += 1
-        self._jobs.put((running, registration, record.payload))
+        if record.type in self._async_types:
+            self._handler_loop.start(running, registration, record.payload)
+        else:
+            self._busy += 1
+            self._jobs.put((running, registration, record.payload))
         if record.timeout is not None:
             assert self._loop is not None
             running.timeout_timer = self._loop.call_later(record.timeout, self._on_timeout, running)
 
     def _on_thread_done(self, done: HandlerReturned, now: float) -> Outcome | None:
         running, result, failure = done.running, done.result, done.failure
-        self._busy -= 1
+        if not self._handler_loop.returned(running):
+            self._busy -= 1
         for timer in (running.timeout_timer, running.stop_timer):
             if timer is not None:
                 timer.cancel()
@@ -393,6 +474,8 @@ class TaskRunner(StoreListener):
         if running.finished:
             return
         running.ctx.request_stop("timeout")
+        # A coroutine is cancelled at its timeout; a thread cannot be.
+        self._handler_loop.cancel(running)
         self._arm_stop_timer(running, self._timeout_outcome(running, self._clock()))
 
     def _arm_stop_timer(self, running: RunningAttempt, outcome: Outcome) -> None:
@@ -414,13 +497,14 @@ class TaskRunner(StoreListener):
             self._stop_grace,
             extra=running.log_fields(),
         )
+        self._handler_loop.cancel(running)
         self._finish_locally(running)
         self._local_outcomes.append(outcome)
         self._wake.set()
 
     # -- handler threads ------------------------------------------------
 
-    def _post(self, event: ProgressPosted | HandlerReturned) -> None:
+    def _post(self, event: ProgressPosted | LinesPosted | HandlerReturned) -> None:
         self._from_threads.append(event)
         if not self._signalled:
             self._signalled = True
@@ -437,6 +521,9 @@ class TaskRunner(StoreListener):
         if not running.progress_posted:
             running.progress_posted = True
             self._post(ProgressPosted(running))
+
+    def _lines_from_thread(self, lines: AttemptLines) -> None:
+        self._post(LinesPosted(lines))
 
     def _dependencies_from_thread(self, ctx: TaskContext) -> list[Dependency]:
         """A handler asks for its dependencies: read on the event loop, like

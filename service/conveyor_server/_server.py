@@ -6,7 +6,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from grpc import aio
@@ -106,6 +107,8 @@ class ConveyorServer:
     >>> await server.stop()
 
     `interceptors` run on every gRPC call, after token authentication.
+    `clock` is what "now" is for task times (delays, retry backoffs,
+    schedules); tests move a clock of their own (conveyor.testing).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class ConveyorServer:
         store: TaskStore | None = None,
         *,
         interceptors: Sequence[aio.ServerInterceptor] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self._interceptors = list(interceptors)
@@ -122,7 +126,7 @@ class ConveyorServer:
         self._credentials = server_credentials(config)
         self._tokens = load_tokens(config)
         self._http_ssl = http_ssl_context(config) if config.http_port >= 0 else None
-        self.engine = TaskEngine(config, registry, store)
+        self.engine = TaskEngine(config, registry, store, clock=clock)
         self.gate = Gate()
         # Built at start, once the store's signing key for page tokens is known.
         self.core: TaskCore | None = None
@@ -164,8 +168,8 @@ class ConveyorServer:
         engine = self.engine
         signing_key = await engine.store.signing_key()
         core = self.core = await engine.task_core(self.gate)
-        schedules = self.schedules = ScheduleCore(core)
-        self.ticker = ScheduleTicker(core, config.schedule_tick_seconds)
+        schedules = self.schedules = ScheduleCore(core, clock=engine.clock)
+        self.ticker = ScheduleTicker(core, config.schedule_tick_seconds, clock=engine.clock)
         servicer = self.servicer = TaskServicer(core)
         interceptors = (
             rpc_interceptors()

@@ -131,6 +131,11 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> pb.ListTasksResponse:
         return await self.core.list(request, current_tenant())
 
+    async def GetTaskLogs(
+        self, request: pb.GetTaskLogsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.GetTaskLogsResponse:
+        return await self.core.logs.read(request, current_tenant())
+
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.CancelTaskResponse:

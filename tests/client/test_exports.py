@@ -14,6 +14,7 @@ def test_exported_names_are_pinned() -> None:
         "FailedPrecondition",
         "InvalidArgument",
         "JSONValue",
+        "LogLine",
         "OverlapPolicy",
         "PendingReason",
         "PermissionDenied",
@@ -62,3 +63,13 @@ def test_error_hierarchy() -> None:
     assert issubclass(conveyor.TaskFailed, conveyor.ConveyorError)
     assert issubclass(conveyor.WaitTimeout, conveyor.ConveyorError)
     assert issubclass(conveyor.WaitTimeout, TimeoutError)
+
+
+def test_testing_exports_are_pinned() -> None:
+    import conveyor.testing
+
+    assert conveyor.testing.__all__ == [
+        "AsyncConveyorTestServer",
+        "ConveyorTestServer",
+        "TestClock",
+    ]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client.metrics_core import Metric
@@ -16,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import conveyor
 from conveyor import Client, TaskState
 from conveyor_server import ConveyorWorker
-from conveyor_server.stores import NewTask, open_store
+from conveyor_server._backlog_gauges import BacklogGauges
+from conveyor_server.stores import BacklogGauge, NewTask, TaskStore, open_store
 from tests.support.server import ServerThread, free_port, test_config, test_registry
 
 pytestmark = pytest.mark.slow
@@ -276,3 +278,69 @@ def test_calls_refused_by_authentication_are_counted(
     assert value(families, rpcs, method="GetTask", code="UNAUTHENTICATED") == 1
     assert value(families, rpcs, method="WatchTask", code="UNAUTHENTICATED") == 1
     assert value(families, rpcs, method="SubmitTask", code="OK") == 1
+
+
+# -- the backlog gauges, read from the store -----------------------------------
+
+
+def backlog(families: dict[str, Metric], task_type: str) -> tuple[float, ...]:
+    """pending, due, running and the oldest due age of one type of TENANT."""
+    return tuple(
+        value(families, f"conveyor_backlog_{name}", type=task_type, tenant=TENANT)
+        for name in ("pending", "due", "running", "oldest_due_age_seconds")
+    )
+
+
+def test_backlog_gauges_come_from_the_store(
+    make_server: Callable[..., ServerThread], store_url: str
+) -> None:
+    thread = make_server(
+        metrics_port=free_port(), auth_tokens=f"{TOKEN}={TENANT}", workers=1, store=store_url
+    )
+    port = thread.server.metrics_port if thread.server is not None else None
+    assert port is not None
+    with Client(thread.address, token=TOKEN) as sdk:
+        # The only worker thread runs the first; the second waits, due.
+        first = sdk.submit("wait_for_cancel", {"seconds": 60})
+        next(t for t in first.watch() if t.state is TaskState.RUNNING)
+        second = sdk.submit("wait_for_cancel", {"seconds": 60})
+        sdk.submit("echo", {}, delay=3600)
+        families = eventually(port, lambda f: backlog(f, "echo")[0] == 1)
+        pending, due, running, age = backlog(families, "wait_for_cancel")
+        assert (pending, due, running) == (1, 1, 1)
+        assert age >= 0
+        assert backlog(families, "echo") == (1, 0, 0, 0)
+        for handle in (second, first):
+            handle.cancel()
+        eventually(port, lambda f: backlog(f, "wait_for_cancel")[:3] == (0, 0, 0))
+
+
+class _CountingStore:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        self.reads += 1
+        return [BacklogGauge("echo", "", 2, 1, 0, now - 5)]
+
+
+def test_scrapes_within_a_second_share_one_read() -> None:
+    store = _CountingStore()
+    clock = [1000.0]
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    try:
+        gauges = BacklogGauges(cast(TaskStore, store), loop, clock=lambda: clock[0])
+        assert gauges.read() == (1000.0, [BacklogGauge("echo", "", 2, 1, 0, 995.0)])
+        clock[0] += 0.9
+        gauges.read()
+        assert store.reads == 1
+        clock[0] += 0.2
+        ages = [m for m in gauges.families() if m.name.endswith("age_seconds")]
+        assert store.reads == 2
+        assert [s.value for s in ages[0].samples] == [5.0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()

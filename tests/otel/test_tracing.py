@@ -247,3 +247,32 @@ def test_concurrent_submits_each_keep_their_own_trace_and_share_calls_within_one
     for task_id, trace_id in traces.items():
         [process] = attempts(finished, task_id)
         assert process.context.trace_id == trace_id, task_id
+
+
+def test_an_async_handler_runs_in_its_attempts_span_too(
+    make_server: Callable[..., ServerThread], spans: InMemorySpanExporter, tracer: trace.Tracer
+) -> None:
+    from conveyor_server import HandlerRegistry, TaskContext
+
+    registry = HandlerRegistry()
+
+    @registry.task("nap")
+    async def nap(ctx: TaskContext, payload: dict[str, object]) -> str:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("inside"):
+            return "rested"
+
+    thread = ServerThread(make_server().config, registry=registry).start()
+    try:
+        with Client(thread.address) as client:
+            with tracer.start_as_current_span("rest"):
+                handle = client.submit("nap")
+            assert handle.wait(timeout=30).state is TaskState.SUCCEEDED
+    finally:
+        thread.stop()
+    finished = spans.get_finished_spans()
+    caller = one(finished, "rest")
+    [process] = attempts(finished, handle.id)
+    inside = one(finished, "inside")
+    assert process.context.trace_id == caller.context.trace_id
+    assert inside.parent is not None and inside.parent.span_id == process.context.span_id

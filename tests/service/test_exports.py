@@ -28,6 +28,7 @@ def test_server_exports_are_pinned() -> None:
 
 def test_store_vocabulary_is_pinned() -> None:
     assert stores.__all__ == [
+        "BacklogGauge",
         "CancelOutcome",
         "Cancellation",
         "ErrorCode",
@@ -37,6 +38,10 @@ def test_store_vocabulary_is_pinned() -> None:
         "IdempotencyConflict",
         "InvalidTransition",
         "ListQuery",
+        "LogBatch",
+        "LogCursor",
+        "LogEntry",
+        "LogPage",
         "MemoryStore",
         "NewTask",
         "Outcome",

@@ -59,7 +59,14 @@ def test_a_delayed_task_says_until_when(make: Make) -> None:
 def test_a_task_backing_off_after_a_failed_attempt_says_so(make: Make) -> None:
     _, api = make(retry_backoff_seconds=600, retry_backoff_max_seconds=600)
     task = api.submit("flaky", {"succeed_on": 3}, max_attempts=3)
-    wait_until(lambda: api.get(task.id).attempt == 1, 10, "the first attempt to fail")
+    # Attempt 1 while it runs too: waiting for its backoff is PENDING with an error.
+    wait_until(
+        lambda: (
+            (got := api.get(task.id)).state == task_pb2.TASK_STATE_PENDING and got.HasField("error")
+        ),
+        10,
+        "the first attempt to fail",
+    )
     name, message = reason(api, task.id)
     assert name == "PENDING_REASON_BACKING_OFF"
     assert message.startswith("backing off after attempt 1 of 3 failed (HANDLER_ERROR); ")

@@ -21,9 +21,11 @@ from conveyor_server.stores._errors import (
     UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedChange, FeedFilter, FeedReader
+from conveyor_server.stores._logs import LogBatch, LogCursor, LogEntry, LogPage
 from conveyor_server.stores._open import open_store
 from conveyor_server.stores._protocol import StoreListener, TaskStore, TaskSubscription
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     CancelOutcome,
     ErrorCode,
@@ -47,6 +49,7 @@ from conveyor_server.stores.redis import RedisStore
 from conveyor_server.stores.sqlite import SqliteStore
 
 __all__ = [
+    "BacklogGauge",
     "CancelOutcome",
     "Cancellation",
     "ErrorCode",
@@ -56,6 +59,10 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidTransition",
     "ListQuery",
+    "LogBatch",
+    "LogCursor",
+    "LogEntry",
+    "LogPage",
     "MemoryStore",
     "NewTask",
     "Outcome",

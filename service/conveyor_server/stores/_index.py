@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import TypeVar
 
 from conveyor_server.stores._order import CreationOrder
@@ -57,6 +57,11 @@ class StateOrder:
         if not bucket:
             del self._buckets[bucket_id]
             del self._ids[bisect_left(self._ids, bucket_id)]
+
+    def records(self) -> Iterator[TaskRecord]:
+        """The records, in no order."""
+        for bucket in list(self._buckets.values()):
+            yield from list(bucket.values())
 
     def newest_first(self, before: int | None) -> Iterator[TaskRecord]:
         """The records created before seq `before` (all when None), newest
@@ -127,6 +132,12 @@ class ListIndex:
         order.remove(record)
         if not order.count:
             del self._states[slot]
+
+    def in_states(self, states: Collection[State]) -> Iterator[TaskRecord]:
+        """Every record in one of `states`, of every tenant, in no order."""
+        for (_, state), order in list(self._states.items()):
+            if state in states:
+                yield from order.records()
 
     def _state(self, tenant: str, state: State) -> StateOrder:
         order = self._states.get((tenant, state))

@@ -15,7 +15,9 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from conveyor_server.stores._feed import FeedFilter, FeedReader
+from conveyor_server.stores._logs import LogBatch, LogCursor, LogPage
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     ListQuery,
     NewTask,
@@ -193,6 +195,21 @@ class TaskStore(Protocol):
         once this returns are all seen."""
         ...
 
+    # -- task logs ------------------------------------------------------------
+
+    async def append_logs(self, batches: Sequence[LogBatch]) -> None:
+        """Keep lines handlers wrote, in a ring of the latest
+        `MAX_LINES_PER_ATTEMPT` per attempt (see `_logs`); lines of a task
+        that is gone are dropped. Dropping a task (retention, purge) drops
+        its lines."""
+        ...
+
+    async def read_logs(self, task_id: str, attempt: int, after: LogCursor, limit: int) -> LogPage:
+        """Up to `limit` lines of the task after `after`, in (attempt,
+        sequence) order, of attempt `attempt` only unless it is 0. The
+        caller checks the task is visible to its tenant."""
+        ...
+
     # -- limits, per task type --------------------------------------------
     #
     # `claim` enforces them for every process of the store: a type's
@@ -232,6 +249,14 @@ class TaskStore(Protocol):
     async def type_counts(self) -> dict[str, TypeCounts]:
         """Running and pending tasks per type, across tenants (types with
         none may be left out)."""
+        ...
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        """The unfinished tasks per (type, tenant) at `now`, every
+        process's: pending, due, running and the oldest due time, for the
+        autoscaling gauges; pairs with none are left out. Read at scrape
+        time, never on the path of a claim: a store answers from what it
+        keeps anyway, with work bounded however many tenants there are."""
         ...
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:

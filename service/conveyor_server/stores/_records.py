@@ -433,6 +433,23 @@ class TypeCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class BacklogGauge:
+    """The unfinished tasks of one task type and tenant, across every
+    process of a store: what an autoscaler sizes workers on. `pending`
+    counts every PENDING task (delayed ones and those waiting for
+    dependencies too), `due` those a worker could start now but for the
+    limits, and `oldest_due_time` is when the longest-waiting of them
+    became due (None when none is)."""
+
+    type: str
+    tenant: str
+    pending: int = 0
+    due: int = 0
+    running: int = 0
+    oldest_due_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleRecord:
     """A schedule as a store keeps it. The store does not read `spec` (a
     serialized `conveyor.v1.Schedule` holding its configuration fields):

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from conveyor_server._ids import new_task_id
+from conveyor_server.stores._backlog import count_backlog
 from conveyor_server.stores._book import LocalBook, Saved
 from conveyor_server.stores._dependencies import (
     Dependents,
@@ -23,10 +24,19 @@ from conveyor_server.stores._errors import (
 )
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
 from conveyor_server.stores._index import ListIndex
+from conveyor_server.stores._logs import (
+    KeptLogs,
+    LogBatch,
+    LogCursor,
+    LogPage,
+    MemoryLogs,
+    last_entries,
+)
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._queue import DueQueue
 from conveyor_server.stores._quota import TenantDepths
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     CancelOutcome,
     ListQuery,
@@ -120,6 +130,7 @@ class MemoryStore:
         self._publish = self._tell if publish is None else publish
         self._drop_hook = drop
         self._book = LocalBook(save)
+        self._logs = MemoryLogs()
 
     # -- one process: every change is seen here --------------------------
 
@@ -386,6 +397,24 @@ class MemoryStore:
             finished.popleft()
         return purged
 
+    # -- task logs --------------------------------------------------------
+
+    async def append_logs(self, batches: Sequence[LogBatch]) -> None:
+        self.keep_logs(batches)
+
+    def keep_logs(self, batches: Sequence[LogBatch]) -> list[KeptLogs]:
+        """Keep the lines of tasks still held; what was kept, for a store
+        that writes them through."""
+        kept: list[KeptLogs] = []
+        for batch in last_entries(batches):
+            record = self._tasks.get(batch.task_id)
+            if record is not None and batch.entries:
+                kept.append(KeptLogs(record.seq, batch, self._logs.append(batch)))
+        return kept
+
+    async def read_logs(self, task_id: str, attempt: int, after: LogCursor, limit: int) -> LogPage:
+        return self._logs.read(task_id, attempt, after, limit)
+
     # -- reads ----------------------------------------------------------
 
     async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None:
@@ -451,6 +480,9 @@ class MemoryStore:
             task_type: TypeCounts(running.get(task_type, 0), count - running.get(task_type, 0))
             for task_type, count in self._unfinished_by_type.items()
         }
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        return count_backlog(self._index.in_states((State.PENDING, State.RUNNING)), now)
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
         return self._queue.gate(record.type).explain(record, now)
@@ -639,6 +671,7 @@ class MemoryStore:
 
     def _drop(self, record: TaskRecord, *, tell: bool = True) -> None:
         del self._tasks[record.id]
+        self._logs.drop(record.id)
         self._finished_count -= 1
         if record.idempotency_key is not None:
             key = (record.tenant, record.idempotency_key)

@@ -12,6 +12,7 @@ import { ApiError, get, post } from "./api.js";
 import { TERMINAL, errorBox, factRows, fill, h, json, labelsText, percentOf, progressBar, stateBadge, stateName, when } from "./dom.js";
 import { SCHEDULE_LABEL } from "./schedule.js";
 import { submitAgain } from "./submit.js";
+import { followLogs } from "./task_logs.js";
 
 const IMAGE_TYPES = { PNG: "image/png", JPEG: "image/jpeg", WEBP: "image/webp", GIF: "image/gif" };
 // How often the reason a PENDING task waits is read again.
@@ -141,10 +142,12 @@ export function render(main, id) {
   parts.again.addEventListener("click", () => shown && submitAgain(shown));
 
   watch();
+  const stopLogs = followLogs(parts.logs, id);
 
   return () => {
     stopped = true;
     clearTimeout(waitTimer);
+    stopLogs();
     if (source) source.close();
   };
 }
@@ -166,6 +169,7 @@ function layout(root, id) {
     cancel: h("button", { type: "button", id: "cancel" }, "Cancel"),
     retry: h("button", { type: "button", id: "retry" }, "Retry"),
     again: h("button", { type: "button", id: "submit-again" }, "Submit again"),
+    logs: h("div"),
   };
   parts.all = [
     h("h1", { id: "task-title" }, "Task ", h("span", { class: "mono" }, id), " ", parts.state),
@@ -184,6 +188,7 @@ function layout(root, id) {
       h("div", { class: "panel" }, h("h2", {}, "Error"), parts.error),
       h("div", { class: "panel" }, h("h2", {}, "Updates received"), parts.events),
     ),
+    h("section", { class: "panel", id: "logs-panel", "aria-labelledby": "logs-title" }, h("h2", { id: "logs-title" }, "Logs"), parts.logs),
   ];
   return parts;
 }

@@ -53,6 +53,10 @@ and a batch costs one round trip. Keys, under the prefix `P`:
                        queue, `waiting` > 0); read and deleted when it ends
     P:idempotency      hash: "<tenant>\\0<key>" -> task id
     P:tenant_depth     hash: tenant -> its unfinished tasks, for quotas
+    P:logs:<id>        set: the attempts of task <id> with log lines; the
+                       lines of each in the list P:logs:<id>:<attempt>,
+                       the latest MAX_LINES_PER_ATTEMPT (see `_logs`),
+                       dropped with the task
     P:signing_key      string: the secret that signs list page tokens
     P:workers          hash: worker id -> its registration (JSON)
     P:worker_expiry    zset: worker ids by the time their entry expires
@@ -166,6 +170,7 @@ RENEW = _script("renew")
 REAP = _script("reap")
 PURGE = _script("purge").replace("PURGE_CHUNK", str(PURGE_CHUNK))
 DEPTH = _script("depth")
+BACKLOG = _script("backlog")
 WORK = _CLAIMING + _script("work")
 REASON = _script("reason")
 DECLARE = _script("declare")
@@ -176,6 +181,8 @@ FETCH = _script("fetch")
 INDEX = _script("index").replace("INDEX_CHUNK", str(INDEX_CHUNK))
 WORKERS = _script("workers")
 SCHEDULES = _script("schedules")
+APPEND_LOGS = _script("append_logs")
+READ_LOGS = _script("read_logs")
 
 
 # -- values in and out ---------------------------------------------------------

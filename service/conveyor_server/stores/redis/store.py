@@ -38,10 +38,12 @@ from conveyor_server.stores._errors import (
     UnknownDependency,
 )
 from conveyor_server.stores._feed import FeedFilter, FeedReader
+from conveyor_server.stores._logs import LogBatch, LogCursor, LogPage
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._reasons import LimitFigures, explain
 from conveyor_server.stores._records import (
     LIMIT_NAMES,
+    BacklogGauge,
     Cancellation,
     CancelOutcome,
     ListQuery,
@@ -65,12 +67,16 @@ from conveyor_server.stores.redis._group_commit import GroupCommit
 from conveyor_server.stores.redis._leases import LeaseKeeper, LeaseReport
 from conveyor_server.stores.redis._list_index import ListIndexBuild
 from conveyor_server.stores.redis._schedules import ScheduleBook
+from conveyor_server.stores.redis._task_logs import RedisLogs
 from conveyor_server.stores.redis._workers import WorkerRegistry
 from conveyor_server.stores.redis.scripts import existing_record, pack, progress_values
 
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_SECONDS = 2.0
+# How many tenants (and key groups of a tenant, and late delayed tasks) one
+# read of the backlog gauges looks at, so that it holds Redis briefly.
+BACKLOG_MAX_TENANTS = 1000
 # How long the earliest due time a claim read stands in for next_due_time.
 DUE_HINT_SECONDS = 0.05
 
@@ -128,6 +134,7 @@ class RedisStore:
         self._reap = script(lua.REAP)
         self._purge = script(lua.PURGE)
         self._depth = script(lua.DEPTH)
+        self._backlog = script(lua.BACKLOG)
         self._work_due = script(lua.WORK)
         self._reason = script(lua.REASON)
         self._declare = script(lua.DECLARE)
@@ -140,6 +147,11 @@ class RedisStore:
         schedules = script(lua.SCHEDULES)
         self._schedules = ScheduleBook(lambda args: self._run(schedules, [prefix, *args]))
         self._signing_key: bytes | None = None
+        append_logs, read_logs = script(lua.APPEND_LOGS), script(lua.READ_LOGS)
+        self._logs = RedisLogs(
+            lambda args: self._run(append_logs, [prefix, *args]),
+            lambda args: self._run(read_logs, [prefix, *args]),
+        )
 
         self._creates = GroupCommit(self._send_creates)
         self._gets = GroupCommit(self._send_gets)
@@ -397,6 +409,12 @@ class RedisStore:
 
     # -- workers ------------------------------------------------------------
 
+    async def append_logs(self, batches: Sequence[LogBatch]) -> None:
+        await self._logs.append(batches)
+
+    async def read_logs(self, task_id: str, attempt: int, after: LogCursor, limit: int) -> LogPage:
+        return await self._logs.read(task_id, attempt, after, limit)
+
     async def register_worker(self, worker: WorkerInfo) -> None:
         await self._workers.register(worker)
 
@@ -540,6 +558,23 @@ class RedisStore:
             )
             for task_type in sorted(running.keys() | pending.keys())
         }
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        flat = await self._run(self._backlog, [self._prefix, now, BACKLOG_MAX_TENANTS])
+        gauges = []
+        for i in range(0, len(flat), 6):
+            task_type, tenant, pending, due, running, oldest = flat[i : i + 6]
+            gauges.append(
+                BacklogGauge(
+                    task_type.decode(),
+                    tenant.decode(),
+                    int(pending),
+                    int(due),
+                    int(running),
+                    float(oldest) if oldest else None,
+                )
+            )
+        return sorted(gauges, key=lambda g: (g.type, g.tenant))
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
         key = record.concurrency_key

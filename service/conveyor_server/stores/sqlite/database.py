@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from conveyor_server.stores._errors import StoreUnavailable
 from conveyor_server.stores._records import ErrorCode, State, TaskFailure, TaskRecord
 from conveyor_server.stores.memory import MemoryStore
-from conveyor_server.stores.sqlite import schema, settings
+from conveyor_server.stores.sqlite import logs, schema, settings
 
 logger = logging.getLogger("conveyor_server.stores.sqlite.store")
 
@@ -84,6 +84,7 @@ def load_database(
             connection, [schema.row_from_snapshot(schema.snapshot(r)) for r in changed.values()]
         )
         schema.delete_rows(connection, [r.seq for r in loaded.dropped])
+        logs.load(connection, memory)
         top = max([last_seq, *(r.seq for r in records)])
         set_meta(connection, "last_seq", str(top))
     if records:

@@ -1,9 +1,9 @@
 """The SQLite schema of `sqlite:///path` and the mapping of a task to a row.
 
-Schema version 6:
+Schema version 7:
 
     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
-        'schema_version' -> '6'
+        'schema_version' -> '7'
         'last_seq'       -> the highest seq ever given, so that numbering
                             (the list cursor) continues after a restart even
                             when the newest tasks were purged
@@ -28,6 +28,11 @@ Schema version 6:
     schedules(tenant, id, spec BLOB, paused, create_time, update_time,
               fired_until; PRIMARY KEY (tenant, id))
         one row per schedule (version 5)
+    task_logs(task_seq, attempt, sequence, time, level, message;
+              PRIMARY KEY (task_seq, attempt, sequence))
+        the lines handlers wrote through ctx.logger, the latest
+        `MAX_LINES_PER_ATTEMPT` per attempt, keyed by their task's seq
+        (version 7); dropped with the task
 
 A row always holds a whole task: every write replaces it.
 
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -47,7 +53,7 @@ from typing import Any, TypeVar
 from conveyor_server.stores import _flat
 from conveyor_server.stores._records import TaskRecord
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # The CREATE statements, run at every open.
 CREATE_SCHEMA = (
@@ -60,7 +66,9 @@ CREATE_SCHEMA = (
 def _create_table(table: str) -> str:
     """The CREATE statement of one table, as schema.sql spells it."""
     start = CREATE_SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {table} (")
-    return CREATE_SCHEMA[start : CREATE_SCHEMA.index(");", start) + 2]
+    end = re.compile(r"\)( WITHOUT ROWID)?;").search(CREATE_SCHEMA, start)
+    assert end is not None
+    return CREATE_SCHEMA[start : end.end()]
 
 
 _CREATE_TASKS = _create_table("tasks")
@@ -103,6 +111,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # The trace context of the submitting call: none before version 6.
     5: ("ALTER TABLE tasks ADD COLUMN traceparent TEXT",),
+    # Task logs: none before version 7.
+    6: (_create_table("task_logs"),),
 }
 
 T = TypeVar("T")

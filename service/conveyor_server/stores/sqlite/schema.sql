@@ -1,4 +1,4 @@
--- The schema of `sqlite:///path`, version 6 (schema.SCHEMA_VERSION); its
+-- The schema of `sqlite:///path`, version 7 (schema.SCHEMA_VERSION); its
 -- tables and columns are described in schema.py. Run at every open: every
 -- statement is IF NOT EXISTS. A change of a table here needs a new schema
 -- version and a migration of the files written by the old one.
@@ -75,3 +75,14 @@ CREATE TABLE IF NOT EXISTS schedules (
     fired_until REAL NOT NULL,
     PRIMARY KEY (tenant, id)
 );
+-- Version 7: the lines handlers wrote through ctx.logger, the latest
+-- MAX_LINES_PER_ATTEMPT per attempt of a task (keyed by the task's seq).
+CREATE TABLE IF NOT EXISTS task_logs (
+    task_seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (task_seq, attempt, sequence)
+) WITHOUT ROWID;

@@ -35,8 +35,9 @@ the store is used. Type settings and schedules are loaded too, and every
 change of them is committed, as a task's is, before the call that made it
 answers.
 
-The tables, of schema version 5, are described in `schema.py`; files of
-versions 1 to 4 are migrated when opened.
+The tables, of schema version 7, are described in `schema.py`; files of
+versions 1 to 6 are migrated when opened. Task logs are kept in the index
+as well, and written through like a task's changes, without waiting.
 
 The database is opened in exclusive locking mode: a second server on the
 same file is refused at start-up instead of silently diverging (and no
@@ -62,8 +63,10 @@ from typing import TypeVar
 from conveyor_server.stores._book import Saved
 from conveyor_server.stores._errors import InvalidTransition, StoreUnavailable
 from conveyor_server.stores._feed import ChangeFeed, FeedFilter, FeedReader
+from conveyor_server.stores._logs import KeptLogs, LogBatch, LogCursor, LogPage
 from conveyor_server.stores._protocol import StoreListener, announce
 from conveyor_server.stores._records import (
+    BacklogGauge,
     Cancellation,
     ListQuery,
     NewTask,
@@ -80,7 +83,7 @@ from conveyor_server.stores._records import (
 from conveyor_server.stores._subscriptions import LatestSubscription
 from conveyor_server.stores._workers import WorkerInfo
 from conveyor_server.stores.memory import MemoryStore
-from conveyor_server.stores.sqlite import schema, settings
+from conveyor_server.stores.sqlite import logs, schema, settings
 from conveyor_server.stores.sqlite.database import (
     connect,
     load_database,
@@ -100,7 +103,7 @@ _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 class _Batch:
     """The changes of one loop iteration, committed together."""
 
-    __slots__ = ("deletes", "done", "error", "number", "saved", "upserts", "waiters")
+    __slots__ = ("deletes", "done", "error", "logs", "number", "saved", "upserts", "waiters")
 
     def __init__(self, number: int) -> None:
         self.number = number
@@ -111,6 +114,8 @@ class _Batch:
         self.deletes: list[int] = []  # seqs
         # Latest change per type setting or schedule.
         self.saved: dict[settings.RowKey, Saved] = {}
+        # Task log lines, written before the deletes.
+        self.logs: list[KeptLogs] = []
         self.waiters: list[asyncio.Future[None]] = []
         self.done = False
         self.error: StoreUnavailable | None = None
@@ -253,6 +258,16 @@ class SqliteStore:
         self._check()
         return await self._memory.purge(finished_before)
 
+    async def append_logs(self, batches: Sequence[LogBatch]) -> None:
+        self._check()
+        kept = self._memory.keep_logs(batches)
+        if kept:
+            (self._open or self._new_batch()).logs.extend(kept)
+
+    async def read_logs(self, task_id: str, attempt: int, after: LogCursor, limit: int) -> LogPage:
+        self._check()
+        return await self._memory.read_logs(task_id, attempt, after, limit)
+
     # -- reads ----------------------------------------------------------
 
     async def get(self, task_id: str, tenant: str = "") -> TaskRecord | None:
@@ -328,6 +343,10 @@ class SqliteStore:
     async def type_counts(self) -> dict[str, TypeCounts]:
         self._check()
         return await self._memory.type_counts()
+
+    async def backlog(self, now: float) -> list[BacklogGauge]:
+        self._check()
+        return await self._memory.backlog(now)
 
     async def pending_reason(self, record: TaskRecord, now: float) -> PendingExplanation:
         self._check()
@@ -521,15 +540,19 @@ class SqliteStore:
             upserts: dict[str, schema.Snapshot] = {}
             deletes: list[int] = []
             saved: dict[settings.RowKey, Saved] = {}
+            kept_logs: list[KeptLogs] = []
             for batch in group:
                 upserts.update(batch.upserts)
                 deletes.extend(batch.deletes)
                 saved.update(batch.saved)
+                kept_logs.extend(batch.logs)
             rows = [schema.row_from_snapshot(values) for values in upserts.values()]
             top = max((schema.seq_of(values) for values in upserts.values()), default=0)
             with transaction(connection):
                 schema.write_rows(connection, rows)
+                logs.write(connection, kept_logs)
                 schema.delete_rows(connection, deletes)
+                logs.delete_tasks(connection, deletes)
                 settings.write(connection, saved.values())
                 if top > self._saved_seq:
                     set_meta(connection, "last_seq", str(top))

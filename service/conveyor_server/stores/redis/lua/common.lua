@@ -29,6 +29,9 @@ local function tenant_depth(tenant)
 end
 
 local function task_key(id) return P .. ':task:' .. id end
+-- The attempts of a task with log lines (a set); each one's lines are the
+-- list under it, `:<attempt>`.
+local function logs_key(id) return P .. ':logs:' .. id end
 
 -- A tenant's list indexes: zsets of its task ids scored by seq (creation
 -- order, the order ListTasks pages in): every task (P:tasks:<tenant>), and
@@ -353,6 +356,11 @@ local function drop(id, unlisted)
   if state then redis.call('ZREM', state_index(tenant, state), id) end
   if not unlisted then redis.call('ZREM', FINISHED, id) end
   redis.call('DEL', key)
+  local logs = logs_key(id)
+  for _, attempt in ipairs(redis.call('SMEMBERS', logs)) do
+    redis.call('DEL', logs .. ':' .. attempt)
+  end
+  redis.call('DEL', logs)
 end
 
 local function keep_retention(limit)
