@@ -1,4 +1,4 @@
-"""The Logs panel of a task's page, in a real browser: the lines of a
+"""The Logs tab of a task's page, in a real browser: the lines of a
 running task appear as they are logged, and the finished task's are all
 shown."""
 
@@ -25,13 +25,17 @@ def log_server() -> Iterator[ServerThread]:
     server.stop()
 
 
-def test_the_logs_panel_follows_a_task_to_its_end(
+def test_the_logs_tab_follows_a_task_to_its_end(
     log_server: ServerThread, open_page: OpenPage
 ) -> None:
     gate = gates[name := uuid.uuid4().hex] = threading.Event()
     reply = Http(log_server).post("/v1/tasks", {"type": "gated", "payload": {"gate": name}})
     task_id = reply.body["task"]["id"]
     page = open_page(log_server, f"#/tasks/{task_id}")
+    assert page.is_hidden("#logs-panel")  # the Overview tab is shown first
+    page.click("#tab-logs")
+    assert page.get_attribute("#tab-logs", "aria-selected") == "true"
+    assert page.is_hidden("#task-facts")
     page.wait_for_selector("#task-logs li[data-sequence='1']")
     assert "started" in page.inner_text("#task-logs")
     assert "Following" in page.inner_text("#task-logs-status")
@@ -45,7 +49,7 @@ def test_the_logs_panel_follows_a_task_to_its_end(
     assert page.errors == []
 
 
-def test_the_logs_panel_says_what_was_dropped(
+def test_the_logs_tab_says_what_was_dropped(
     log_server: ServerThread, open_page: OpenPage
 ) -> None:
     http = Http(log_server)
@@ -54,6 +58,7 @@ def test_the_logs_panel_says_what_was_dropped(
     ]
     http.wait_state(task_id, "TASK_STATE_SUCCEEDED")
     page = open_page(log_server, f"#/tasks/{task_id}")
+    page.click("#tab-logs")
     page.wait_for_selector("#task-logs-status:has-text('1000 lines.')")
     assert "attempt 1: 3 earliest lines dropped" in page.inner_text("#task-logs-dropped")
     assert page.errors == []

@@ -179,18 +179,71 @@ function layout(root, id) {
     parts.live,
     h("div", { class: "actions" }, parts.cancel, parts.retry, parts.again),
     parts.problem,
-    h(
-      "div",
-      { class: "grid" },
-      h("div", { class: "panel" }, h("h2", {}, "Details"), parts.facts),
-      h("div", { class: "panel" }, h("h2", {}, "Payload"), parts.payload),
-      h("div", { class: "panel" }, h("h2", {}, "Result"), parts.result, parts.image),
-      h("div", { class: "panel" }, h("h2", {}, "Error"), parts.error),
-      h("div", { class: "panel" }, h("h2", {}, "Updates received"), parts.events),
-    ),
-    h("section", { class: "panel", id: "logs-panel", "aria-labelledby": "logs-title" }, h("h2", { id: "logs-title" }, "Logs"), parts.logs),
+    ...tabs([
+      [
+        "Overview",
+        h(
+          "div",
+          { class: "grid" },
+          h("div", { class: "panel" }, h("h2", {}, "Details"), parts.facts),
+          h("div", { class: "panel" }, h("h2", {}, "Payload"), parts.payload),
+          h("div", { class: "panel" }, h("h2", {}, "Result"), parts.result, parts.image),
+          h("div", { class: "panel" }, h("h2", {}, "Error"), parts.error),
+          h("div", { class: "panel" }, h("h2", {}, "Updates received"), parts.events),
+        ),
+      ],
+      ["Logs", h("section", { class: "panel", id: "logs-panel" }, parts.logs)],
+    ]),
   ];
   return parts;
+}
+
+/** A tab list and its panels (`[label, content]` each), the first shown:
+ * the ARIA tabs pattern, with the arrow keys moving between tabs. */
+function tabs(entries) {
+  const buttons = [];
+  const panels = [];
+  entries.forEach(([label, content], index) => {
+    const key = label.toLowerCase();
+    buttons.push(
+      h(
+        "button",
+        {
+          type: "button",
+          role: "tab",
+          id: `tab-${key}`,
+          "aria-controls": `tab-panel-${key}`,
+          "aria-selected": index === 0 ? "true" : "false",
+          tabindex: index === 0 ? "0" : "-1",
+        },
+        label,
+      ),
+    );
+    panels.push(
+      h(
+        "div",
+        { role: "tabpanel", id: `tab-panel-${key}`, "aria-labelledby": `tab-${key}`, hidden: index !== 0 },
+        content,
+      ),
+    );
+  });
+  function select(chosen) {
+    buttons.forEach((button, index) => {
+      const on = index === chosen;
+      button.setAttribute("aria-selected", on ? "true" : "false");
+      button.tabIndex = on ? 0 : -1;
+      panels[index].hidden = !on;
+    });
+    buttons[chosen].focus();
+  }
+  buttons.forEach((button, index) => {
+    button.addEventListener("click", () => select(index));
+    button.addEventListener("keydown", (event) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (step) select((index + step + buttons.length) % buttons.length);
+    });
+  });
+  return [h("div", { class: "tabs", role: "tablist", "aria-label": "Task views" }, buttons), ...panels];
 }
 
 function facts(task) {
