@@ -45,7 +45,7 @@ class QueuedSubmit:
     """One caller's submit: its request, its deadline and, once answered,
     its outcome. A driver adds what it waits with."""
 
-    __slots__ = ("deadline", "keyed", "outcome", "request", "rpc_timeout", "size", "trace")
+    __slots__ = ("deadline", "keyed", "outcome", "request", "rpc_timeout", "size")
 
     def __init__(
         self,
@@ -57,14 +57,16 @@ class QueuedSubmit:
     ) -> None:
         # Built in the caller, so a bad payload raises there, before queuing.
         self.request = _core.submit_request(spec, reply_to)
+        # The caller's trace context goes in its own request: a wave carries
+        # submits of several callers, and so of several traces.
+        traceparent = _trace.current_traceparent()
+        if traceparent is not None:
+            self.request.traceparent = traceparent
         self.keyed = bool(spec.idempotency_key)
         self.rpc_timeout = rpc_timeout
         self.deadline = now + (default_timeout if rpc_timeout is None else rpc_timeout)
         self.size = self.request.ByteSize()
         self.outcome: Task | ConveyorError | None = None
-        # The caller's trace context: a call carries one, so a wave holds
-        # only submits of the same trace, and is sent from its first caller.
-        self.trace = _trace.outgoing_metadata(())
 
     def result(self) -> Task:
         """The task, or the submit's error raised."""
@@ -111,40 +113,17 @@ class SubmitQueue(Generic[_S]):
     def next_wave(self) -> list[_S]:
         """Called when a send ends: the submits to send next, oldest first
         and within the bounds (the first always goes, whatever its size).
-        Empty when nobody waits, and then nothing is in flight any more.
-
-        A wave holds only submits made in the trace of its first one (all,
-        when nothing traces): the call carries one trace context, and a
-        submit sent under another's would break its caller's trace."""
+        Empty when nobody waits, and then nothing is in flight any more."""
+        wave: list[_S] = []
+        size = 0
         waiting = self._waiting
-        if not waiting:
-            self._busy = False
-            return []
-        first = waiting.popleft()
-        wave: list[_S] = [first]
-        size = first.size
-        if any(submit.trace != first.trace for submit in waiting):
-            return self._same_trace(wave, size)
         while waiting and len(wave) < self._max_requests:
             size += waiting[0].size
-            if size > self._max_bytes:
+            if wave and size > self._max_bytes:
                 break
             wave.append(waiting.popleft())
-        return wave
-
-    def _same_trace(self, wave: list[_S], size: int) -> list[_S]:
-        """Add to `wave` the waiting submits of its first one's trace, within
-        the bounds; the others keep their places in the queue."""
-        trace = wave[0].trace
-        kept: deque[_S] = deque()
-        for submit in self._waiting:
-            fits = len(wave) < self._max_requests and size + submit.size <= self._max_bytes
-            if submit.trace == trace and fits:
-                wave.append(submit)
-                size += submit.size
-            else:
-                kept.append(submit)
-        self._waiting = kept
+        if not wave:
+            self._busy = False
         return wave
 
     def withdraw(self, submit: _S) -> bool:

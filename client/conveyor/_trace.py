@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["outgoing_metadata", "tracing_in_use"]
+__all__ = ["current_traceparent", "outgoing_metadata", "tracing_in_use"]
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -34,3 +34,13 @@ def outgoing_metadata(metadata: Metadata) -> Metadata:
     except ImportError:  # the API module without the rest of the extra
         return metadata
     return _otel.with_trace_context(metadata)
+
+
+def current_traceparent() -> str | None:
+    """The W3C `traceparent` of the current span, when the application
+    traces: what a submit that travels in a batch of other callers' submits
+    carries in its own request."""
+    for key, value in outgoing_metadata(()):
+        if key == "traceparent":
+            return value
+    return None

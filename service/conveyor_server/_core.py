@@ -38,6 +38,7 @@ from conveyor_server._page_token import BadPageToken, PageTokens
 from conveyor_server._partial_submit import create_each
 from conveyor_server._pending import PendingExplainer
 from conveyor_server._task_feed import TaskFeed, watch_query
+from conveyor_server._tracing import task_traceparent
 from conveyor_server._type_settings import check_type_name, limits_change
 from conveyor_server._validation import (
     RequestValidator,
@@ -174,7 +175,7 @@ class TaskCore:
         self._gate.check()
         remote = await self._catalog.remote_types([request.type])
         new = self._validator.submit(request, tenant, remote)
-        new.traceparent = traceparent
+        new.traceparent = task_traceparent(request, traceparent)
         now = self._clock()
         records = await self.store.create([new], now)
         self.observer.tasks_submitted(records, now)
@@ -201,8 +202,8 @@ class TaskCore:
         if request.partial_success:
             return await self._submit_each(request, tenant, remote, traceparent)
         tasks = self._validator.batch(request, tenant, remote)
-        for new in tasks:
-            new.traceparent = traceparent
+        for new, each in zip(tasks, request.requests, strict=True):
+            new.traceparent = task_traceparent(each, traceparent)
         now = self._clock()
         try:
             records = await self.store.create(tasks, now)
@@ -223,9 +224,9 @@ class TaskCore:
         traceparent: str | None,
     ) -> pb.BatchSubmitTasksResponse:
         checked = self._validator.each(request, tenant, remote)
-        for new in checked:
+        for new, each in zip(checked, request.requests, strict=True):
             if isinstance(new, NewTask):
-                new.traceparent = traceparent
+                new.traceparent = task_traceparent(each, traceparent)
         now = self._clock()
         outcomes = await create_each(self.store, checked, now, store_error)
         records = [outcome for outcome in outcomes if not isinstance(outcome, ServiceError)]

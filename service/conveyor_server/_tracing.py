@@ -31,6 +31,7 @@ __all__ = [
     "attempt_trace",
     "rpc_interceptors",
     "submit_traceparent",
+    "task_traceparent",
     "tracing_in_use",
     "valid_traceparent",
 ]
@@ -57,6 +58,17 @@ def valid_traceparent(value: str | None) -> str | None:
     if trace_id == "0" * 32 or span_id == "0" * 16:
         return None
     return match.group(0)[:55]
+
+
+def task_traceparent(request: Any, call: str | None) -> str | None:
+    """The trace context a task submitted by `request` keeps: the call's
+    (`call`: the server's span of the call when it traces, else the caller's
+    metadata), unless the request carries a valid one of another trace
+    itself: a batch of several callers' submits carries each one's own."""
+    own = valid_traceparent(request.traceparent) if request.traceparent else None
+    if own is None or (call is not None and call[3:35] == own[3:35]):
+        return call
+    return own
 
 
 def traceparent_in(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:

@@ -56,17 +56,18 @@ def check_reply_to(reply_to: str) -> str | None:
 
 def _fingerprint(request: pb.SubmitTaskRequest) -> bytes:
     """The digest an idempotency key compares: the whole request but its
-    reply_to, so that a retry from another client (another result stream)
-    is a repeat, not a conflict."""
-    if request.reply_to:
-        request = _without_reply_to(request)
+    reply_to and traceparent, so that a retry from another client (another
+    result stream) or another trace is a repeat, not a conflict."""
+    if request.reply_to or request.traceparent:
+        request = _without_caller(request)
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
-def _without_reply_to(request: pb.SubmitTaskRequest) -> pb.SubmitTaskRequest:
+def _without_caller(request: pb.SubmitTaskRequest) -> pb.SubmitTaskRequest:
     copy = pb.SubmitTaskRequest()
     copy.CopyFrom(request)
     copy.ClearField("reply_to")
+    copy.ClearField("traceparent")
     return copy
 
 

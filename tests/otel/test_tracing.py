@@ -220,10 +220,10 @@ def test_a_watch_stream_has_its_span_and_so_has_a_refused_one(
     assert dict(process.attributes or {})["conveyor.task.tenant"] == "team-a"
 
 
-def test_concurrent_submits_each_keep_their_own_trace_and_share_calls_within_one(
+def test_concurrent_submits_each_keep_their_own_trace(
     make_server: Callable[..., ServerThread], spans: InMemorySpanExporter, tracer: trace.Tracer
 ) -> None:
-    """Submits from many threads are coalesced only within a trace: each
+    """Submits from many threads, each in its own trace, coalesced: each
     task's attempt lands in the trace of the thread that submitted it."""
     thread = make_server()
     traces: dict[str, int] = {}
@@ -276,3 +276,26 @@ def test_an_async_handler_runs_in_its_attempts_span_too(
     inside = one(finished, "inside")
     assert process.context.trace_id == caller.context.trace_id
     assert inside.parent is not None and inside.parent.span_id == process.context.span_id
+
+
+def test_submits_of_different_traces_share_one_wave_each_carrying_its_own(
+    tracer: trace.Tracer,
+) -> None:
+    # A call carries one trace context in its metadata; each coalesced
+    # request carries its caller's in its own field, so traces never keep
+    # submits apart.
+    from conveyor import TaskSpec
+    from conveyor._coalesce import QueuedSubmit, SubmitQueue
+
+    queue: SubmitQueue[QueuedSubmit] = SubmitQueue()
+    assert queue.arrive(QueuedSubmit(TaskSpec("echo"), None, 5.0, 0.0))  # sent alone
+    carried = []
+    for index in range(3):
+        with tracer.start_as_current_span(f"caller-{index}") as span:
+            submit = QueuedSubmit(TaskSpec("echo"), None, 5.0, 0.0)
+            carried.append((submit, span.get_span_context().trace_id))
+            assert not queue.arrive(submit)
+    wave = queue.next_wave()
+    assert wave == [submit for submit, _ in carried]
+    for submit, trace_id in carried:
+        assert int(submit.request.traceparent.split("-")[1], 16) == trace_id

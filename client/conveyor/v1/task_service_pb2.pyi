@@ -90,6 +90,7 @@ class SubmitTaskRequest(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_REQUESTS_FIELD_NUMBER: _builtins.int
     RUN_ON_DEPENDENCY_FAILURE_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Registered handler type, such as "sleep" or "csv_stats"."""
     idempotency_key: _builtins.str
@@ -118,6 +119,13 @@ class SubmitTaskRequest(_message.Message):
     run_on_dependency_failure: _builtins.bool
     """Run even if a task it depends on ends FAILED or CANCELLED; by default
     the task is then cancelled with the error DEPENDENCY_FAILED.
+    """
+    traceparent: _builtins.str
+    """Optional. The W3C trace context (`traceparent`) of the caller that made
+    this request, for the task to keep in place of the call's `traceparent`
+    metadata: one BatchSubmitTasks call can then carry requests of several
+    traces (the SDK's coalesced submits do). A malformed one is ignored. Not
+    part of what an idempotency key compares.
     """
     @_builtins.property
     def payload(self) -> _struct_pb2.Struct:
@@ -170,10 +178,11 @@ class SubmitTaskRequest(_message.Message):
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
         depends_on_requests: _abc.Iterable[_builtins.int] | None = ...,
         run_on_dependency_failure: _builtins.bool = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "payload", b"payload", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "delay", b"delay", "depends_on", b"depends_on", "depends_on_requests", b"depends_on_requests", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "reply_to", b"reply_to", "run_on_dependency_failure", b"run_on_dependency_failure", "timeout", b"timeout", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "delay", b"delay", "depends_on", b"depends_on", "depends_on_requests", b"depends_on_requests", "idempotency_key", b"idempotency_key", "labels", b"labels", "max_attempts", b"max_attempts", "payload", b"payload", "priority", b"priority", "reply_to", b"reply_to", "run_on_dependency_failure", b"run_on_dependency_failure", "timeout", b"timeout", "traceparent", b"traceparent", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
