@@ -49,9 +49,7 @@ def test_the_logs_tab_follows_a_task_to_its_end(
     assert page.errors == []
 
 
-def test_the_logs_tab_says_what_was_dropped(
-    log_server: ServerThread, open_page: OpenPage
-) -> None:
+def test_the_logs_tab_says_what_was_dropped(log_server: ServerThread, open_page: OpenPage) -> None:
     http = Http(log_server)
     task_id = http.post("/v1/tasks", {"type": "chatty", "payload": {"lines": 1003}}).body["task"][
         "id"

@@ -109,6 +109,10 @@ def seeds(fuzz_api: Api) -> dict[str, list[bytes]]:
         "PauseSchedule": [spb.PauseScheduleRequest(id="raw")],
         "ResumeSchedule": [spb.ResumeScheduleRequest(id="raw")],
         "TriggerSchedule": [spb.TriggerScheduleRequest(id="raw", request_id="r-1")],
+        "GetTaskLogs": [
+            pb.GetTaskLogsRequest(id=done.id),
+            pb.GetTaskLogsRequest(id=failed.id, attempt=1, page_size=2, page_token="x.1"),
+        ],
     }
     assert set(requests) == set(METHODS)
     return {name: [r.SerializeToString() for r in found] for name, found in requests.items()}
