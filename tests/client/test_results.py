@@ -24,8 +24,10 @@ from conveyor import (
     TaskNotFound,
     TaskSpec,
     TaskState,
+    Unavailable,
     WaitTimeout,
 )
+from tests.support.procs import wait_until
 from tests.support.server import ServerThread, free_port, test_config
 
 LATER = 600.0  # a delay no test outlives: the task stays PENDING until cancelled
@@ -223,10 +225,20 @@ def test_a_wait_resumes_across_a_server_restart(
         first.stop()
         second = ServerThread(config).start()
         try:
+            # The client's channel reconnects after its own backoff.
+            wait_until(lambda: answers(client, handle.id), 30, "the restarted server to answer")
             client.cancel(handle.id)
             assert waiting.result(timeout=60).state is TaskState.CANCELLED
         finally:
             second.stop()
+
+
+def answers(client: Client, task_id: str) -> bool:
+    try:
+        client.get(task_id)
+    except Unavailable:
+        return False
+    return True
 
 
 # --- AsyncClient ----------------------------------------------------------------------
