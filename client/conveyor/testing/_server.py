@@ -124,7 +124,38 @@ def _not_idle(timeout: float) -> TimeoutError:
     )
 
 
-class ConveyorTestServer:
+class _TestServer:
+    """What both forms of the test server share: the server, on its own
+    thread and loop, and what they tell of it."""
+
+    __test__ = False
+
+    def __init__(
+        self,
+        registry: HandlerRegistry | None,
+        *,
+        tasks: Sequence[str],
+        config: ServerConfig | None,
+    ) -> None:
+        self._server = ServerLoop(test_settings(config, tasks), registry)
+
+    @property
+    def address(self) -> str:
+        """Where the server listens, as `host:port`."""
+        return self._server.address
+
+    @property
+    def clock(self) -> TestClock:
+        """The server's clock: what "now" is for delays, backoffs and schedules."""
+        return self._server.clock
+
+    @property
+    def server(self) -> ConveyorServer:
+        """The running server, for what the clients do not show."""
+        return self._server.server
+
+
+class ConveyorTestServer(_TestServer):
     """A real Conveyor server for a test, with a `Client` on it.
 
     >>> with ConveyorTestServer(registry) as conveyor:
@@ -147,7 +178,7 @@ class ConveyorTestServer:
         tasks: Sequence[str] = (),
         config: ServerConfig | None = None,
     ) -> None:
-        self._server = ServerLoop(test_settings(config, tasks), registry)
+        super().__init__(registry, tasks=tasks, config=config)
         self._client: Client | None = None
 
     def __enter__(self) -> ConveyorTestServer:
@@ -162,25 +193,10 @@ class ConveyorTestServer:
         self._server.stop()
 
     @property
-    def address(self) -> str:
-        """Where the server listens, as `host:port`."""
-        return self._server.address
-
-    @property
     def client(self) -> Client:
         if self._client is None:
             raise RuntimeError("the test server is not running; enter its `with` block first")
         return self._client
-
-    @property
-    def clock(self) -> TestClock:
-        """The server's clock: what "now" is for delays, backoffs and schedules."""
-        return self._server.clock
-
-    @property
-    def server(self) -> ConveyorServer:
-        """The running server, for what the clients do not show."""
-        return self._server.server
 
     def async_client(self) -> AsyncClient:
         """A new `AsyncClient` on this server, for the running event loop;
@@ -206,7 +222,7 @@ class ConveyorTestServer:
         self._server.advance(seconds).result(DEFAULT_IDLE_TIMEOUT)
 
 
-class AsyncConveyorTestServer:
+class AsyncConveyorTestServer(_TestServer):
     """`ConveyorTestServer` for async tests: an `AsyncClient` on a real
     server, and awaitable `run_until_idle` and `advance`.
 
@@ -224,7 +240,7 @@ class AsyncConveyorTestServer:
         tasks: Sequence[str] = (),
         config: ServerConfig | None = None,
     ) -> None:
-        self._server = ServerLoop(test_settings(config, tasks), registry)
+        super().__init__(registry, tasks=tasks, config=config)
         self._client: AsyncClient | None = None
         self._sync_client: Client | None = None
 
@@ -243,11 +259,6 @@ class AsyncConveyorTestServer:
         await asyncio.to_thread(self._server.stop)
 
     @property
-    def address(self) -> str:
-        """Where the server listens, as `host:port`."""
-        return self._server.address
-
-    @property
     def client(self) -> AsyncClient:
         if self._client is None:
             raise RuntimeError("the test server is not running; enter its `async with` first")
@@ -259,16 +270,6 @@ class AsyncConveyorTestServer:
         if self._sync_client is None:
             self._sync_client = Client(self.address)
         return self._sync_client
-
-    @property
-    def clock(self) -> TestClock:
-        """The server's clock: what "now" is for delays, backoffs and schedules."""
-        return self._server.clock
-
-    @property
-    def server(self) -> ConveyorServer:
-        """The running server, for what the clients do not show."""
-        return self._server.server
 
     async def run_until_idle(self) -> None:
         """Run queued work to completion: return once no task is due or
